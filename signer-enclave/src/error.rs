@@ -1,0 +1,72 @@
+//! The enclave's one error type, and its single mapping to a gRPC status with a static message.
+
+use tonic::Status;
+
+/// Everything that can go wrong inside the enclave.
+///
+/// Detail stays here and in the enclave's log; the gRPC status a caller sees carries only a
+/// generic, static message per failure class (see the `From<Error> for Status` impl).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request field is malformed. The message is static and names the field.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// No such key is loaded.
+    #[error("key not found")]
+    KeyNotFound,
+    /// No such keyring is open.
+    #[error("keyring not found")]
+    KeyringNotFound,
+    /// The enclave is still loading keys.
+    #[error("enclave is not ready")]
+    NotReady,
+    /// The call is not allowed in the current phase.
+    #[error("call not allowed in this phase")]
+    WrongPhase,
+    /// An invariant broke; the enclave refuses everything until restarted.
+    #[error("enclave is unrecoverable")]
+    Unrecoverable,
+    /// Bytes are not a valid secp256k1 secret scalar.
+    #[error("invalid secret scalar")]
+    InvalidSecret,
+    /// A sealed record or wrapped key failed authentication, or is malformed. One opaque variant
+    /// for every cryptographic failure, so callers cannot build an oracle.
+    #[error("seal check failed")]
+    SealCheckFailed,
+    /// The key-wrapping provider failed.
+    #[error("key-wrapping provider failed: {0}")]
+    Provider(&'static str),
+    /// The operating system's RNG failed.
+    #[error("OS RNG failed")]
+    Rng(#[from] getrandom::Error),
+    /// File or socket I/O failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// Serving gRPC failed.
+    #[error("transport: {0}")]
+    Transport(#[from] Box<signer_proto::transport::Error>),
+    /// Any other internal failure.
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::InvalidArgument(field) => Status::invalid_argument(field),
+            Error::KeyNotFound => Status::not_found("key not found"),
+            Error::KeyringNotFound => Status::not_found("keyring not found"),
+            Error::NotReady => Status::unavailable("enclave is loading keys"),
+            Error::WrongPhase => Status::failed_precondition("call not allowed in this phase"),
+            Error::Unrecoverable => Status::unavailable("enclave is unrecoverable; restart it"),
+            Error::SealCheckFailed => Status::permission_denied("seal check failed"),
+            Error::Provider(_) => Status::unavailable("key-wrapping provider failed"),
+            Error::InvalidSecret
+            | Error::Rng(_)
+            | Error::Io(_)
+            | Error::Transport(_)
+            | Error::Internal => Status::internal("internal error"),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The signer's enclave: wallet keys in RAM, sealed records, constant-time signing.
+#![doc = include_str!("../README.md")]
+
+pub mod backend;
+mod error;
+pub mod ids;
+pub mod keyinfo;
+pub mod provider;
+pub mod request;
+pub mod seal;
+pub mod secret;
+pub mod service;
+pub mod vault;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::Error;
+use signer_proto::pb::enclave_service_server::EnclaveServiceServer;
+use signer_proto::transport::Listener;
+use tonic::transport::Server;
+
+use crate::backend::{Backend, BackendKind, K256, Libsecp256k1};
+use crate::provider::KeyWrapper;
+use crate::service::EnclaveApi;
+
+/// Serves the enclave API on `listener` with the chosen backend until `shutdown` completes.
+///
+/// # Errors
+/// [`Error::Transport`] if serving fails; [`Error::Rng`] if the boot id cannot be drawn.
+pub async fn serve(
+    listener: Listener,
+    backend: BackendKind,
+    provider: Arc<dyn KeyWrapper>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    match backend {
+        BackendKind::K256 => serve_with::<K256>(listener, provider, shutdown).await,
+        BackendKind::Secp256k1 => serve_with::<Libsecp256k1>(listener, provider, shutdown).await,
+    }
+}
+
+async fn serve_with<B: Backend>(
+    listener: Listener,
+    provider: Arc<dyn KeyWrapper>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let api = EnclaveServiceServer::new(EnclaveApi::<B>::new(provider)?)
+        .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);
+    // No per-call server timeout: loading a million records is one long stream. The host sets
+    // deadlines on its calls, and keepalives drop dead peers.
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .concurrency_limit_per_connection(4096)
+        .add_service(api);
+    tracing::info!(backend = B::NAME, "serving");
+    listener
+        .serve(router, shutdown)
+        .await
+        .map_err(|e| Error::Transport(Box::new(e)))
+}

@@ -1,0 +1,88 @@
+//! `signer-enclave`: the enclave process. Listens on vsock in production, a Unix socket or TCP
+//! locally.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use signer_enclave::backend::BackendKind;
+use signer_enclave::provider::local::LocalProvider;
+use signer_proto::transport::{Address, Listener};
+
+/// The signer's enclave process.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Where to serve the internal API: vsock://CID:PORT, unix:///path or tcp://HOST:PORT.
+    #[arg(long, env = "SIGNER_ENCLAVE_LISTEN")]
+    listen: Address,
+    /// Signing backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::K256, env = "SIGNER_ENCLAVE_BACKEND")]
+    backend: BackendKind,
+    /// Master-key file of the local key-wrapping provider (a development stand-in for KMS).
+    #[arg(long, env = "SIGNER_ENCLAVE_MASTER_KEY_FILE")]
+    master_key_file: PathBuf,
+    /// Create the master-key file (mode 0600) if it does not exist.
+    #[arg(long)]
+    create_master_key: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "enclave stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
+    report_entropy_source();
+    tracing::warn!(
+        "key-wrapping provider: local master-key file (development stand-in, not for production)"
+    );
+    let provider = Arc::new(LocalProvider::open(
+        &cli.master_key_file,
+        cli.create_master_key,
+    )?);
+    let listener = Listener::bind(&cli.listen)
+        .await
+        .map_err(|e| signer_enclave::Error::Transport(Box::new(e)))?;
+    let bound = listener
+        .local_address()
+        .map_or_else(|| cli.listen.to_string(), |a| a.to_string());
+    tracing::info!(address = %bound, backend = ?cli.backend, "listening");
+    signer_enclave::serve(listener, cli.backend, provider, shutdown_signal()).await
+}
+
+/// Inside Nitro the kernel pool is fed by the NSM hwrng; say which source this machine uses.
+fn report_entropy_source() {
+    match std::fs::read_to_string("/sys/class/misc/hw_random/rng_current") {
+        Ok(source) if source.trim() == "nsm-hwrng" => {
+            tracing::info!("entropy: kernel pool fed by nsm-hwrng")
+        }
+        Ok(source) => tracing::info!(
+            source = source.trim(),
+            "entropy: kernel pool (not an enclave: no nsm-hwrng)"
+        ),
+        Err(_) => tracing::info!("entropy: kernel pool (no hardware RNG reported)"),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    tracing::info!("shutting down");
+}

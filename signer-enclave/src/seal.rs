@@ -1,0 +1,218 @@
+//! Sealed wallet records: AES-256-GCM under the keyring key, bound to key id, keyring id, public
+//! key and policy hash through the associated data. Format in `SPEC.md`.
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
+
+use crate::Error;
+use crate::ids::{KeyId, KeyringId};
+use crate::secret::{KeyringKey, SECRET_LEN, WalletSecret};
+
+/// Version byte of the sealed-record format.
+pub const RECORD_VERSION: u8 = 1;
+/// Length of a sealed record: version, 12-byte nonce, 32-byte ciphertext, 16-byte tag.
+pub const RECORD_LEN: usize = 1 + 12 + SECRET_LEN + 16;
+
+const RECORD_DOMAIN: &[u8] = b"signer.v1 wallet record\0";
+const POLICY_DOMAIN: &[u8] = b"signer.v1 policy\0";
+
+/// SHA-256 over the domain string and the encoded policy. The empty policy is the default.
+pub fn policy_hash(policy: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(POLICY_DOMAIN)
+        .chain_update(policy)
+        .finalize()
+        .into()
+}
+
+/// What a sealed record is bound to: any change to these makes it fail to open.
+#[derive(Debug)]
+pub struct Binding<'a> {
+    /// The wallet key's id.
+    pub key_id: &'a KeyId,
+    /// The keyring sealing it.
+    pub keyring_id: &'a KeyringId,
+    /// SEC1 compressed public key.
+    pub public_key: &'a [u8; 33],
+    /// SHA-256 of the key's policy.
+    pub policy_hash: &'a [u8; 32],
+}
+
+impl Binding<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        let key_id = self.key_id.to_string();
+        let keyring_id = self.keyring_id.to_string();
+        let mut aad =
+            Vec::with_capacity(RECORD_DOMAIN.len() + 2 + key_id.len() + keyring_id.len() + 33 + 32);
+        aad.extend_from_slice(RECORD_DOMAIN);
+        // Ids have fixed lengths; the length bytes make the encoding unambiguous regardless.
+        for part in [key_id.as_bytes(), keyring_id.as_bytes()] {
+            aad.push(u8::try_from(part.len()).expect("ids are 34 or 35 bytes long qed"));
+            aad.extend_from_slice(part);
+        }
+        aad.extend_from_slice(self.public_key);
+        aad.extend_from_slice(self.policy_hash);
+        aad
+    }
+}
+
+fn cipher(key: &KeyringKey) -> Aes256Gcm {
+    Aes256Gcm::new(key.expose_secret().into())
+}
+
+/// Seals a wallet secret under a keyring key.
+///
+/// # Errors
+/// [`Error::Rng`] if the nonce cannot be drawn; [`Error::Internal`] if encryption fails.
+pub fn seal(
+    key: &KeyringKey,
+    binding: &Binding<'_>,
+    secret: &WalletSecret,
+) -> Result<Vec<u8>, Error> {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce)?;
+    let aad = binding.associated_data();
+    let ciphertext = cipher(key)
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: secret.expose_secret(),
+                aad: &aad,
+            },
+        )
+        .map_err(|_| Error::Internal)?;
+    let mut record = Vec::with_capacity(RECORD_LEN);
+    record.push(RECORD_VERSION);
+    record.extend_from_slice(&nonce);
+    record.extend_from_slice(&ciphertext);
+    debug_assert_eq!(record.len(), RECORD_LEN);
+    Ok(record)
+}
+
+/// Opens a sealed record. Any mismatch of format, key or binding is the same opaque error.
+///
+/// # Errors
+/// [`Error::SealCheckFailed`] for every failure.
+pub fn open(key: &KeyringKey, binding: &Binding<'_>, record: &[u8]) -> Result<WalletSecret, Error> {
+    if record.len() != RECORD_LEN || record[0] != RECORD_VERSION {
+        return Err(Error::SealCheckFailed);
+    }
+    let nonce: [u8; 12] = record[1..13]
+        .try_into()
+        .map_err(|_| Error::SealCheckFailed)?;
+    let aad = binding.associated_data();
+    let plaintext = Zeroizing::new(
+        cipher(key)
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: &record[13..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Error::SealCheckFailed)?,
+    );
+    let bytes: &[u8; SECRET_LEN] = plaintext
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::SealCheckFailed)?;
+    Ok(WalletSecret::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        key: KeyringKey,
+        key_id: KeyId,
+        keyring_id: KeyringId,
+        public_key: [u8; 33],
+        policy_hash: [u8; 32],
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                key: KeyringKey::random().unwrap(),
+                key_id: KeyId::random().unwrap(),
+                keyring_id: KeyringId::random().unwrap(),
+                public_key: [2; 33],
+                policy_hash: policy_hash(b""),
+            }
+        }
+
+        fn binding(&self) -> Binding<'_> {
+            Binding {
+                key_id: &self.key_id,
+                keyring_id: &self.keyring_id,
+                public_key: &self.public_key,
+                policy_hash: &self.policy_hash,
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let f = Fixture::new();
+        let secret = WalletSecret::random().unwrap();
+        let record = seal(&f.key, &f.binding(), &secret).unwrap();
+        assert_eq!(record.len(), RECORD_LEN);
+        assert!(open(&f.key, &f.binding(), &record).unwrap().ct_eq(&secret));
+    }
+
+    #[test]
+    fn every_binding_field_and_byte_matters() {
+        let f = Fixture::new();
+        let record = seal(&f.key, &f.binding(), &WalletSecret::random().unwrap()).unwrap();
+        let other_key = KeyId::random().unwrap();
+        let other_ring = KeyringId::random().unwrap();
+        let other_pub = [3; 33];
+        let other_policy = policy_hash(b"x");
+        let b = f.binding();
+        for binding in [
+            Binding {
+                key_id: &other_key,
+                ..f.binding()
+            },
+            Binding {
+                keyring_id: &other_ring,
+                ..f.binding()
+            },
+            Binding {
+                public_key: &other_pub,
+                ..f.binding()
+            },
+            Binding {
+                policy_hash: &other_policy,
+                ..f.binding()
+            },
+        ] {
+            assert!(matches!(
+                open(&f.key, &binding, &record),
+                Err(Error::SealCheckFailed)
+            ));
+        }
+        for i in 0..record.len() {
+            let mut tampered = record.clone();
+            tampered[i] ^= 1;
+            assert!(
+                matches!(open(&f.key, &b, &tampered), Err(Error::SealCheckFailed)),
+                "byte {i}"
+            );
+        }
+        assert!(open(&f.key, &b, &record[..RECORD_LEN - 1]).is_err());
+        assert!(open(&KeyringKey::random().unwrap(), &b, &record).is_err());
+    }
+
+    #[test]
+    fn policy_hash_is_domain_separated_sha256() {
+        // SHA-256("signer.v1 policy\0"), computed independently with `printf 'signer.v1 policy\0' | sha256sum`.
+        assert_eq!(
+            hex::encode(policy_hash(b"")),
+            include_str!("../testdata/empty_policy_hash.txt").trim()
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! The enclave's gRPC service: routes each call by lifecycle phase to the vault.
+//!
+//! Every failure is logged here with its detail and returned as a generic status.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use signer_proto::pb;
+use signer_proto::pb::enclave_service_server::EnclaveService;
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::Error;
+use crate::backend::Backend;
+use crate::ids::{KeyId, KeyringId};
+use crate::keyinfo::key_info;
+use crate::provider::KeyWrapper;
+use crate::request::{self, SignKind};
+use crate::vault::{Phase, SealedRecord, Vault};
+
+/// The enclave service over a chosen backend.
+pub struct EnclaveApi<B: Backend> {
+    vault: Arc<Vault<B>>,
+    provider: Arc<dyn KeyWrapper>,
+    boot_id: [u8; 16],
+}
+
+impl<B: Backend> EnclaveApi<B> {
+    /// A new, empty enclave awaiting keyrings.
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the boot id cannot be drawn.
+    pub fn new(provider: Arc<dyn KeyWrapper>) -> Result<Self, Error> {
+        let mut boot_id = [0u8; 16];
+        getrandom::fill(&mut boot_id)?;
+        Ok(Self {
+            vault: Arc::default(),
+            provider,
+            boot_id,
+        })
+    }
+
+    /// Signs one stamped request.
+    fn sign_one(vault: &Vault<B>, request: &pb::SignedRequest) -> Result<pb::SignResponse, Error> {
+        let op = request::decode_sign(request)?;
+        let key_id = op.key_id.to_string();
+        match op.kind {
+            SignKind::Ecdsa(digest) => {
+                let signature = vault.with_key(&op.key_id, |k| B::sign_ecdsa(&k.key, &digest))?;
+                Ok(pb::SignResponse {
+                    key_id,
+                    scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+                    signature: signature.rs.to_vec(),
+                    recovery_id: u32::from(signature.recovery_id),
+                })
+            }
+            SignKind::Schnorr(message) => {
+                let mut aux = [0u8; 32];
+                getrandom::fill(&mut aux)?;
+                let signature =
+                    vault.with_key(&op.key_id, |k| B::sign_schnorr(&k.key, &message, &aux))??;
+                Ok(pb::SignResponse {
+                    key_id,
+                    scheme: pb::SignatureScheme::Bip340Schnorr.into(),
+                    signature: signature.to_vec(),
+                    recovery_id: 0,
+                })
+            }
+        }
+    }
+}
+
+/// Logs an error's detail inside the enclave and turns it into its generic status.
+fn status(call: &'static str, error: Error) -> Status {
+    match &error {
+        Error::InvalidArgument(_) | Error::KeyNotFound | Error::NotReady => {
+            tracing::debug!(call, %error, "refused")
+        }
+        _ => tracing::warn!(call, %error, "failed"),
+    }
+    Status::from(error)
+}
+
+fn parse_record(key: pb::SealedKey) -> Result<SealedRecord, Error> {
+    Ok(SealedRecord {
+        key_id: KeyId::parse(&key.key_id)?,
+        keyring_id: KeyringId::parse(&key.keyring_id)?,
+        public_key: key
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::InvalidArgument("public key"))?,
+        policy: key.policy,
+        label: key.label,
+        sealed: key.sealed,
+    })
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<B: Backend> EnclaveService for EnclaveApi<B> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let phase = match self.vault.phase() {
+            Phase::AwaitingKeyrings => pb::Phase::AwaitingKeyrings,
+            Phase::Ready => pb::Phase::Ready,
+            Phase::Unrecoverable => pb::Phase::Unrecoverable,
+        };
+        let (keyrings, keys) = self.vault.counts();
+        Ok(Response::new(pb::StatusResponse {
+            phase: phase.into(),
+            boot_id: self.boot_id.to_vec(),
+            backend: B::NAME.to_owned(),
+            provider: self.provider.name().to_owned(),
+            keyrings: u32::try_from(keyrings).unwrap_or(u32::MAX),
+            keys: u64::try_from(keys).unwrap_or(u64::MAX),
+        }))
+    }
+
+    async fn create_keyring(
+        &self,
+        _: Request<pb::CreateKeyringRequest>,
+    ) -> Result<Response<pb::CreateKeyringResponse>, Status> {
+        let (id, wrapped) = self
+            .vault
+            .create_keyring(self.provider.as_ref())
+            .await
+            .map_err(|e| status("CreateKeyring", e))?;
+        Ok(Response::new(pb::CreateKeyringResponse {
+            keyring_id: id.to_string(),
+            wrapped_key: wrapped,
+            provider: self.provider.name().to_owned(),
+        }))
+    }
+
+    async fn load_keyring(
+        &self,
+        request: Request<pb::LoadKeyringRequest>,
+    ) -> Result<Response<pb::LoadKeyringResponse>, Status> {
+        let request = request.into_inner();
+        let id = KeyringId::parse(&request.keyring_id).map_err(|e| status("LoadKeyring", e))?;
+        self.vault
+            .load_keyring(self.provider.as_ref(), id, &request.wrapped_key)
+            .await
+            .map_err(|e| status("LoadKeyring", e))?;
+        Ok(Response::new(pb::LoadKeyringResponse {}))
+    }
+
+    async fn load_keys(
+        &self,
+        request: Request<Streaming<pb::SealedKey>>,
+    ) -> Result<Response<pb::LoadKeysResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut response = pb::LoadKeysResponse::default();
+        while let Some(item) = stream.next().await {
+            let key = item?;
+            let claimed: String = key.key_id.chars().take(64).collect();
+            let outcome = match parse_record(key) {
+                Ok(record) => self
+                    .vault
+                    .load_key(&record)
+                    .map_err(|e| status("LoadKeys", e))?
+                    .map_err(|r| r.reason()),
+                Err(_) => Err("malformed"),
+            };
+            match outcome {
+                Ok(()) => response.loaded += 1,
+                Err(reason) => {
+                    tracing::warn!(key_id = %claimed, reason, "sealed record refused");
+                    response.rejected.push(pb::RejectedKey {
+                        key_id: claimed,
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn finish_loading(
+        &self,
+        _: Request<pb::FinishLoadingRequest>,
+    ) -> Result<Response<pb::FinishLoadingResponse>, Status> {
+        self.vault
+            .finish_loading()
+            .map_err(|e| status("FinishLoading", e))?;
+        Ok(Response::new(pb::FinishLoadingResponse {}))
+    }
+
+    async fn create_key(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
+        let op = request::decode_create(request.get_ref()).map_err(|e| status("CreateKey", e))?;
+        let (record, public) = self
+            .vault
+            .create_key(op.keyring_id, &op.label)
+            .map_err(|e| status("CreateKey", e))?;
+        let policy_hash = crate::seal::policy_hash(&record.policy);
+        let info = key_info(
+            &record.key_id,
+            &record.keyring_id,
+            &public,
+            &policy_hash,
+            &record.label,
+        );
+        tracing::info!(key_id = %record.key_id, keyring = %record.keyring_id, "key created");
+        Ok(Response::new(pb::EnclaveCreateKeyResponse {
+            key: Some(info),
+            sealed: Some(pb::SealedKey {
+                key_id: record.key_id.to_string(),
+                keyring_id: record.keyring_id.to_string(),
+                public_key: record.public_key.to_vec(),
+                policy: record.policy,
+                label: record.label,
+                sealed: record.sealed,
+            }),
+        }))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<pb::GetKeyRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        let id = KeyId::parse(&request.get_ref().key_id).map_err(|e| status("GetPublicKey", e))?;
+        let info = self
+            .vault
+            .with_key(&id, |k| {
+                key_info(
+                    &id,
+                    &k.keyring_id,
+                    &B::public_key(&k.key),
+                    &k.policy_hash,
+                    &k.label,
+                )
+            })
+            .map_err(|e| status("GetPublicKey", e))?;
+        Ok(Response::new(info))
+    }
+
+    async fn sign(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        Self::sign_one(&self.vault, request.get_ref())
+            .map(Response::new)
+            .map_err(|e| status("Sign", e))
+    }
+
+    type SignStreamStream = ResponseStream;
+
+    async fn sign_stream(
+        &self,
+        request: Request<Streaming<pb::SignStreamRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let vault = Arc::clone(&self.vault);
+        let responses = request.into_inner().map(move |item| {
+            let item = item?;
+            let result = item
+                .request
+                .as_ref()
+                .ok_or(Error::InvalidArgument("missing request"))
+                .and_then(|r| Self::sign_one(&vault, r));
+            Ok(match result {
+                Ok(response) => pb::SignStreamResponse {
+                    id: item.id,
+                    response: Some(response),
+                    error: None,
+                },
+                Err(error) => {
+                    let status = status("SignStream", error);
+                    pb::SignStreamResponse {
+                        id: item.id,
+                        response: None,
+                        error: Some(pb::StreamError {
+                            code: status.code().into(),
+                            message: status.message().to_owned(),
+                        }),
+                    }
+                }
+            })
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
