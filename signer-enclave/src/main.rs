@@ -25,6 +25,10 @@ struct Cli {
     /// Create the master-key file (mode 0600) if it does not exist.
     #[arg(long)]
     create_master_key: bool,
+    /// Exit when standard input closes: a development host passes a pipe, so the enclave never
+    /// outlives it (and never keeps keys in RAM after it), even if the host is killed.
+    #[arg(long)]
+    exit_with_parent: bool,
 }
 
 #[tokio::main]
@@ -34,6 +38,7 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli).await {
@@ -61,7 +66,13 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
         .local_address()
         .map_or_else(|| cli.listen.to_string(), |a| a.to_string());
     tracing::info!(address = %bound, backend = ?cli.backend, "listening");
-    signer_enclave::serve(listener, cli.backend, provider, shutdown_signal()).await
+    signer_enclave::serve(
+        listener,
+        cli.backend,
+        provider,
+        shutdown_signal(cli.exit_with_parent),
+    )
+    .await
 }
 
 /// Inside Nitro the kernel pool is fed by the NSM hwrng; say which source this machine uses.
@@ -78,10 +89,23 @@ fn report_entropy_source() {
     }
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(exit_with_parent: bool) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let parent_gone = async {
+        if !exit_with_parent {
+            return std::future::pending().await;
+        }
+        let mut sink = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while tokio::io::AsyncReadExt::read(&mut stdin, &mut sink)
+            .await
+            .is_ok_and(|n| n > 0)
+        {}
+        tracing::info!("parent closed our standard input");
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
+        () = parent_gone => {}
         () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
     tracing::info!("shutting down");

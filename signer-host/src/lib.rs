@@ -1,1 +1,117 @@
-//! placeholder
+//! The signer's host: the public gRPC API on the parent instance, relaying to the enclave.
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+mod error;
+pub mod loader;
+pub mod relay;
+pub mod store;
+pub mod supervisor;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::Error;
+use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
+use signer_proto::pb::signer_service_server::SignerServiceServer;
+use signer_proto::transport::{self, DialOptions, Listener};
+use tokio::sync::{Notify, watch};
+use tonic::transport::Server;
+
+use crate::config::Config;
+use crate::relay::Relay;
+use crate::store::KeyStore;
+use crate::store::sqlite::SqliteStore;
+
+/// Runs the host until `shutdown` completes: binds the public listener, calls `on_bound` with
+/// its address, starts (in dev mode) and loads the enclave, and serves.
+///
+/// # Errors
+/// Store, bind or serve failures.
+pub async fn run(
+    config: Config,
+    on_bound: impl FnOnce(&str),
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let store: Arc<dyn KeyStore> = Arc::new(SqliteStore::open(&config.store.sqlite)?);
+    let limits = config.limits;
+    let enclave_channel = transport::dial(
+        &config.enclave.address,
+        DialOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: limits.request_timeout(),
+        },
+    )
+    .map_err(Box::new)?;
+    let enclave = EnclaveServiceClient::new(enclave_channel)
+        .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(dev) = config.enclave.dev {
+        tasks.spawn(supervisor::supervise(
+            dev,
+            config.enclave.address.clone(),
+            Arc::clone(&wake),
+            stop_rx.clone(),
+        ));
+    }
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_not_serving::<SignerServiceServer<Relay>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    // The loader's own calls (status, a long LoadKeys stream) use a channel without the per-call
+    // deadline of client traffic.
+    let loader_channel = transport::dial(
+        &config.enclave.address,
+        DialOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(3600),
+        },
+    )
+    .map_err(Box::new)?;
+    tasks.spawn(loader::watch_enclave(
+        EnclaveServiceClient::new(loader_channel)
+            .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES),
+        Arc::clone(&store),
+        health,
+        Duration::from_millis(config.enclave.status_interval_ms),
+        wake,
+        stop_rx,
+    ));
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(signer_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|_| Error::ConfigInvalid("reflection descriptors"))?;
+    let api = SignerServiceServer::new(Relay::new(enclave, Arc::clone(&store)))
+        .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);
+    let router = Server::builder()
+        .timeout(limits.request_timeout())
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api);
+
+    let listener = Listener::bind(&config.listen).await.map_err(Box::new)?;
+    let bound = listener
+        .local_address()
+        .map_or_else(|| config.listen.to_string(), |a| a.to_string());
+    tracing::info!(address = %bound, "public API listening");
+    on_bound(&bound);
+    let served = listener.serve(router, shutdown).await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    served.map_err(|e| Error::Transport(Box::new(e)))
+}

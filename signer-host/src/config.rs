@@ -1,0 +1,227 @@
+//! Host configuration: TOML with unknown fields rejected. Paths, addresses and limits only,
+//! never a secret value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use signer_proto::transport::Address;
+
+use crate::Error;
+
+/// The whole host configuration. See `signer-host.example.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to serve the public API, e.g. `tcp://0.0.0.0:50051`.
+    #[serde(deserialize_with = "address")]
+    pub listen: Address,
+    /// How to reach (and, in development, run) the enclave.
+    pub enclave: EnclaveConfig,
+    /// Where sealed key material is stored.
+    pub store: StoreConfig,
+    /// Limits on the public API.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The enclave connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnclaveConfig {
+    /// The enclave's address: `vsock://CID:PORT` in production, `unix:///path` locally.
+    #[serde(deserialize_with = "address")]
+    pub address: Address,
+    /// How often to probe the enclave's status, in milliseconds (a restart is noticed this fast).
+    #[serde(default = "default_status_interval_ms")]
+    pub status_interval_ms: u64,
+    /// Development only: start the enclave binary as a child process and restart it when it exits.
+    pub dev: Option<DevEnclave>,
+}
+
+/// A development enclave run as a supervised child process over a Unix socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevEnclave {
+    /// Path of the `signer-enclave` binary.
+    pub binary: PathBuf,
+    /// Signing backend: `k256` or `secp256k1`.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Master-key file of the local key-wrapping provider (development stand-in for KMS);
+    /// created with mode 0600 if missing.
+    pub master_key_file: PathBuf,
+    /// Longest wait between restarts, in milliseconds (backoff doubles from 100 ms up to this).
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_restart_backoff_ms: u64,
+}
+
+/// Key store backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Path of the SQLite database file (the embedded default), created if missing.
+    pub sqlite: PathBuf,
+}
+
+/// Limits on the public API.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Deadline for each call, in milliseconds.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Concurrent calls allowed on one client connection.
+    #[serde(default = "default_concurrency")]
+    pub concurrency_per_connection: usize,
+    /// Concurrent HTTP/2 streams one client connection may open.
+    #[serde(default = "default_streams")]
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: default_request_timeout_ms(),
+            concurrency_per_connection: default_concurrency(),
+            max_concurrent_streams: default_streams(),
+        }
+    }
+}
+
+impl Limits {
+    /// The per-call deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+fn default_status_interval_ms() -> u64 {
+    500
+}
+fn default_backend() -> String {
+    "k256".to_owned()
+}
+fn default_max_backoff_ms() -> u64 {
+    5_000
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_concurrency() -> usize {
+    256
+}
+fn default_streams() -> u32 {
+    256
+}
+
+fn address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Address, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Parses and checks a configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for syntax and unknown fields, [`Error::ConfigInvalid`] for inconsistencies.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let config: Config = toml::from_str(text).map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks consistency.
+    ///
+    /// # Errors
+    /// [`Error::ConfigInvalid`] naming the problem.
+    pub fn validate(&self) -> Result<(), Error> {
+        let config = self;
+        if let Some(dev) = &config.enclave.dev {
+            if !matches!(config.enclave.address, Address::Unix(_) | Address::Tcp(_)) {
+                return Err(Error::ConfigInvalid(
+                    "a dev enclave listens on a unix:// or tcp:// address",
+                ));
+            }
+            if !matches!(dev.backend.as_str(), "k256" | "secp256k1") {
+                return Err(Error::ConfigInvalid(
+                    "enclave.dev.backend must be k256 or secp256k1",
+                ));
+            }
+        }
+        if config.enclave.status_interval_ms == 0 || config.limits.request_timeout_ms == 0 {
+            return Err(Error::ConfigInvalid(
+                "intervals and timeouts must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads and parses a configuration file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if unreadable, else as [`Config::parse`].
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        Self::parse(&std::fs::read_to_string(path)?)
+    }
+
+    /// The configuration `signer-host dev` uses: everything under one data directory.
+    pub fn dev(data_dir: &Path, listen: Address, enclave_binary: PathBuf, backend: &str) -> Self {
+        Config {
+            listen,
+            enclave: EnclaveConfig {
+                address: Address::Unix(data_dir.join("enclave.sock")),
+                status_interval_ms: default_status_interval_ms(),
+                dev: Some(DevEnclave {
+                    binary: enclave_binary,
+                    backend: backend.to_owned(),
+                    master_key_file: data_dir.join("master.key"),
+                    max_restart_backoff_ms: default_max_backoff_ms(),
+                }),
+            },
+            store: StoreConfig {
+                sqlite: data_dir.join("keys.sqlite3"),
+            },
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let config = Config::parse(include_str!("../signer-host.example.toml")).unwrap();
+        assert_eq!(config.listen.to_string(), "tcp://0.0.0.0:50051");
+        assert!(matches!(
+            config.enclave.address,
+            Address::Vsock {
+                cid: 16,
+                port: 5000
+            }
+        ));
+        assert!(config.enclave.dev.is_none());
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        let good = "listen = \"tcp://127.0.0.1:1\"\n[enclave]\naddress = \"unix:///tmp/x\"\n[store]\nsqlite = \"k.db\"\n";
+        assert!(Config::parse(good).is_ok());
+        assert!(matches!(
+            Config::parse(&format!("{good}typo = 1\n")),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            Config::parse(&good.replace("tcp://127.0.0.1:1", "127.0.0.1:1")),
+            Err(Error::Config(_))
+        ));
+        let vsock_dev = good.replace("unix:///tmp/x", "vsock://16:5000")
+            + "[enclave.dev]\nbinary = \"e\"\nmaster_key_file = \"m\"\n";
+        assert!(matches!(
+            Config::parse(&vsock_dev),
+            Err(Error::ConfigInvalid(_))
+        ));
+    }
+}

@@ -1,0 +1,28 @@
+//! The host's one error type.
+
+/// Everything that can go wrong on the host.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration file does not parse or names unknown fields.
+    #[error("configuration: {0}")]
+    Config(#[from] Box<toml::de::Error>),
+    /// The configuration parses but is inconsistent.
+    #[error("configuration: {0}")]
+    ConfigInvalid(&'static str),
+    /// File or process I/O failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The key store failed.
+    #[error("key store: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// A stored row is not what the host wrote.
+    #[error("key store holds a malformed row: {0}")]
+    CorruptRow(&'static str),
+    /// Binding, dialing or serving failed.
+    #[error("transport: {0}")]
+    Transport(#[from] Box<signer_proto::transport::Error>),
+    /// The enclave refused or failed a call during loading.
+    #[error("enclave: {0}")]
+    Enclave(#[from] Box<tonic::Status>),
+}

@@ -1,0 +1,215 @@
+//! Keeps the enclave loaded: probes its status, and whenever it is awaiting keyrings (first
+//! start, or a restart that wiped its RAM) sends every keyring and sealed record, then tells it to
+//! start. The health service reports SERVING only while the enclave is ready.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signer_proto::pb;
+use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
+use signer_proto::pb::signer_service_server::SignerServiceServer;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic_health::server::HealthReporter;
+
+use crate::Error;
+use crate::relay::Relay;
+use crate::store::{KeyStore, StoredKeyring};
+use crate::supervisor::stopped;
+
+/// Records sent to the enclave per store page.
+const LOAD_PAGE: usize = 2_000;
+
+/// What a load did.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Keyrings opened.
+    pub keyrings: usize,
+    /// Records loaded.
+    pub loaded: u64,
+    /// Records the enclave refused, with its generic reason.
+    pub rejected: Vec<(String, String)>,
+}
+
+/// Probes and loads until `shutdown` turns true.
+pub async fn watch_enclave(
+    enclave: EnclaveServiceClient<Channel>,
+    store: Arc<dyn KeyStore>,
+    health: HealthReporter,
+    interval: Duration,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut serving = None;
+    loop {
+        let ready = match enclave
+            .clone()
+            .status(pb::StatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+        {
+            Ok(status) if status.phase() == pb::Phase::AwaitingKeyrings => {
+                set_health(&health, &mut serving, false).await;
+                let started = Instant::now();
+                match load(&enclave, Arc::clone(&store)).await {
+                    Ok(report) => {
+                        tracing::info!(
+                            keyrings = report.keyrings,
+                            loaded = report.loaded,
+                            rejected = report.rejected.len(),
+                            elapsed_ms = started.elapsed().as_millis(),
+                            backend = status.backend,
+                            provider = status.provider,
+                            "enclave loaded and ready"
+                        );
+                        true
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "loading the enclave failed; will retry");
+                        false
+                    }
+                }
+            }
+            Ok(status) if status.phase() == pb::Phase::Ready => true,
+            Ok(status) => {
+                tracing::error!(phase = ?status.phase(), "enclave is not usable; restart it");
+                false
+            }
+            Err(error) => {
+                if serving != Some(false) {
+                    tracing::warn!(code = ?error.code(), message = error.message(), "enclave unreachable");
+                }
+                false
+            }
+        };
+        set_health(&health, &mut serving, ready).await;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = wake.notified() => {}
+            () = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn set_health(health: &HealthReporter, current: &mut Option<bool>, serving: bool) {
+    if *current == Some(serving) {
+        return;
+    }
+    *current = Some(serving);
+    if serving {
+        health.set_serving::<SignerServiceServer<Relay>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+    } else {
+        health.set_not_serving::<SignerServiceServer<Relay>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+}
+
+/// Runs a store call on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::Io(std::io::Error::other("store task failed")))?
+}
+
+/// One full load: keyrings (creating the first on a new deployment), records, finish.
+///
+/// # Errors
+/// Store or enclave failures; the caller retries on the next probe.
+pub async fn load(
+    enclave: &EnclaveServiceClient<Channel>,
+    store: Arc<dyn KeyStore>,
+) -> Result<LoadReport, Error> {
+    let mut enclave = enclave.clone();
+    let mut keyrings = blocking({
+        let store = Arc::clone(&store);
+        move || store.keyrings()
+    })
+    .await?;
+    if keyrings.is_empty() {
+        let created = enclave
+            .create_keyring(pb::CreateKeyringRequest {})
+            .await
+            .map_err(Box::new)?
+            .into_inner();
+        let keyring = StoredKeyring {
+            keyring_id: created.keyring_id,
+            provider: created.provider,
+            wrapped_key: created.wrapped_key,
+        };
+        tracing::info!(keyring = %keyring.keyring_id, provider = %keyring.provider, "created the first keyring");
+        blocking({
+            let (store, keyring) = (Arc::clone(&store), keyring.clone());
+            move || store.insert_keyring(&keyring)
+        })
+        .await?;
+        keyrings.push(keyring);
+    } else {
+        for keyring in &keyrings {
+            enclave
+                .load_keyring(pb::LoadKeyringRequest {
+                    keyring_id: keyring.keyring_id.clone(),
+                    wrapped_key: keyring.wrapped_key.clone(),
+                })
+                .await
+                .map_err(Box::new)?;
+        }
+    }
+
+    // Stream the records page by page from a blocking reader; memory stays bounded.
+    let (tx, rx) = mpsc::channel::<pb::SealedKey>(LOAD_PAGE);
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let mut after = 0;
+        loop {
+            let page = store.keys_after(after, LOAD_PAGE)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = *last;
+            for (_, key) in page {
+                let record = pb::SealedKey {
+                    key_id: key.key_id,
+                    keyring_id: key.keyring_id,
+                    public_key: key.public_key,
+                    policy: key.policy,
+                    label: key.label,
+                    sealed: key.sealed,
+                };
+                if tx.blocking_send(record).is_err() {
+                    return Ok(()); // the enclave call ended; its error is reported below
+                }
+            }
+        }
+    });
+    let result = enclave
+        .load_keys(ReceiverStream::new(rx))
+        .await
+        .map_err(Box::new);
+    reader
+        .await
+        .map_err(|_| Error::Io(std::io::Error::other("store reader failed")))??;
+    let result = result?.into_inner();
+    for rejected in &result.rejected {
+        tracing::error!(key_id = %rejected.key_id, reason = %rejected.reason, "the enclave refused a stored key; it cannot sign until restored from backup");
+    }
+    enclave
+        .finish_loading(pb::FinishLoadingRequest {})
+        .await
+        .map_err(Box::new)?;
+    Ok(LoadReport {
+        keyrings: keyrings.len(),
+        loaded: result.loaded,
+        rejected: result
+            .rejected
+            .into_iter()
+            .map(|r| (r.key_id, r.reason))
+            .collect(),
+    })
+}

@@ -1,0 +1,94 @@
+//! `signer-host`: the parent-instance process serving the public API.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use signer_host::config::Config;
+use signer_proto::transport::Address;
+
+/// The signer's host process.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run with a configuration file (production).
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, env = "SIGNER_HOST_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run a complete local stack: the enclave as a supervised child process over a Unix socket,
+    /// the local key-wrapping provider (a development stand-in for KMS) and SQLite, all under one
+    /// data directory.
+    Dev {
+        /// Directory for the socket, master key and database; created if missing.
+        #[arg(long, default_value = ".signer-dev")]
+        data_dir: PathBuf,
+        /// Where to serve the public API.
+        #[arg(long, default_value = "tcp://127.0.0.1:50051")]
+        listen: Address,
+        /// Signing backend: k256 or secp256k1.
+        #[arg(long, default_value = "k256")]
+        backend: String,
+        /// The enclave binary; defaults to `signer-enclave` beside this binary.
+        #[arg(long)]
+        enclave_binary: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match start(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "host stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(cli: Cli) -> Result<(), signer_host::Error> {
+    let config = match cli.command {
+        Command::Run { config } => Config::load(&config)?,
+        Command::Dev {
+            data_dir,
+            listen,
+            backend,
+            enclave_binary,
+        } => {
+            std::fs::create_dir_all(&data_dir)?;
+            let data_dir = std::fs::canonicalize(&data_dir)?;
+            let binary = match enclave_binary {
+                Some(path) => path,
+                None => std::env::current_exe()?.with_file_name("signer-enclave"),
+            };
+            let config = Config::dev(&data_dir, listen, binary, &backend);
+            config.validate()?;
+            config
+        }
+    };
+    // The one line on stdout: where the API listens (tests and scripts read it).
+    let announce = |address: &str| println!("listening {address}");
+    signer_host::run(config, announce, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    tracing::info!("shutting down");
+}

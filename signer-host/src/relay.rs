@@ -1,0 +1,213 @@
+//! The public `SignerService`: validates sizes, relays to the enclave, persists what the enclave
+//! creates. It never decodes a request body beyond what routing needs, and never holds a secret.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use prost::Message as _;
+use signer_proto::pb;
+use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
+use signer_proto::pb::signer_service_server::SignerService;
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::loader::blocking;
+use crate::store::{KeyStore, StoredKey};
+
+/// Largest `ListKeys` page.
+const MAX_PAGE: u32 = 1_000;
+const DEFAULT_PAGE: u32 = 100;
+
+/// The public API, relaying to one enclave.
+pub struct Relay {
+    enclave: EnclaveServiceClient<Channel>,
+    store: Arc<dyn KeyStore>,
+}
+
+impl Relay {
+    /// A relay to `enclave`, persisting into `store`.
+    pub fn new(enclave: EnclaveServiceClient<Channel>, store: Arc<dyn KeyStore>) -> Self {
+        Self { enclave, store }
+    }
+}
+
+/// The enclave's own UNAVAILABLE messages, passed through; any other UNAVAILABLE is the transport.
+const ENCLAVE_UNAVAILABLE: [&str; 3] = [
+    "enclave is loading keys",
+    "enclave is unrecoverable; restart it",
+    "key-wrapping provider failed",
+];
+
+/// Passes the enclave's generic statuses through; turns transport failures into UNAVAILABLE.
+fn relayed(status: Status) -> Status {
+    match status.code() {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::ResourceExhausted
+        | Code::FailedPrecondition
+        | Code::DeadlineExceeded
+        | Code::Cancelled => Status::new(status.code(), status.message()),
+        Code::Unavailable if ENCLAVE_UNAVAILABLE.contains(&status.message()) => {
+            Status::unavailable(status.message())
+        }
+        Code::Internal => Status::internal("internal error"),
+        _ => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "enclave call failed");
+            Status::unavailable("enclave unavailable")
+        }
+    }
+}
+
+fn check_envelope(request: &pb::SignedRequest) -> Result<(), Status> {
+    if request.body.is_empty() {
+        return Err(Status::invalid_argument("empty body"));
+    }
+    if request.body.len() > signer_proto::MAX_BODY_BYTES {
+        return Err(Status::invalid_argument("body too large"));
+    }
+    if request.stamps.len() > signer_proto::MAX_STAMPS {
+        return Err(Status::invalid_argument("too many stamps"));
+    }
+    Ok(())
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SignerService for Relay {
+    async fn create_key(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        check_envelope(request.get_ref())?;
+        let created = self
+            .enclave
+            .clone()
+            .create_key(request.into_inner())
+            .await
+            .map_err(relayed)?
+            .into_inner();
+        let (Some(info), Some(sealed)) = (created.key, created.sealed) else {
+            tracing::error!("enclave answered CreateKey without a key or sealed record");
+            return Err(Status::unavailable("enclave unavailable"));
+        };
+        let stored = StoredKey {
+            key_id: sealed.key_id,
+            keyring_id: sealed.keyring_id,
+            public_key: sealed.public_key,
+            policy: sealed.policy,
+            label: sealed.label,
+            sealed: sealed.sealed,
+            info: info.encode_to_vec(),
+        };
+        let store = Arc::clone(&self.store);
+        let key_id = stored.key_id.clone();
+        blocking(move || store.insert_key(&stored))
+            .await
+            .map_err(|error| {
+                // The key exists only in enclave RAM and is lost at its next restart; the caller never
+                // learned its id, so nothing was deposited to it.
+                tracing::error!(%error, %key_id, "could not persist a new key");
+                Status::unavailable("key store unavailable")
+            })?;
+        Ok(Response::new(pb::CreateKeyResponse { key: Some(info) }))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        let key_id = request.into_inner().key_id;
+        if key_id.len() > 64 {
+            return Err(Status::invalid_argument("malformed KeyId"));
+        }
+        let info = self
+            .enclave
+            .clone()
+            .get_public_key(pb::GetKeyRequest { key_id })
+            .await
+            .map_err(relayed)?;
+        Ok(Response::new(pb::GetPublicKeyResponse {
+            key: Some(info.into_inner()),
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n if n <= MAX_PAGE => n,
+            _ => return Err(Status::invalid_argument("page_size must be at most 1000")),
+        };
+        let after = match request.page_token.as_str() {
+            "" => 0,
+            token => token
+                .parse::<u64>()
+                .map_err(|_| Status::invalid_argument("malformed page_token"))?,
+        };
+        let store = Arc::clone(&self.store);
+        let limit = usize::try_from(page_size).unwrap_or(usize::MAX);
+        let page = blocking(move || store.keys_after(after, limit))
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "listing keys failed");
+                Status::unavailable("key store unavailable")
+            })?;
+        let next_page_token = match page.last() {
+            Some((position, _)) if page.len() == limit => position.to_string(),
+            _ => String::new(),
+        };
+        let keys = page
+            .into_iter()
+            .map(|(_, key)| pb::KeyInfo::decode(key.info.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                tracing::error!("key store holds an undecodable key info");
+                Status::unavailable("key store unavailable")
+            })?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys,
+            next_page_token,
+        }))
+    }
+
+    async fn sign(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        check_envelope(request.get_ref())?;
+        let response = self
+            .enclave
+            .clone()
+            .sign(request.into_inner())
+            .await
+            .map_err(relayed)?;
+        Ok(Response::new(response.into_inner()))
+    }
+
+    type SignStreamStream = ResponseStream;
+
+    async fn sign_stream(
+        &self,
+        request: Request<Streaming<pb::SignStreamRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        // The client's stream ends the enclave's at its first transport error.
+        let upstream = request.into_inner().map_while(Result::ok);
+        let downstream = self
+            .enclave
+            .clone()
+            .sign_stream(upstream)
+            .await
+            .map_err(relayed)?
+            .into_inner();
+        Ok(Response::new(Box::pin(
+            downstream.map(|item| item.map_err(relayed)),
+        )))
+    }
+}

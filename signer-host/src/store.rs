@@ -1,0 +1,67 @@
+//! The host's key store: wrapped keyring keys and sealed wallet records. It holds nothing an
+//! attacker with full access to it could sign with.
+//!
+//! [`KeyStore`] is synchronous; async callers run it on the blocking pool. SQLite is the
+//! embedded default ([`sqlite::SqliteStore`]); a PostgreSQL store implements the same trait.
+
+pub mod sqlite;
+
+use crate::Error;
+
+/// A keyring as stored: its id and its key wrapped by the enclave's provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKeyring {
+    /// `kr-` id.
+    pub keyring_id: String,
+    /// Provider that wrapped it ("local", "aws-kms").
+    pub provider: String,
+    /// The wrapped keyring key (opaque to the host).
+    pub wrapped_key: Vec<u8>,
+}
+
+/// A wallet key as stored: public identity and the sealed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKey {
+    /// `k-` id.
+    pub key_id: String,
+    /// Sealing keyring.
+    pub keyring_id: String,
+    /// SEC1 compressed public key.
+    pub public_key: Vec<u8>,
+    /// Encoded policy (empty: the default).
+    pub policy: Vec<u8>,
+    /// Creation label.
+    pub label: String,
+    /// The sealed record (opaque to the host).
+    pub sealed: Vec<u8>,
+    /// The encoded `KeyInfo` the enclave returned at creation, served by `ListKeys`.
+    pub info: Vec<u8>,
+}
+
+/// Durable storage of keyrings and sealed records.
+pub trait KeyStore: Send + Sync + 'static {
+    /// Every keyring, oldest first.
+    ///
+    /// # Errors
+    /// Store failures.
+    fn keyrings(&self) -> Result<Vec<StoredKeyring>, Error>;
+
+    /// Adds a keyring. Durable when this returns.
+    ///
+    /// # Errors
+    /// Store failures, including a duplicate id.
+    fn insert_keyring(&self, keyring: &StoredKeyring) -> Result<(), Error>;
+
+    /// Adds a wallet key. Durable when this returns.
+    ///
+    /// # Errors
+    /// Store failures, including a duplicate id.
+    fn insert_key(&self, key: &StoredKey) -> Result<(), Error>;
+
+    /// Up to `limit` keys after position `after` (0 for the start), oldest first, each with its
+    /// position for the next call.
+    ///
+    /// # Errors
+    /// Store failures.
+    fn keys_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error>;
+}
