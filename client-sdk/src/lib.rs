@@ -1,1 +1,12 @@
-//! placeholder
+//! Rust SDK of the signer: connect, create and list keys, sign, verify every answer.
+#![doc = include_str!("../README.md")]
+
+mod client;
+mod error;
+pub mod verify;
+
+pub use client::{Client, ClientConfig, RetryPolicy, SignStream, StreamSignature};
+pub use error::Error;
+pub use signer_proto::pb;
+pub use signer_proto::transport::Address;
+pub use verify::{EcdsaSignature, KeyInfo, SchnorrSignature};

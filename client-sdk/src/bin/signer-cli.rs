@@ -1,0 +1,118 @@
+//! `signer-cli`: the SDK's calls from the command line, printing JSON.
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use signer_client::{Address, Client, ClientConfig, Error};
+
+/// Command-line client of the signer. Every signature is verified before it is printed.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The host's public API.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNER_ENDPOINT",
+        default_value = "tcp://127.0.0.1:50051"
+    )]
+    endpoint: Address,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a wallet key inside the enclave.
+    CreateKey {
+        /// A label for your own bookkeeping.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Keyring to create it in (default: the only one).
+        #[arg(long, default_value = "")]
+        keyring: String,
+    },
+    /// Print a key's public identity.
+    Pubkey {
+        /// The key id.
+        key: String,
+    },
+    /// List keys, oldest first.
+    List {
+        /// Keys per page (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Token from the previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// ECDSA-sign a 32-byte digest (hex).
+    Sign {
+        /// The key id.
+        #[arg(long)]
+        key: String,
+        /// The digest, 64 hex digits.
+        #[arg(long)]
+        digest: String,
+    },
+    /// BIP-340-sign a message (hex).
+    SignSchnorr {
+        /// The key id.
+        #[arg(long)]
+        key: String,
+        /// The message, hex.
+        #[arg(long)]
+        message: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).expect("JSON values serialize qed")
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            let code = error.code().map(|c| format!("{c:?}"));
+            eprintln!("{}", json!({ "error": error.to_string(), "code": code }));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
+    let client = Client::connect(ClientConfig::new(cli.endpoint)).await?;
+    let value = match cli.command {
+        Command::CreateKey { label, keyring } => {
+            json!(client.create_key_in(&keyring, &label).await?)
+        }
+        Command::Pubkey { key } => json!(client.public_key(&key).await?),
+        Command::List {
+            page_size,
+            page_token,
+        } => {
+            let (keys, next) = client.list_keys(page_size, &page_token).await?;
+            json!({ "keys": keys, "next_page_token": next })
+        }
+        Command::Sign { key, digest } => {
+            let digest: [u8; 32] = hex::decode(digest.trim_start_matches("0x"))
+                .ok()
+                .and_then(|d| d.try_into().ok())
+                .ok_or(Error::InvalidArgument("--digest must be 32 bytes of hex"))?;
+            let signature = client.sign_digest(&key, digest).await?;
+            json!({ "key_id": key, "r": hex::encode(signature.r), "s": hex::encode(signature.s), "v": signature.v,
+                    "signature65": hex::encode(signature.to_bytes65()) })
+        }
+        Command::SignSchnorr { key, message } => {
+            let message = hex::decode(message.trim_start_matches("0x"))
+                .map_err(|_| Error::InvalidArgument("--message must be hex"))?;
+            let signature = client.sign_schnorr(&key, &message).await?;
+            json!({ "key_id": key, "signature": hex::encode(signature.0) })
+        }
+    };
+    Ok(value)
+}

@@ -1,0 +1,305 @@
+//! The async client: connection, deadlines, retries on `UNAVAILABLE`, and verified results.
+
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message as _;
+use signer_proto::pb;
+use signer_proto::pb::signer_service_client::SignerServiceClient;
+use signer_proto::transport::{self, Address, DialOptions};
+use tonic::Code;
+use tonic::transport::Channel;
+
+pub use self::stream::{SignStream, StreamSignature};
+use crate::Error;
+use crate::verify::{self, EcdsaSignature, KeyInfo, SchnorrSignature};
+
+/// How `UNAVAILABLE` answers are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first.
+    pub max_attempts: u32,
+    /// First wait; doubles after each attempt.
+    pub initial_backoff: Duration,
+    /// Longest single wait.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The host's public address (`tcp://HOST:PORT`).
+    pub address: Address,
+    /// Connect and per-call deadlines.
+    pub dial: DialOptions,
+    /// Retries of `UNAVAILABLE`.
+    pub retry: RetryPolicy,
+}
+
+impl ClientConfig {
+    /// Defaults: 5 s to connect, 30 s per call, 6 attempts.
+    pub fn new(address: Address) -> Self {
+        Self {
+            address,
+            dial: DialOptions::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A signer client. Cheap to clone; clones share the connection and the key cache.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: SignerServiceClient<Channel>,
+    retry: RetryPolicy,
+    keys: Arc<RwLock<HashMap<String, KeyInfo>>>,
+}
+
+/// Client clock in milliseconds, and a fresh 16-byte nonce: the replay fields of every body.
+fn replay_fields() -> Result<(u64, Vec<u8>), Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut nonce = vec![0u8; 16];
+    getrandom::fill(&mut nonce)?;
+    Ok((now.max(1), nonce))
+}
+
+impl Client {
+    /// Connects (lazily: the first call dials, and reconnects happen by themselves).
+    ///
+    /// # Errors
+    /// [`Error::Transport`] for an unusable address.
+    pub async fn connect(config: ClientConfig) -> Result<Self, Error> {
+        let channel = transport::dial(&config.address, config.dial)?;
+        Ok(Self {
+            inner: SignerServiceClient::new(channel)
+                .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES),
+            retry: config.retry,
+            keys: Arc::default(),
+        })
+    }
+
+    /// Runs `call`, retrying `UNAVAILABLE` with exponential backoff.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(SignerServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = self.retry.initial_backoff;
+        let mut attempt = 1;
+        loop {
+            match call(self.inner.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status)
+                    if status.code() == Code::Unavailable && attempt < self.retry.max_attempts =>
+                {
+                    tracing::debug!(attempt, message = status.message(), "unavailable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    attempt += 1;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+
+    /// Creates a key in the only keyring.
+    ///
+    /// A retried `CreateKey` may, rarely, create a key whose answer was lost; such a key is never
+    /// returned to anyone, so nothing can be deposited to it.
+    ///
+    /// # Errors
+    /// Service errors; [`Error::Verification`] if the returned identity is inconsistent.
+    pub async fn create_key(&self, label: &str) -> Result<KeyInfo, Error> {
+        self.create_key_in("", label).await
+    }
+
+    /// Creates a key in a named keyring (`""` for the only one).
+    ///
+    /// # Errors
+    /// As [`Client::create_key`].
+    pub async fn create_key_in(&self, keyring_id: &str, label: &str) -> Result<KeyInfo, Error> {
+        let (timestamp_ms, nonce) = replay_fields()?;
+        let body = pb::CreateKeyBody {
+            keyring_id: keyring_id.to_owned(),
+            label: label.to_owned(),
+            timestamp_ms,
+            nonce,
+        };
+        let request = pb::SignedRequest {
+            body: body.encode_to_vec(),
+            stamps: vec![],
+        };
+        let response = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.create_key(request).await }
+            })
+            .await?;
+        let info = KeyInfo::try_from(
+            response
+                .key
+                .ok_or(Error::Verification("reply without a key"))?,
+        )?;
+        self.remember(&info);
+        Ok(info)
+    }
+
+    fn remember(&self, info: &KeyInfo) {
+        self.keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(info.key_id.clone(), info.clone());
+    }
+
+    /// A key's public identity, verified for internal consistency (cached after the first call).
+    ///
+    /// # Errors
+    /// Service errors (`NOT_FOUND` for an unknown key); [`Error::Verification`].
+    pub async fn public_key(&self, key_id: &str) -> Result<KeyInfo, Error> {
+        if let Some(info) = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+        {
+            return Ok(info.clone());
+        }
+        let request = pb::GetPublicKeyRequest {
+            key_id: key_id.to_owned(),
+        };
+        let response = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.get_public_key(request).await }
+            })
+            .await?;
+        let info = KeyInfo::try_from(
+            response
+                .key
+                .ok_or(Error::Verification("reply without a key"))?,
+        )?;
+        if info.key_id != key_id {
+            return Err(Error::Verification("reply is for another key"));
+        }
+        self.remember(&info);
+        Ok(info)
+    }
+
+    /// One page of keys, oldest first, and the token of the next page (empty at the end).
+    ///
+    /// # Errors
+    /// Service errors; [`Error::Verification`].
+    pub async fn list_keys(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<KeyInfo>, String), Error> {
+        let request = pb::ListKeysRequest {
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        let response = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.list_keys(request).await }
+            })
+            .await?;
+        let keys = response
+            .keys
+            .into_iter()
+            .map(KeyInfo::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((keys, response.next_page_token))
+    }
+
+    /// The stamped envelope of a sign request.
+    pub(crate) fn sign_request(
+        key_id: &str,
+        scheme: pb::SignatureScheme,
+        payload: Vec<u8>,
+    ) -> Result<pb::SignedRequest, Error> {
+        let (timestamp_ms, nonce) = replay_fields()?;
+        let body = pb::SignBody {
+            key_id: key_id.to_owned(),
+            scheme: scheme.into(),
+            payload,
+            timestamp_ms,
+            nonce,
+        };
+        Ok(pb::SignedRequest {
+            body: body.encode_to_vec(),
+            stamps: vec![],
+        })
+    }
+
+    /// ECDSA over a 32-byte digest (RFC 6979, low-S, recovery id), verified before returning.
+    ///
+    /// # Errors
+    /// Service errors; [`Error::Verification`] if the signature does not verify.
+    pub async fn sign_digest(
+        &self,
+        key_id: &str,
+        digest: [u8; 32],
+    ) -> Result<EcdsaSignature, Error> {
+        let key = self.public_key(key_id).await?;
+        let request =
+            Self::sign_request(key_id, pb::SignatureScheme::EcdsaSecp256k1, digest.to_vec())?;
+        let reply = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.sign(request).await }
+            })
+            .await?;
+        verify::verify_ecdsa(&key, &digest, &reply)
+    }
+
+    /// BIP-340 Schnorr over a message, verified before returning.
+    ///
+    /// # Errors
+    /// Service errors; [`Error::Verification`] if the signature does not verify.
+    pub async fn sign_schnorr(
+        &self,
+        key_id: &str,
+        message: &[u8],
+    ) -> Result<SchnorrSignature, Error> {
+        let key = self.public_key(key_id).await?;
+        let request =
+            Self::sign_request(key_id, pb::SignatureScheme::Bip340Schnorr, message.to_vec())?;
+        let reply = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.sign(request).await }
+            })
+            .await?;
+        verify::verify_schnorr(&key, message, &reply)
+    }
+
+    /// Opens a signing stream for high-throughput callers (many requests in flight on one call).
+    ///
+    /// # Errors
+    /// Service errors opening the stream.
+    pub async fn sign_stream(&self) -> Result<SignStream, Error> {
+        SignStream::open(self.clone(), self.inner.clone()).await
+    }
+
+    /// The raw generated client, for callers who build their own envelopes.
+    pub fn raw(&self) -> SignerServiceClient<Channel> {
+        self.inner.clone()
+    }
+}

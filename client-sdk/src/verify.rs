@@ -1,0 +1,212 @@
+//! Verification of everything the service returns: key identities and signatures. Uses `k256`,
+//! independent of the enclave's backend choice.
+
+use k256::ecdsa::signature::hazmat::PrehashVerifier as _;
+use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+use k256::elliptic_curve::sec1::ToSec1Point as _;
+use sha3::{Digest as _, Keccak256};
+use signer_proto::pb;
+
+use crate::Error;
+
+/// A key's verified public identity.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    /// `k-` id.
+    pub key_id: String,
+    /// `kr-` id of its keyring.
+    pub keyring_id: String,
+    /// SEC1 compressed public key, hex.
+    #[serde(serialize_with = "as_hex")]
+    pub public_key_compressed: [u8; 33],
+    /// SEC1 uncompressed public key, hex.
+    #[serde(serialize_with = "as_hex")]
+    pub public_key_uncompressed: [u8; 65],
+    /// BIP-340 x-only public key, hex.
+    #[serde(serialize_with = "as_hex")]
+    pub public_key_xonly: [u8; 32],
+    /// EIP-55 Ethereum address.
+    pub ethereum_address: String,
+    /// SHA-256 of the key's policy, hex.
+    #[serde(serialize_with = "as_hex")]
+    pub policy_hash: [u8; 32],
+    /// Creation label.
+    pub label: String,
+    #[serde(skip)]
+    verifying_key: VerifyingKey,
+}
+
+fn as_hex<S: serde::Serializer, T: AsRef<[u8]>>(
+    bytes: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&hex::encode(bytes))
+}
+
+/// EIP-55 address of an uncompressed public key.
+pub fn ethereum_address(uncompressed: &[u8; 65]) -> String {
+    let hash = Keccak256::digest(&uncompressed[1..]);
+    let lower = hex::encode(&hash[12..]);
+    let checksum = Keccak256::digest(lower.as_bytes());
+    let mut out = String::from("0x");
+    for (i, c) in lower.chars().enumerate() {
+        let nibble = (checksum[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
+        out.push(if nibble >= 8 {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        });
+    }
+    out
+}
+
+impl TryFrom<pb::KeyInfo> for KeyInfo {
+    type Error = Error;
+
+    /// Checks that every form of the public key describes the same point.
+    fn try_from(info: pb::KeyInfo) -> Result<Self, Error> {
+        let bad = Error::Verification;
+        let verifying_key = VerifyingKey::from_sec1_bytes(&info.public_key_compressed)
+            .map_err(|_| bad("public key is not a curve point"))?;
+        let uncompressed: [u8; 65] = verifying_key
+            .as_affine()
+            .to_sec1_point(false)
+            .as_bytes()
+            .try_into()
+            .map_err(|_| bad("point encoding"))?;
+        if info.public_key_uncompressed != uncompressed {
+            return Err(bad(
+                "uncompressed public key disagrees with the compressed one",
+            ));
+        }
+        if info.public_key_xonly != uncompressed[1..33] {
+            return Err(bad("x-only public key disagrees with the compressed one"));
+        }
+        if info.ethereum_address != ethereum_address(&uncompressed) {
+            return Err(bad("Ethereum address disagrees with the public key"));
+        }
+        Ok(KeyInfo {
+            public_key_compressed: info
+                .public_key_compressed
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("compressed length"))?,
+            public_key_uncompressed: uncompressed,
+            public_key_xonly: info
+                .public_key_xonly
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("x-only length"))?,
+            policy_hash: info
+                .policy_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("policy hash length"))?,
+            key_id: info.key_id,
+            keyring_id: info.keyring_id,
+            ethereum_address: info.ethereum_address,
+            label: info.label,
+            verifying_key,
+        })
+    }
+}
+
+/// A verified ECDSA signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EcdsaSignature {
+    /// r, big-endian.
+    #[serde(serialize_with = "as_hex")]
+    pub r: [u8; 32],
+    /// s, big-endian, low-S.
+    #[serde(serialize_with = "as_hex")]
+    pub s: [u8; 32],
+    /// Recovery id (0 or 1; 2 or 3 are astronomically unlikely).
+    pub v: u8,
+}
+
+impl EcdsaSignature {
+    /// r ‖ s ‖ v, the 65-byte form (add 27, or EIP-155's offset, for Ethereum's `v` as needed).
+    pub fn to_bytes65(&self) -> [u8; 65] {
+        let mut out = [0u8; 65];
+        out[..32].copy_from_slice(&self.r);
+        out[32..64].copy_from_slice(&self.s);
+        out[64] = self.v;
+        out
+    }
+}
+
+/// A verified BIP-340 signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SchnorrSignature(#[serde(serialize_with = "as_hex")] pub [u8; 64]);
+
+/// Verifies an ECDSA reply: low-S, valid for the key, and its recovery id recovers the key.
+///
+/// # Errors
+/// [`Error::Verification`] on any mismatch.
+pub fn verify_ecdsa(
+    key: &KeyInfo,
+    digest: &[u8; 32],
+    reply: &pb::SignResponse,
+) -> Result<EcdsaSignature, Error> {
+    let bad = Error::Verification;
+    if reply.key_id != key.key_id || reply.scheme() != pb::SignatureScheme::EcdsaSecp256k1 {
+        return Err(bad("reply is for another key or scheme"));
+    }
+    let signature = check_ecdsa(&key.verifying_key, digest, &reply.signature)?;
+    let v = u8::try_from(reply.recovery_id).map_err(|_| bad("recovery id out of range"))?;
+    let recovery_id = RecoveryId::from_byte(v).ok_or(bad("recovery id out of range"))?;
+    let recovered = VerifyingKey::recover_from_prehash(digest, &signature, recovery_id)
+        .map_err(|_| bad("recovery failed"))?;
+    if recovered != key.verifying_key {
+        return Err(bad("recovery id recovers another key"));
+    }
+    let (r, s) = signature.split_bytes();
+    Ok(EcdsaSignature {
+        r: r.into(),
+        s: s.into(),
+        v,
+    })
+}
+
+/// Strict ECDSA check of r ‖ s over a digest: well-formed, low-S, valid for `key`.
+fn check_ecdsa(key: &VerifyingKey, digest: &[u8; 32], rs: &[u8]) -> Result<Signature, Error> {
+    let bad = Error::Verification;
+    let signature = Signature::from_slice(rs).map_err(|_| bad("malformed ECDSA signature"))?;
+    if signature.normalize_s() != signature {
+        return Err(bad("high-S ECDSA signature"));
+    }
+    key.verify_prehash(digest, &signature)
+        .map_err(|_| bad("ECDSA signature does not verify"))?;
+    Ok(signature)
+}
+
+/// Verifies a BIP-340 reply against the key's x-only public key.
+///
+/// # Errors
+/// [`Error::Verification`] on any mismatch.
+pub fn verify_schnorr(
+    key: &KeyInfo,
+    message: &[u8],
+    reply: &pb::SignResponse,
+) -> Result<SchnorrSignature, Error> {
+    let bad = Error::Verification;
+    if reply.key_id != key.key_id || reply.scheme() != pb::SignatureScheme::Bip340Schnorr {
+        return Err(bad("reply is for another key or scheme"));
+    }
+    let bytes: [u8; 64] = reply
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("BIP-340 signature length"))?;
+    let verifying = k256::schnorr::VerifyingKey::from_bytes((&key.public_key_xonly).into())
+        .map_err(|_| bad("x-only key"))?;
+    let signature = k256::schnorr::Signature::try_from(&bytes[..])
+        .map_err(|_| bad("malformed BIP-340 signature"))?;
+    verifying
+        .verify_raw(message, &signature)
+        .map_err(|_| bad("BIP-340 signature does not verify"))?;
+    Ok(SchnorrSignature(bytes))
+}
+
+#[cfg(test)]
+mod tests;
