@@ -19,14 +19,23 @@ use crate::secret::{KeyringKey, WalletSecret};
 
 /// Lifecycle phase. Only [`Phase::Ready`] signs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Phase {
     /// Started empty; accepts keyrings and sealed records.
-    AwaitingKeyrings = 1,
+    AwaitingKeyrings,
     /// Loaded; signs and creates keys.
-    Ready = 2,
+    Ready,
     /// An invariant broke; refuses everything until restarted.
-    Unrecoverable = 3,
+    Unrecoverable,
+}
+
+impl Phase {
+    const fn code(self) -> u8 {
+        match self {
+            Phase::AwaitingKeyrings => 1,
+            Phase::Ready => 2,
+            Phase::Unrecoverable => 3,
+        }
+    }
 }
 
 /// A wallet key held in RAM.
@@ -90,7 +99,7 @@ pub struct Vault<B: Backend> {
 impl<B: Backend> Default for Vault<B> {
     fn default() -> Self {
         Self {
-            phase: AtomicU8::new(Phase::AwaitingKeyrings as u8),
+            phase: AtomicU8::new(Phase::AwaitingKeyrings.code()),
             keyrings: RwLock::default(),
             keys: RwLock::default(),
         }
@@ -120,7 +129,7 @@ impl<B: Backend> Vault<B> {
     pub fn fail_closed(&self, why: &'static str) {
         tracing::error!(why, "invariant broken; enclave is now unrecoverable");
         self.phase
-            .store(Phase::Unrecoverable as u8, Ordering::Release);
+            .store(Phase::Unrecoverable.code(), Ordering::Release);
     }
 
     /// Number of open keyrings and loaded keys.
@@ -224,8 +233,8 @@ impl<B: Backend> Vault<B> {
     pub fn finish_loading(&self) -> Result<(), Error> {
         self.require(Phase::AwaitingKeyrings)?;
         let _ = self.phase.compare_exchange(
-            Phase::AwaitingKeyrings as u8,
-            Phase::Ready as u8,
+            Phase::AwaitingKeyrings.code(),
+            Phase::Ready.code(),
             Ordering::AcqRel,
             Ordering::Acquire,
         );

@@ -1,1 +1,195 @@
-//! placeholder
+//! Harness for end-to-end tests: runs `signer-host dev` (which runs `signer-enclave` as its child)
+//! as real processes in a temporary directory, and kills them on drop.
+//!
+//! The binaries are found beside the test executable's target directory; `scripts/test` builds
+//! them first (`cargo build --workspace --bins`).
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use signer_client::{Address, Client, ClientConfig, RetryPolicy};
+use tokio_stream::StreamExt as _;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// How long a stack may take to become SERVING before a test fails.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory holding the workspace's built binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path qed");
+    // target/<profile>/deps/<test> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps qed")
+        .to_owned();
+    for name in ["signer-host", "signer-enclave"] {
+        assert!(
+            dir.join(name).exists(),
+            "{name} is not built in {}: run `cargo build --workspace --bins` (scripts/test does)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A running host + enclave pair.
+pub struct Stack {
+    /// Temporary data directory (socket, master key, database, logs).
+    pub dir: tempfile::TempDir,
+    host: Child,
+    /// The host's public address.
+    pub address: Address,
+}
+
+impl Stack {
+    /// Starts `signer-host dev` with the given backend and waits until it reports SERVING.
+    pub async fn start(backend: &str) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir qed");
+        Self::start_in(dir, backend).await
+    }
+
+    /// Starts a stack over an existing data directory (to restart over the same store).
+    pub async fn start_in(dir: tempfile::TempDir, backend: &str) -> Stack {
+        let bins = bin_dir();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("host.log"))
+            .expect("log file qed");
+        let mut host = Command::new(bins.join("signer-host"))
+            .args([
+                "dev",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--backend",
+                backend,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .arg("--enclave-binary")
+            .arg(bins.join("signer-enclave"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn signer-host");
+        // The host binds before it prints; the one stdout line is its address.
+        let stdout = host.stdout.take().expect("piped stdout qed");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        });
+        let line = tokio::time::timeout(READY_TIMEOUT, line)
+            .await
+            .expect("host announced its address in time")
+            .expect("stdout reader ran")
+            .expect("host stdout readable");
+        let address: Address = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected host output {line:?}"))
+            .parse()
+            .expect("host announced a valid address");
+        let stack = Stack { dir, host, address };
+        stack.wait_serving().await;
+        stack
+    }
+
+    /// Waits (event-driven, through the health Watch stream) until the host reports SERVING.
+    pub async fn wait_serving(&self) {
+        let channel = signer_proto::transport::dial(&self.address, Default::default())
+            .expect("valid address qed");
+        let mut health = HealthClient::new(channel);
+        let watch = async {
+            loop {
+                // The first attempt may race the server's accept loop on a slow machine.
+                let Ok(stream) = health
+                    .watch(HealthCheckRequest {
+                        service: "signer.v1.SignerService".into(),
+                    })
+                    .await
+                else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                let mut stream = stream.into_inner();
+                while let Some(Ok(update)) = stream.next().await {
+                    if update.status() == ServingStatus::Serving {
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(READY_TIMEOUT, watch)
+            .await
+            .unwrap_or_else(|_| panic!("not SERVING in time; log:\n{}", self.log()));
+    }
+
+    /// A client with a generous retry budget (restarts take a moment).
+    pub async fn client(&self) -> Client {
+        let mut config = ClientConfig::new(self.address.clone());
+        config.retry = RetryPolicy {
+            max_attempts: 40,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(500),
+        };
+        Client::connect(config).await.expect("valid address qed")
+    }
+
+    /// The host's (and its child enclave's) log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+
+    /// Path of the SQLite key store.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("keys.sqlite3")
+    }
+
+    /// The pid of the host's child enclave.
+    pub fn enclave_pid(&self) -> Option<u32> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.host.id())).ok()?;
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .next()
+    }
+
+    /// Kills the enclave process with SIGKILL (its RAM, and every key in it, is gone).
+    pub fn kill_enclave(&self) -> u32 {
+        let pid = self.enclave_pid().expect("the host runs an enclave child");
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success());
+        pid
+    }
+
+    /// Stops the stack, returning its data directory for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.host.kill();
+        let _ = self.host.wait();
+        let dir = tempfile::tempdir().expect("tempdir qed");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // The enclave exits when the host's pipe to it closes.
+        let _ = self.host.kill();
+        let _ = self.host.wait();
+    }
+}

@@ -70,7 +70,7 @@ impl Backend for K256 {
         let signature = schnorr
             .sign_raw(msg, aux_rand)
             .map_err(|_| crate::Error::Internal)?;
-        Ok(signature.to_bytes().into())
+        Ok(signature.to_bytes())
     }
 
     fn verify_ecdsa_vartime(public: &PublicKey, digest: &Digest32, rs: &[u8; 64]) -> bool {

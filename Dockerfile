@@ -1,0 +1,20 @@
+# The enclave image, for `nitro-cli build-enclave --docker-uri signer-enclave:latest --output-file signer.eif`.
+#
+# Reproducibility: the toolchain is pinned by rust-toolchain.toml, dependencies by Cargo.lock, and
+# the build runs without network after `cargo fetch`. Pin both base images by digest
+# (`image@sha256:…`) when cutting a release; this file names tags because the machines this
+# project is developed on have no Docker engine to resolve digests with, and it has not been built
+# on them.
+
+FROM rust:1.95.0-bookworm AS build
+RUN rustup target add x86_64-unknown-linux-musl && apt-get update && apt-get install -y --no-install-recommends musl-tools file
+WORKDIR /src
+COPY . .
+RUN cargo fetch --locked
+RUN --network=none cargo build --locked --offline --profile enclave --target x86_64-unknown-linux-musl -p signer-enclave \
+ && file target/x86_64-unknown-linux-musl/enclave/signer-enclave | grep -q 'statically linked'
+
+FROM scratch AS enclave
+COPY --from=build /src/target/x86_64-unknown-linux-musl/enclave/signer-enclave /signer-enclave
+# In the enclave the internal API listens on vsock; the host dials the enclave's CID.
+ENTRYPOINT ["/signer-enclave", "--listen", "vsock://4294967295:5000"]

@@ -1,0 +1,88 @@
+//! Per-operation costs of both backends, sealing, and libsecp256k1's context re-randomisation.
+//!
+//! Run: `cargo bench -p bench --bench micro`. Figures and machine in `bench/RESULTS.md`.
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use signer_enclave::backend::{Backend, Digest32, K256, Libsecp256k1};
+use signer_enclave::ids::{KeyId, KeyringId};
+use signer_enclave::seal::{self, Binding};
+use signer_enclave::secret::{KeyringKey, WalletSecret};
+use std::hint::black_box;
+
+fn backend<B: Backend>(c: &mut Criterion) {
+    let secret = WalletSecret::from_bytes(&[0x42; 32]);
+    let key = B::load(&secret).expect("valid scalar qed");
+    let public = B::public_key(&key);
+    let digest = Digest32([7; 32]);
+    let aux = [9u8; 32];
+    let ecdsa = B::sign_ecdsa(&key, &digest);
+    let schnorr = B::sign_schnorr(&key, &digest.0, &aux).expect("signs qed");
+    let mut group = c.benchmark_group(B::NAME);
+    group.bench_function("ecdsa_sign_recoverable", |b| {
+        b.iter(|| B::sign_ecdsa(black_box(&key), black_box(&digest)))
+    });
+    group.bench_function("bip340_sign", |b| {
+        b.iter(|| B::sign_schnorr(black_box(&key), black_box(&digest.0), &aux))
+    });
+    group.bench_function("ecdsa_verify", |b| {
+        b.iter(|| B::verify_ecdsa_vartime(black_box(&public), &digest, &ecdsa.rs))
+    });
+    group.bench_function("bip340_verify", |b| {
+        b.iter(|| B::verify_schnorr_vartime(&public.xonly(), &digest.0, black_box(&schnorr)))
+    });
+    group.bench_function("load_key (derive public key)", |b| {
+        b.iter(|| B::load(black_box(&secret)))
+    });
+    group.finish();
+}
+
+fn recovery(c: &mut Criterion) {
+    let secret = secp256k1::SecretKey::from_secret_bytes([0x42; 32]).expect("valid scalar qed");
+    let msg = secp256k1::Message::from_digest([7; 32]);
+    let signature = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(msg, &secret);
+    c.bench_function("secp256k1/ecdsa_recover", |b| {
+        b.iter(|| black_box(&signature).recover_ecdsa(msg))
+    });
+    // The crate re-randomises its global context after every signing call; this is that cost alone.
+    c.bench_function("secp256k1/context_rerandomize", |b| {
+        b.iter(|| secp256k1::rerandomize_global_context(black_box(&[5; 32])))
+    });
+}
+
+fn sealing(c: &mut Criterion) {
+    let keyring_key = KeyringKey::from_bytes(&[1; 32]);
+    let (key_id, keyring_id) = (
+        KeyId::random().expect("rng"),
+        KeyringId::random().expect("rng"),
+    );
+    let public_key = [2u8; 33];
+    let policy_hash = seal::policy_hash(b"");
+    let binding = Binding {
+        key_id: &key_id,
+        keyring_id: &keyring_id,
+        public_key: &public_key,
+        policy_hash: &policy_hash,
+    };
+    let secret = WalletSecret::from_bytes(&[3; 32]);
+    let record = seal::seal(&keyring_key, &binding, &secret).expect("seals qed");
+    c.bench_function("seal/seal_record", |b| {
+        b.iter(|| seal::seal(&keyring_key, &binding, black_box(&secret)))
+    });
+    c.bench_function("seal/open_record", |b| {
+        b.iter(|| seal::open(&keyring_key, &binding, black_box(&record)))
+    });
+}
+
+fn all(c: &mut Criterion) {
+    backend::<K256>(c);
+    backend::<Libsecp256k1>(c);
+    recovery(c);
+    sealing(c);
+}
+
+criterion_group!(benches, all);
+criterion_main!(benches);

@@ -1,0 +1,12 @@
+//! End-to-end tests over real processes: SDK → host (TCP) → enclave (Unix socket).
+#![expect(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed step fails the test, helpers included"
+)]
+
+mod e2e {
+    mod api;
+    mod bad_input;
+    mod restart;
+    mod signing;
+}

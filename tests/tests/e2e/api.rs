@@ -1,0 +1,63 @@
+//! Stock gRPC tooling works: health checking and server reflection.
+
+use signer_client::pb;
+use tests::Stack;
+use tokio_stream::StreamExt as _;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_serve_stock_clients() {
+    let stack = Stack::start("k256").await;
+    let channel = signer_proto::transport::dial(&stack.address, Default::default()).unwrap();
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "signer.v1.SignerService"] {
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Ok(reply)) = replies.next().await else {
+        panic!("no reflection reply")
+    };
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reply")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"signer.v1.SignerService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+    // The internal enclave API is not offered on the public port.
+    let mut raw = pb::enclave_service_client::EnclaveServiceClient::new(
+        signer_proto::transport::dial(&stack.address, Default::default()).unwrap(),
+    );
+    let status = raw.status(pb::StatusRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+}

@@ -1,0 +1,142 @@
+//! Bad input gets a clear status, never a panic or a hang, and the service keeps serving.
+
+use std::time::Duration;
+
+use prost::Message as _;
+use signer_client::pb;
+use tests::Stack;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::Code;
+
+fn body(key_id: &str, scheme: pb::SignatureScheme, payload: Vec<u8>) -> Vec<u8> {
+    pb::SignBody {
+        key_id: key_id.into(),
+        scheme: scheme.into(),
+        payload,
+        timestamp_ms: 1,
+        nonce: vec![7; 16],
+    }
+    .encode_to_vec()
+}
+
+async fn code_of(
+    raw: &mut pb::signer_service_client::SignerServiceClient<tonic::transport::Channel>,
+    body: Vec<u8>,
+) -> Code {
+    raw.sign(pb::SignedRequest {
+        body,
+        stamps: vec![],
+    })
+    .await
+    .map(|_| Code::Ok)
+    .unwrap_or_else(|s| s.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bad_request_gets_its_status_and_the_service_keeps_serving() {
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let key = client.create_key("target").await.unwrap();
+    // A raw client without the SDK's own size limits, so the server's answers are what is tested.
+    let mut raw = pb::signer_service_client::SignerServiceClient::new(
+        signer_proto::transport::dial(&stack.address, Default::default()).unwrap(),
+    );
+    let ecdsa = pb::SignatureScheme::EcdsaSecp256k1;
+
+    // Idle and garbage connections are open the whole time.
+    let pb_addr = match &stack.address {
+        signer_client::Address::Tcp(addr) => *addr,
+        other => panic!("unexpected {other}"),
+    };
+    let _idle = tokio::net::TcpStream::connect(pb_addr).await.unwrap();
+    let mut garbage = tokio::net::TcpStream::connect(pb_addr).await.unwrap();
+    garbage
+        .write_all(&[0x16, 0x03, 0x01, 0xde, 0xad, 0xbe, 0xef].repeat(100))
+        .await
+        .unwrap();
+    // The server closes a connection that is not HTTP/2.
+    let mut sink = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), garbage.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "garbage connection was not closed");
+
+    let cases: Vec<(&str, Vec<u8>, Code)> = vec![
+        (
+            "digest of 31 bytes",
+            body(&key.key_id, ecdsa, vec![1; 31]),
+            Code::InvalidArgument,
+        ),
+        (
+            "digest of 33 bytes",
+            body(&key.key_id, ecdsa, vec![1; 33]),
+            Code::InvalidArgument,
+        ),
+        (
+            "unknown key",
+            body("k-00000000000000000000000000000000", ecdsa, vec![1; 32]),
+            Code::NotFound,
+        ),
+        (
+            "malformed key id",
+            body("../../etc/passwd", ecdsa, vec![1; 32]),
+            Code::InvalidArgument,
+        ),
+        (
+            "unknown scheme",
+            body(&key.key_id, pb::SignatureScheme::Unspecified, vec![1; 32]),
+            Code::InvalidArgument,
+        ),
+        ("empty body", vec![], Code::InvalidArgument),
+        ("garbage body", vec![0xff; 64], Code::InvalidArgument),
+        (
+            "body over 64 KiB",
+            vec![0; signer_proto::MAX_BODY_BYTES + 1],
+            Code::InvalidArgument,
+        ),
+        // tonic answers a message over the decoder's limit with OUT_OF_RANGE.
+        (
+            "message over 256 KiB",
+            vec![0; signer_proto::MAX_MESSAGE_BYTES + 1],
+            Code::OutOfRange,
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        assert_eq!(code_of(&mut raw, bytes).await, expected, "{name}");
+    }
+    let status = raw
+        .get_public_key(pb::GetPublicKeyRequest {
+            key_id: "x".repeat(10_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = raw
+        .list_keys(pb::ListKeysRequest {
+            page_size: 5_000,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = raw
+        .list_keys(pb::ListKeysRequest {
+            page_size: 1,
+            page_token: "not a token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // Messages are generic: nothing from the body or the enclave's internals.
+    let status = raw
+        .sign(pb::SignedRequest {
+            body: vec![0xff; 64],
+            stamps: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.message(), "malformed body");
+
+    // And the service still signs.
+    client.sign_digest(&key.key_id, [3; 32]).await.unwrap();
+    assert!(!stack.log().contains("panicked"), "{}", stack.log());
+}
