@@ -1,7 +1,6 @@
 //! Verification of everything the service returns: key identities and signatures. Uses `k256`,
 //! independent of the enclave's backend choice.
 
-use k256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use k256::elliptic_curve::sec1::ToSec1Point as _;
 use sha3::{Digest as _, Keccak256};
@@ -139,7 +138,11 @@ impl EcdsaSignature {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SchnorrSignature(#[serde(serialize_with = "as_hex")] pub [u8; 64]);
 
-/// Verifies an ECDSA reply: low-S, valid for the key, and its recovery id recovers the key.
+/// Verifies an ECDSA reply: well-formed, low-S, and its recovery id recovers exactly the key.
+///
+/// Recovery computes Q = r⁻¹(s·R − z·G) from the signature; Q equal to the key's public key is
+/// the ECDSA verification equation itself (as Ethereum's `ecrecover` relies on), so one recovery
+/// both verifies the signature and proves the recovery id — at the cost of one verification.
 ///
 /// # Errors
 /// [`Error::Verification`] on any mismatch.
@@ -148,18 +151,12 @@ pub fn verify_ecdsa(
     digest: &[u8; 32],
     reply: &pb::SignResponse,
 ) -> Result<EcdsaSignature, Error> {
-    let bad = Error::Verification;
     if reply.key_id != key.key_id || reply.scheme() != pb::SignatureScheme::EcdsaSecp256k1 {
-        return Err(bad("reply is for another key or scheme"));
+        return Err(Error::Verification("reply is for another key or scheme"));
     }
-    let signature = check_ecdsa(&key.verifying_key, digest, &reply.signature)?;
-    let v = u8::try_from(reply.recovery_id).map_err(|_| bad("recovery id out of range"))?;
-    let recovery_id = RecoveryId::from_byte(v).ok_or(bad("recovery id out of range"))?;
-    let recovered = VerifyingKey::recover_from_prehash(digest, &signature, recovery_id)
-        .map_err(|_| bad("recovery failed"))?;
-    if recovered != key.verifying_key {
-        return Err(bad("recovery id recovers another key"));
-    }
+    let v = u8::try_from(reply.recovery_id)
+        .map_err(|_| Error::Verification("recovery id out of range"))?;
+    let signature = check_ecdsa(&key.verifying_key, digest, &reply.signature, v)?;
     let (r, s) = signature.split_bytes();
     Ok(EcdsaSignature {
         r: r.into(),
@@ -168,15 +165,25 @@ pub fn verify_ecdsa(
     })
 }
 
-/// Strict ECDSA check of r ‖ s over a digest: well-formed, low-S, valid for `key`.
-fn check_ecdsa(key: &VerifyingKey, digest: &[u8; 32], rs: &[u8]) -> Result<Signature, Error> {
+/// Strict ECDSA check of r ‖ s with recovery id `v` over a digest: r and s in 1..n−1, low-S, and
+/// recovery yields `key`.
+fn check_ecdsa(
+    key: &VerifyingKey,
+    digest: &[u8; 32],
+    rs: &[u8],
+    v: u8,
+) -> Result<Signature, Error> {
     let bad = Error::Verification;
     let signature = Signature::from_slice(rs).map_err(|_| bad("malformed ECDSA signature"))?;
     if signature.normalize_s() != signature {
         return Err(bad("high-S ECDSA signature"));
     }
-    key.verify_prehash(digest, &signature)
+    let recovery_id = RecoveryId::from_byte(v).ok_or(bad("recovery id out of range"))?;
+    let recovered = VerifyingKey::recover_from_prehash(digest, &signature, recovery_id)
         .map_err(|_| bad("ECDSA signature does not verify"))?;
+    if &recovered != key {
+        return Err(bad("ECDSA signature does not verify for this key"));
+    }
     Ok(signature)
 }
 

@@ -71,7 +71,10 @@ pub trait Backend: Send + Sync + 'static {
     /// [`crate::Error::InvalidSecret`] when the bytes are not a valid secret scalar.
     fn load(secret: &WalletSecret) -> Result<Self::Key, crate::Error>;
 
-    /// The key's public key.
+    /// The key's SEC1 compressed public key (cheap: kept with the key).
+    fn public_key_compressed(key: &Self::Key) -> [u8; 33];
+
+    /// The key's public key, uncompressed (may cost a decompression).
     fn public_key(key: &Self::Key) -> PublicKey;
 
     /// RFC 6979 ECDSA over a 32-byte digest, low-S, with recovery id.

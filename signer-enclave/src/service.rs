@@ -96,6 +96,49 @@ fn parse_record(key: pb::SealedKey) -> Result<SealedRecord, Error> {
     })
 }
 
+/// Records opened per blocking task during `LoadKeys`.
+const LOAD_BATCH: usize = 1024;
+
+/// Opens a batch of stored records; refusals are collected, invariant breaches end the load.
+fn load_batch<B: Backend>(
+    vault: &Vault<B>,
+    records: Vec<pb::SealedKey>,
+) -> Result<pb::LoadKeysResponse, Status> {
+    let mut outcome = pb::LoadKeysResponse::default();
+    for key in records {
+        let claimed: String = key.key_id.chars().take(64).collect();
+        let result = match parse_record(key) {
+            Ok(record) => vault
+                .load_key(&record)
+                .map_err(|e| status("LoadKeys", e))?
+                .map_err(|r| r.reason()),
+            Err(_) => Err("malformed"),
+        };
+        match result {
+            Ok(()) => outcome.loaded += 1,
+            Err(reason) => {
+                tracing::warn!(key_id = %claimed, reason, "sealed record refused");
+                outcome.rejected.push(pb::RejectedKey {
+                    key_id: claimed,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+fn merge(
+    total: &mut pb::LoadKeysResponse,
+    joined: Option<Result<Result<pb::LoadKeysResponse, Status>, tokio::task::JoinError>>,
+) -> Result<(), Status> {
+    let Some(joined) = joined else { return Ok(()) };
+    let batch = joined.map_err(|_| Status::internal("internal error"))??;
+    total.loaded += batch.loaded;
+    total.rejected.extend(batch.rejected);
+    Ok(())
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -117,6 +160,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             provider: self.provider.name().to_owned(),
             keyrings: u32::try_from(keyrings).unwrap_or(u32::MAX),
             keys: u64::try_from(keys).unwrap_or(u64::MAX),
+            provider_calls: self.vault.provider_calls(),
         }))
     }
 
@@ -153,29 +197,31 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<Streaming<pb::SealedKey>>,
     ) -> Result<Response<pb::LoadKeysResponse>, Status> {
+        // Opening a record and re-deriving its public key costs a scalar multiplication: records
+        // are opened in batches on the blocking pool, one batch per core at a time.
+        let parallelism = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let mut stream = request.into_inner();
         let mut response = pb::LoadKeysResponse::default();
-        while let Some(item) = stream.next().await {
-            let key = item?;
-            let claimed: String = key.key_id.chars().take(64).collect();
-            let outcome = match parse_record(key) {
-                Ok(record) => self
-                    .vault
-                    .load_key(&record)
-                    .map_err(|e| status("LoadKeys", e))?
-                    .map_err(|r| r.reason()),
-                Err(_) => Err("malformed"),
-            };
-            match outcome {
-                Ok(()) => response.loaded += 1,
-                Err(reason) => {
-                    tracing::warn!(key_id = %claimed, reason, "sealed record refused");
-                    response.rejected.push(pb::RejectedKey {
-                        key_id: claimed,
-                        reason: reason.to_owned(),
-                    });
+        let mut workers = tokio::task::JoinSet::new();
+        let mut batch = Vec::with_capacity(LOAD_BATCH);
+        loop {
+            let next = stream.next().await.transpose()?;
+            let finished = next.is_none();
+            batch.extend(next);
+            if batch.len() == LOAD_BATCH || (finished && !batch.is_empty()) {
+                let vault = Arc::clone(&self.vault);
+                let records = std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
+                workers.spawn_blocking(move || load_batch(&vault, records));
+                while workers.len() >= parallelism {
+                    merge(&mut response, workers.join_next().await)?;
                 }
             }
+            if finished {
+                break;
+            }
+        }
+        while let Some(joined) = workers.join_next().await {
+            merge(&mut response, Some(joined))?;
         }
         Ok(Response::new(response))
     }
@@ -226,19 +272,18 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         request: Request<pb::GetKeyRequest>,
     ) -> Result<Response<pb::KeyInfo>, Status> {
         let id = KeyId::parse(&request.get_ref().key_id).map_err(|e| status("GetPublicKey", e))?;
-        let info = self
+        let identity = self
             .vault
-            .with_key(&id, |k| {
-                key_info(
-                    &id,
-                    &k.keyring_id,
-                    &B::public_key(&k.key),
-                    &k.policy_hash,
-                    &k.label,
-                )
-            })
+            .identity(&id)
             .map_err(|e| status("GetPublicKey", e))?;
-        Ok(Response::new(info))
+        // Labels are the host's bookkeeping: it fills them in from its store.
+        Ok(Response::new(key_info(
+            &id,
+            &identity.keyring_id,
+            &identity.public,
+            &identity.policy_hash,
+            "",
+        )))
     }
 
     async fn sign(
@@ -257,32 +302,51 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         request: Request<Streaming<pb::SignStreamRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let vault = Arc::clone(&self.vault);
-        let responses = request.into_inner().map(move |item| {
-            let item = item?;
-            let result = item
-                .request
-                .as_ref()
-                .ok_or(Error::InvalidArgument("missing request"))
-                .and_then(|r| Self::sign_one(&vault, r));
-            Ok(match result {
-                Ok(response) => pb::SignStreamResponse {
-                    id: item.id,
-                    response: Some(response),
-                    error: None,
-                },
-                Err(error) => {
-                    let status = status("SignStream", error);
-                    pb::SignStreamResponse {
-                        id: item.id,
-                        response: None,
-                        error: Some(pb::StreamError {
-                            code: status.code().into(),
-                            message: status.message().to_owned(),
-                        }),
-                    }
-                }
-            })
+        // Items are signed concurrently, up to STREAM_IN_FLIGHT per stream on every core, and
+        // answered as they finish; each answer carries its request's id.
+        let tasks = request.into_inner().map(move |item| {
+            let vault = Arc::clone(&vault);
+            tokio::spawn(async move { Self::stream_item(&vault, item) })
         });
+        let responses = futures_util::StreamExt::buffer_unordered(tasks, STREAM_IN_FLIGHT)
+            .map(|joined| joined.unwrap_or_else(|_| Err(Status::internal("internal error"))));
         Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// Items of one stream signed concurrently.
+const STREAM_IN_FLIGHT: usize = 64;
+
+impl<B: Backend> EnclaveApi<B> {
+    /// Answers one streamed item: a transport error ends the stream, a refused request is
+    /// answered with its status and the stream goes on.
+    fn stream_item(
+        vault: &Vault<B>,
+        item: Result<pb::SignStreamRequest, Status>,
+    ) -> Result<pb::SignStreamResponse, Status> {
+        let item = item?;
+        let result = item
+            .request
+            .as_ref()
+            .ok_or(Error::InvalidArgument("missing request"))
+            .and_then(|r| Self::sign_one(vault, r));
+        Ok(match result {
+            Ok(response) => pb::SignStreamResponse {
+                id: item.id,
+                response: Some(response),
+                error: None,
+            },
+            Err(error) => {
+                let status = status("SignStream", error);
+                pb::SignStreamResponse {
+                    id: item.id,
+                    response: None,
+                    error: Some(pb::StreamError {
+                        code: status.code().into(),
+                        message: status.message().to_owned(),
+                    }),
+                }
+            }
+        })
     }
 }

@@ -5,7 +5,8 @@
 //! generated here). Nothing in this module returns or logs a secret.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use subtle::ConstantTimeEq as _;
@@ -38,16 +39,57 @@ impl Phase {
     }
 }
 
-/// A wallet key held in RAM.
+/// A wallet key held in RAM: kept small, since a vault holds millions of them. Keyrings and
+/// policy hashes are shared by many keys and stored once; labels stay with the host.
 pub struct LoadedKey<B: Backend> {
     /// The backend's prepared key (wipes its secret on drop).
     pub key: B::Key,
+    keyring: u32,
+    policy: u32,
+}
+
+/// A loaded key's public identity.
+#[derive(Debug)]
+pub struct KeyIdentity {
+    /// The public key.
+    pub public: PublicKey,
     /// The keyring that seals it.
     pub keyring_id: KeyringId,
     /// SHA-256 of its policy.
     pub policy_hash: [u8; 32],
-    /// The creation label (public).
-    pub label: Box<str>,
+}
+
+/// Values shared by many keys, each stored once and referred to by index.
+#[derive(Debug)]
+struct Interned<T> {
+    index: HashMap<T, u32>,
+    values: Vec<T>,
+}
+
+impl<T> Default for Interned<T> {
+    fn default() -> Self {
+        Self {
+            index: HashMap::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash> Interned<T> {
+    fn intern(&mut self, value: T) -> u32 {
+        if let Some(&i) = self.index.get(&value) {
+            return i;
+        }
+        let i = u32::try_from(self.values.len())
+            .expect("fewer than 2^32 distinct keyrings or policies qed");
+        self.values.push(value);
+        self.index.insert(value, i);
+        i
+    }
+
+    fn get(&self, i: u32) -> T {
+        self.values[usize::try_from(i).expect("u32 fits in usize qed")]
+    }
 }
 
 /// A sealed record as it travels between host and enclave.
@@ -92,7 +134,10 @@ impl Rejection {
 /// Keyrings, keys and phase.
 pub struct Vault<B: Backend> {
     phase: AtomicU8,
+    provider_calls: AtomicU64,
     keyrings: RwLock<HashMap<KeyringId, KeyringKey>>,
+    keyring_ids: RwLock<Interned<KeyringId>>,
+    policies: RwLock<Interned<[u8; 32]>>,
     keys: RwLock<HashMap<KeyId, LoadedKey<B>>>,
 }
 
@@ -100,7 +145,10 @@ impl<B: Backend> Default for Vault<B> {
     fn default() -> Self {
         Self {
             phase: AtomicU8::new(Phase::AwaitingKeyrings.code()),
+            provider_calls: AtomicU64::new(0),
             keyrings: RwLock::default(),
+            keyring_ids: RwLock::default(),
+            policies: RwLock::default(),
             keys: RwLock::default(),
         }
     }
@@ -137,6 +185,11 @@ impl<B: Backend> Vault<B> {
         (read(&self.keyrings).len(), read(&self.keys).len())
     }
 
+    /// Calls made to the key-wrapping provider since start-up.
+    pub fn provider_calls(&self) -> u64 {
+        self.provider_calls.load(Ordering::Relaxed)
+    }
+
     /// Makes a new keyring through the provider. Allowed while awaiting keyrings and when ready.
     ///
     /// # Errors
@@ -149,6 +202,7 @@ impl<B: Backend> Vault<B> {
             return Err(Error::Unrecoverable);
         }
         let id = KeyringId::random()?;
+        self.provider_calls.fetch_add(1, Ordering::Relaxed);
         let (key, wrapped) = provider.generate(&id).await?;
         write(&self.keyrings).insert(id, key);
         tracing::info!(keyring = %id, provider = provider.name(), "keyring created");
@@ -167,6 +221,7 @@ impl<B: Backend> Vault<B> {
         wrapped: &[u8],
     ) -> Result<(), Error> {
         self.require(Phase::AwaitingKeyrings)?;
+        self.provider_calls.fetch_add(1, Ordering::Relaxed);
         let key = provider.unwrap(&id, wrapped).await?;
         let mut keyrings = write(&self.keyrings);
         if let Some(existing) = keyrings.get(&id) {
@@ -211,19 +266,20 @@ impl<B: Backend> Vault<B> {
         };
         let key = B::load(&secret)
             .inspect_err(|_| self.fail_closed("authenticated record holds an invalid scalar"))?;
-        let derived = B::public_key(&key).compressed();
+        let derived = B::public_key_compressed(&key);
         if !bool::from(derived.ct_eq(&record.public_key)) {
             self.fail_closed("authenticated record's public key does not match its secret");
             return Err(Error::Unrecoverable);
         }
-        let loaded = LoadedKey {
-            key,
-            keyring_id: record.keyring_id,
-            policy_hash,
-            label: record.label.clone().into_boxed_str(),
-        };
-        write(&self.keys).insert(record.key_id, loaded);
-        Ok(Ok(()))
+        let loaded = self.loaded(key, record.keyring_id, policy_hash);
+        // Loads run on several threads: the duplicate check that counts is this one, under the lock.
+        match write(&self.keys).entry(record.key_id) {
+            Entry::Occupied(_) => Ok(Err(Rejection::Duplicate)),
+            Entry::Vacant(slot) => {
+                slot.insert(loaded);
+                Ok(Ok(()))
+            }
+        }
     }
 
     /// Ends loading; the vault starts signing.
@@ -277,7 +333,7 @@ impl<B: Backend> Vault<B> {
         let record = SealedRecord {
             key_id: KeyId::random()?,
             keyring_id: *keyring_id,
-            public_key: public.compressed(),
+            public_key: B::public_key_compressed(&key),
             policy: Vec::new(),
             label: label.to_owned(),
             sealed: Vec::new(),
@@ -292,14 +348,34 @@ impl<B: Backend> Vault<B> {
         let sealed = seal::seal(keyring_key, &binding, &secret)?;
         drop(secret);
         let record = SealedRecord { sealed, ..record };
-        let loaded = LoadedKey {
-            key,
-            keyring_id: record.keyring_id,
-            policy_hash,
-            label: record.label.clone().into_boxed_str(),
-        };
+        drop(keyrings);
+        let loaded = self.loaded(key, record.keyring_id, policy_hash);
         write(&self.keys).insert(record.key_id, loaded);
         Ok((record, public))
+    }
+
+    fn loaded(&self, key: B::Key, keyring_id: KeyringId, policy_hash: [u8; 32]) -> LoadedKey<B> {
+        let keyring = write(&self.keyring_ids).intern(keyring_id);
+        let policy = write(&self.policies).intern(policy_hash);
+        LoadedKey {
+            key,
+            keyring,
+            policy,
+        }
+    }
+
+    /// A loaded key's public identity.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`], [`Error::KeyNotFound`].
+    pub fn identity(&self, id: &KeyId) -> Result<KeyIdentity, Error> {
+        let (public, keyring, policy) =
+            self.with_key(id, |k| (B::public_key(&k.key), k.keyring, k.policy))?;
+        Ok(KeyIdentity {
+            public,
+            keyring_id: read(&self.keyring_ids).get(keyring),
+            policy_hash: read(&self.policies).get(policy),
+        })
     }
 
     /// Runs `f` on a loaded key.

@@ -30,6 +30,10 @@ pub struct LoadReport {
     pub loaded: u64,
     /// Records the enclave refused, with its generic reason.
     pub rejected: Vec<(String, String)>,
+    /// Time spent opening (or creating) keyrings, through the key-wrapping provider.
+    pub keyrings_time: Duration,
+    /// Time spent streaming and loading sealed records, after the keyrings were open.
+    pub records_time: Duration,
 }
 
 /// Probes and loads until `shutdown` turns true.
@@ -58,6 +62,8 @@ pub async fn watch_enclave(
                             keyrings = report.keyrings,
                             loaded = report.loaded,
                             rejected = report.rejected.len(),
+                            keyrings_ms = report.keyrings_time.as_millis(),
+                            records_ms = report.records_time.as_millis(),
                             elapsed_ms = started.elapsed().as_millis(),
                             backend = status.backend,
                             provider = status.provider,
@@ -128,6 +134,7 @@ pub async fn load(
     store: Arc<dyn KeyStore>,
 ) -> Result<LoadReport, Error> {
     let mut enclave = enclave.clone();
+    let started = Instant::now();
     let mut keyrings = blocking({
         let store = Arc::clone(&store);
         move || store.keyrings()
@@ -162,6 +169,9 @@ pub async fn load(
                 .map_err(Box::new)?;
         }
     }
+
+    let keyrings_time = started.elapsed();
+    let started = Instant::now();
 
     // Stream the records page by page from a blocking reader; memory stays bounded.
     let (tx, rx) = mpsc::channel::<pb::SealedKey>(LOAD_PAGE);
@@ -199,11 +209,14 @@ pub async fn load(
     for rejected in &result.rejected {
         tracing::error!(key_id = %rejected.key_id, reason = %rejected.reason, "the enclave refused a stored key; it cannot sign until restored from backup");
     }
+    let records_time = started.elapsed();
     enclave
         .finish_loading(pb::FinishLoadingRequest {})
         .await
         .map_err(Box::new)?;
     Ok(LoadReport {
+        keyrings_time,
+        records_time,
         keyrings: keyrings.len(),
         loaded: result.loaded,
         rejected: result

@@ -124,15 +124,25 @@ impl SignerService for Relay {
         if key_id.len() > 64 {
             return Err(Status::invalid_argument("malformed KeyId"));
         }
-        let info = self
+        let mut info = self
             .enclave
             .clone()
-            .get_public_key(pb::GetKeyRequest { key_id })
+            .get_public_key(pb::GetKeyRequest {
+                key_id: key_id.clone(),
+            })
             .await
-            .map_err(relayed)?;
-        Ok(Response::new(pb::GetPublicKeyResponse {
-            key: Some(info.into_inner()),
-        }))
+            .map_err(relayed)?
+            .into_inner();
+        // The enclave answers for the key; the label is the host's own bookkeeping.
+        let store = Arc::clone(&self.store);
+        info.label = blocking(move || store.label(&key_id))
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "reading a label failed");
+                Status::unavailable("key store unavailable")
+            })?
+            .unwrap_or_default();
+        Ok(Response::new(pb::GetPublicKeyResponse { key: Some(info) }))
     }
 
     async fn list_keys(

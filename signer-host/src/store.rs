@@ -58,6 +58,12 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Store failures, including a duplicate id.
     fn insert_key(&self, key: &StoredKey) -> Result<(), Error>;
 
+    /// The label stored with a key, if the key is stored.
+    ///
+    /// # Errors
+    /// Store failures.
+    fn label(&self, key_id: &str) -> Result<Option<String>, Error>;
+
     /// Up to `limit` keys after position `after` (0 for the start), oldest first, each with its
     /// position for the next call.
     ///

@@ -39,6 +39,10 @@ impl Backend for Libsecp256k1 {
             .map_err(|_| crate::Error::InvalidSecret)
     }
 
+    fn public_key_compressed(key: &LibsecpKey) -> [u8; 33] {
+        key.0.public_key().serialize()
+    }
+
     fn public_key(key: &LibsecpKey) -> PublicKey {
         PublicKey(key.0.public_key().serialize_uncompressed())
     }

@@ -150,3 +150,26 @@ fn clone_record(r: &SealedRecord) -> SealedRecord {
         sealed: r.sealed.clone(),
     }
 }
+
+/// The per-key memory budget (bench/RESULTS.md): a vault holds millions of these.
+#[test]
+fn loaded_keys_stay_small() {
+    assert!(
+        size_of::<LoadedKey<K256>>() <= 96,
+        "{}",
+        size_of::<LoadedKey<K256>>()
+    );
+    assert!(size_of::<LoadedKey<crate::backend::Libsecp256k1>>() <= 104);
+}
+
+#[tokio::test]
+async fn identity_reports_keyring_and_policy() {
+    let env = env();
+    let (vault, keyring, _) = ready_vault(&env).await;
+    let (record, public) = vault.create_key(None, "x").unwrap();
+    let identity = vault.identity(&record.key_id).unwrap();
+    assert_eq!(
+        (identity.public, identity.keyring_id, identity.policy_hash),
+        (public, keyring, seal::policy_hash(b""))
+    );
+}

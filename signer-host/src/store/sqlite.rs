@@ -93,6 +93,14 @@ impl KeyStore for SqliteStore {
         Ok(())
     }
 
+    fn label(&self, key_id: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .connection()
+            .prepare_cached("SELECT label FROM keys WHERE key_id = ?1")?
+            .query_row([key_id], |row| row.get(0))
+            .optional()?)
+    }
+
     fn keys_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error> {
         let after = i64::try_from(after).map_err(|_| Error::CorruptRow("position out of range"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -128,6 +136,33 @@ impl KeyStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Adds many wallet keys in one transaction (imports and benchmarks). All or nothing.
+    ///
+    /// # Errors
+    /// Store failures, including a duplicate id; nothing is written then.
+    pub fn insert_keys(&self, keys: &[StoredKey]) -> Result<(), Error> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO keys (key_id, keyring_id, public_key, policy, label, sealed, info) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for key in keys {
+                insert.execute(params![
+                    key.key_id,
+                    key.keyring_id,
+                    key.public_key,
+                    key.policy,
+                    key.label,
+                    key.sealed,
+                    key.info
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
     /// Whether a key id is stored (used by tests and tooling).
     ///
     /// # Errors
@@ -195,6 +230,11 @@ mod tests {
         }
         assert_eq!(seen, (0..25).map(key).collect::<Vec<_>>());
         assert!(store.contains_key(&key(7).key_id).unwrap());
+        assert_eq!(
+            store.label(&key(7).key_id).unwrap().as_deref(),
+            Some("key 7")
+        );
+        assert_eq!(store.label("k-nope").unwrap(), None);
         assert!(!store.contains_key("k-nope").unwrap());
     }
 }

@@ -1,0 +1,349 @@
+//! End-to-end load generator: drives `signer-host` + `signer-enclave` (separate processes, Unix
+//! socket between them, TCP from client to host) through the SDK, and in the same run a baseline
+//! two-hop tonic relay whose server only signs (`baseline`). Prints latency percentiles,
+//! throughput, server CPU per request, ratios to the baseline, and the targets of bench/RESULTS.md.
+//!
+//! Run: `bench/run-e2e` (builds release binaries, then runs this).
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bench::{child_of, cpu_seconds, spawn_announcing, wait_serving};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use signer_client::{Client, ClientConfig, RetryPolicy};
+
+/// End-to-end signing benchmark.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Signing backend for both the signer and the baseline.
+    #[arg(long, default_value = "k256")]
+    backend: String,
+    /// Measured requests per (system, mode, concurrency).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Unmeasured warm-up requests before each measurement.
+    #[arg(long, default_value_t = 2_000)]
+    warmup: usize,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Mode {
+    Unary,
+    Stream,
+}
+
+#[derive(Debug)]
+struct Run {
+    latency: Histogram<u64>,
+    elapsed: Duration,
+    requests: usize,
+    front_cpu: f64,
+    back_cpu: f64,
+    client_cpu: f64,
+}
+
+impl Run {
+    fn throughput(&self) -> f64 {
+        f64::from(u32::try_from(self.requests).unwrap_or(u32::MAX)) / self.elapsed.as_secs_f64()
+    }
+    fn p(&self, q: f64) -> f64 {
+        // Nanoseconds recorded; reported in microseconds.
+        let nanos = self.latency.value_at_quantile(q);
+        f64::from(u32::try_from(nanos / 100).unwrap_or(u32::MAX)) / 10.0
+    }
+    fn cpu_us(&self, seconds: f64) -> f64 {
+        seconds * 1e6 / f64::from(u32::try_from(self.requests).unwrap_or(u32::MAX))
+    }
+}
+
+struct Target {
+    client: Client,
+    key_id: String,
+    front: u32,
+    back: u32,
+}
+
+fn digest(task: usize, i: usize) -> [u8; 32] {
+    let mut d = [0x5a; 32];
+    d[..8].copy_from_slice(&u64::try_from(task).unwrap_or(0).to_be_bytes());
+    d[8..16].copy_from_slice(&u64::try_from(i).unwrap_or(0).to_be_bytes());
+    d
+}
+
+async fn unary(target: &Target, concurrency: usize, requests: usize) -> (Histogram<u64>, Duration) {
+    let per_task = requests.div_ceil(concurrency);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..concurrency {
+        let (client, key_id) = (target.client.clone(), target.key_id.clone());
+        tasks.spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("3 significant figures qed");
+            for i in 0..per_task {
+                let t = Instant::now();
+                client
+                    .sign_digest(&key_id, digest(task, i))
+                    .await
+                    .expect("sign");
+                hist.record(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
+                    .expect("in range");
+            }
+            hist
+        });
+    }
+    let mut all = Histogram::<u64>::new(3).expect("3 significant figures qed");
+    while let Some(hist) = tasks.join_next().await {
+        all.add(hist.expect("task")).expect("same bounds");
+    }
+    (all, start.elapsed())
+}
+
+async fn stream(target: &Target, window: usize, requests: usize) -> (Histogram<u64>, Duration) {
+    let mut stream = target.client.sign_stream().await.expect("open stream");
+    let mut hist = Histogram::<u64>::new(3).expect("3 significant figures qed");
+    let mut sent_at = HashMap::with_capacity(window);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < window.min(requests) {
+        let id = stream
+            .submit_digest(&target.key_id, digest(0, sent))
+            .await
+            .expect("submit");
+        sent_at.insert(id, Instant::now());
+        sent += 1;
+    }
+    let mut done = 0;
+    while done < requests {
+        let (id, result) = stream
+            .next()
+            .await
+            .expect("stream open")
+            .expect("stream healthy");
+        result.expect("signature verifies");
+        let t = sent_at.remove(&id).expect("known id");
+        hist.record(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
+            .expect("in range");
+        done += 1;
+        if sent < requests {
+            let id = stream
+                .submit_digest(&target.key_id, digest(0, sent))
+                .await
+                .expect("submit");
+            sent_at.insert(id, Instant::now());
+            sent += 1;
+        }
+    }
+    stream.close_send();
+    (hist, start.elapsed())
+}
+
+async fn measure(
+    target: &Target,
+    mode: Mode,
+    concurrency: usize,
+    warmup: usize,
+    requests: usize,
+) -> Run {
+    let go = |n| async move {
+        match mode {
+            Mode::Unary => unary(target, concurrency, n).await,
+            Mode::Stream => stream(target, concurrency, n).await,
+        }
+    };
+    go(warmup).await;
+    let (front0, back0, client0) = (
+        cpu_seconds(target.front),
+        cpu_seconds(target.back),
+        cpu_seconds(std::process::id()),
+    );
+    let (latency, elapsed) = go(requests).await;
+    Run {
+        latency,
+        elapsed,
+        requests,
+        front_cpu: cpu_seconds(target.front) - front0,
+        back_cpu: cpu_seconds(target.back) - back0,
+        client_cpu: cpu_seconds(std::process::id()) - client0,
+    }
+}
+
+async fn client(address: &signer_client::Address) -> Client {
+    let mut config = ClientConfig::new(address.clone());
+    config.retry = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    Client::connect(config).await.expect("address qed")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cli = Cli::parse();
+    let bins = bench::bin_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::fs::File::create(dir.path().join("host.log")).expect("log file");
+
+    let mut host_cmd = Command::new(bins.join("signer-host"));
+    host_cmd
+        .args([
+            "dev",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--backend",
+            &cli.backend,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .arg("--enclave-binary")
+        .arg(bins.join("signer-enclave"))
+        .env("RUST_LOG", "warn")
+        .stderr(log);
+    let host = spawn_announcing(host_cmd);
+    wait_serving(&host.address).await;
+    let signer_client = client(&host.address).await;
+    let key = signer_client.create_key("bench").await.expect("create key");
+    let signer = Target {
+        client: signer_client,
+        key_id: key.key_id,
+        front: host.child.id(),
+        back: child_of(host.child.id()).expect("host runs an enclave"),
+    };
+
+    let socket = dir.path().join("baseline.sock");
+    let mut server_cmd = Command::new(bins.join("baseline"));
+    server_cmd
+        .args(["server", "--backend", &cli.backend, "--listen"])
+        .arg(format!("unix://{}", socket.display()))
+        .stderr(Stdio::null());
+    let server = spawn_announcing(server_cmd);
+    let mut relay_cmd = Command::new(bins.join("baseline"));
+    relay_cmd
+        .args(["relay", "--listen", "tcp://127.0.0.1:0", "--upstream"])
+        .arg(format!("unix://{}", socket.display()))
+        .stderr(Stdio::null());
+    let relay = spawn_announcing(relay_cmd);
+    let baseline = Target {
+        client: client(&relay.address).await,
+        key_id: "k-0000000000000000000000000000000b".to_owned(),
+        front: relay.child.id(),
+        back: server.child.id(),
+    };
+
+    println!(
+        "backend {}, {} measured requests per row after {} warm-up, {} cores",
+        cli.backend,
+        cli.requests,
+        cli.warmup,
+        cores()
+    );
+    println!();
+    println!(
+        "| system | call | conc. | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | relay/host CPU µs/req | server/enclave CPU µs/req |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut results: HashMap<(&str, Mode, usize), Run> = HashMap::new();
+    for &c in &cli.concurrency {
+        for mode in [Mode::Unary, Mode::Stream] {
+            // Baseline and signer back to back, so both see the same machine load.
+            for (name, target) in [("baseline", &baseline), ("signer", &signer)] {
+                let run = measure(target, mode, c, cli.warmup, cli.requests).await;
+                println!(
+                    "| {name} | {} | {c} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    if mode == Mode::Unary {
+                        "Sign"
+                    } else {
+                        "SignStream"
+                    },
+                    run.throughput(),
+                    run.p(0.5),
+                    run.p(0.9),
+                    run.p(0.99),
+                    run.p(0.999),
+                    run.cpu_us(run.front_cpu),
+                    run.cpu_us(run.back_cpu),
+                    run.cpu_us(run.client_cpu),
+                );
+                results.insert((name, mode, c), run);
+            }
+        }
+    }
+    println!();
+    println!("| call | conc. | p50 ratio | p99 ratio | throughput ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    for &c in &cli.concurrency {
+        for mode in [Mode::Unary, Mode::Stream] {
+            let (b, s) = (
+                &results[&("baseline", mode, c)],
+                &results[&("signer", mode, c)],
+            );
+            println!(
+                "| {} | {c} | {:.2} | {:.2} | {:.2} |",
+                if mode == Mode::Unary {
+                    "Sign"
+                } else {
+                    "SignStream"
+                },
+                s.p(0.5) / b.p(0.5),
+                s.p(0.99) / b.p(0.99),
+                s.throughput() / b.throughput()
+            );
+        }
+    }
+    targets(&results);
+}
+
+fn targets(results: &HashMap<(&str, Mode, usize), Run>) {
+    let get = |name, mode, c| results.get(&(name, mode, c));
+    println!();
+    let check = |label: &str, value: Option<f64>, ok: fn(f64) -> bool| match value {
+        Some(v) => println!(
+            "- {label}: {v:.2} — {}",
+            if ok(v) { "met" } else { "MISSED" }
+        ),
+        None => println!("- {label}: not measured (concurrency level not run)"),
+    };
+    let ratio = |mode, c, f: fn(&Run) -> f64| {
+        Some(f(get("signer", mode, c)?) / f(get("baseline", mode, c)?))
+    };
+    check(
+        "Sign c=1 p50 / baseline p50 (≤ 1.25)",
+        ratio(Mode::Unary, 1, |r| r.p(0.5)),
+        |v| v <= 1.25,
+    );
+    check(
+        "Sign c=64 throughput / baseline (≥ 0.8)",
+        ratio(Mode::Unary, 64, Run::throughput),
+        |v| v >= 0.8,
+    );
+    check(
+        "Sign c=64 p99 / baseline p99 (≤ 1.5)",
+        ratio(Mode::Unary, 64, |r| r.p(0.99)),
+        |v| v <= 1.5,
+    );
+    let stream_vs_unary = get("signer", Mode::Stream, 64)
+        .zip(get("signer", Mode::Unary, 64))
+        .map(|(s, u)| s.throughput() / u.throughput());
+    check(
+        "SignStream c=64 throughput / Sign c=64 (≥ 1.3)",
+        stream_vs_unary,
+        |v| v >= 1.3,
+    );
+    let best = results
+        .iter()
+        .filter(|((n, _, _), _)| *n == "signer")
+        .map(|(_, r)| r.throughput())
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+    check(
+        "best signer throughput, signatures/s (≥ 9000)",
+        best,
+        |v| v >= 9000.0,
+    );
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}

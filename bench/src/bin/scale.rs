@@ -1,0 +1,198 @@
+//! Scale benchmark: how long the enclave takes to load N sealed keys after its keyring is open
+//! (and how many key-wrapping-provider calls that took), and its resident memory per loaded key.
+//!
+//! Setup writes N sealed records straight into a key store with the library code the enclave
+//! uses (creating a million keys through the API would measure SQLite fsyncs, not loading). The
+//! measurement itself is the real path: `signer-host dev` starts, opens the store, and streams the
+//! records to a real `signer-enclave` process over a Unix socket.
+//!
+//! Run: `bench/run-scale` (release build, then 100,000 and 1,000,000 keys).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bench::{child_of, rss_bytes, spawn_announcing, wait_serving};
+use clap::Parser;
+use prost::Message as _;
+use signer_enclave::backend::{Backend, K256};
+use signer_enclave::ids::{KeyId, KeyringId};
+use signer_enclave::keyinfo::key_info;
+use signer_enclave::provider::KeyWrapper as _;
+use signer_enclave::provider::local::LocalProvider;
+use signer_enclave::seal::{self, Binding};
+use signer_enclave::secret::{KeyringKey, WalletSecret};
+use signer_host::store::sqlite::SqliteStore;
+use signer_host::store::{KeyStore as _, StoredKey, StoredKeyring};
+use signer_proto::pb;
+use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
+
+/// Enclave load time and memory at large key counts.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Key counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    keys: Vec<usize>,
+    /// Signing backend of the enclave.
+    #[arg(long, default_value = "k256")]
+    backend: String,
+}
+
+fn make_record(keyring_id: &KeyringId, keyring_key: &KeyringKey) -> StoredKey {
+    let (secret, key) = loop {
+        let secret = WalletSecret::random().expect("OS RNG");
+        if let Ok(key) = K256::load(&secret) {
+            break (secret, key);
+        }
+    };
+    let public = K256::public_key(&key);
+    let key_id = KeyId::random().expect("OS RNG");
+    let policy_hash = seal::policy_hash(b"");
+    let compressed = public.compressed();
+    let binding = Binding {
+        key_id: &key_id,
+        keyring_id,
+        public_key: &compressed,
+        policy_hash: &policy_hash,
+    };
+    let sealed = seal::seal(keyring_key, &binding, &secret).expect("seal");
+    StoredKey {
+        key_id: key_id.to_string(),
+        keyring_id: keyring_id.to_string(),
+        public_key: compressed.to_vec(),
+        policy: Vec::new(),
+        label: String::new(),
+        sealed,
+        info: key_info(&key_id, keyring_id, &public, &policy_hash, "").encode_to_vec(),
+    }
+}
+
+/// Writes `count` sealed records under one new keyring into `dir`, as a host would have stored them.
+async fn prepare(dir: &Path, count: usize) {
+    let provider = LocalProvider::open(&dir.join("master.key"), true).expect("master key");
+    let keyring_id = KeyringId::random().expect("OS RNG");
+    let (keyring_key, wrapped) = provider.generate(&keyring_id).await.expect("keyring");
+    let store = SqliteStore::open(&dir.join("keys.sqlite3")).expect("store");
+    store
+        .insert_keyring(&StoredKeyring {
+            keyring_id: keyring_id.to_string(),
+            provider: "local".into(),
+            wrapped_key: wrapped,
+        })
+        .expect("insert keyring");
+    let keyring_key = Arc::new(keyring_key);
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let batch = 10_000;
+    let mut written = 0;
+    while written < count {
+        let n = batch.min(count - written);
+        let per = n.div_ceil(threads);
+        let mut records = Vec::with_capacity(n);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let keyring_key = Arc::clone(&keyring_key);
+                    let take = per.min(n.saturating_sub(t * per));
+                    s.spawn(move || {
+                        (0..take)
+                            .map(|_| make_record(&keyring_id, &keyring_key))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                records.extend(h.join().expect("generator thread"));
+            }
+        });
+        store.insert_keys(&records).expect("insert batch");
+        written += n;
+    }
+}
+
+fn log_field(log: &str, field: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("enclave loaded and ready"))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{field}=")))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cli = Cli::parse();
+    let bins = bench::bin_dir();
+    println!(
+        "| keys | load after keyring open (ms) | keyring unwrap (ms) | provider calls | enclave RSS (MiB) | RSS per key (B) | marginal RSS per key (B) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    // An empty enclave's RSS, for the marginal figure.
+    let empty_rss = run(&bins, &cli.backend, 0).await.2;
+    for &count in &cli.keys {
+        let (log, calls, rss) = run(&bins, &cli.backend, count).await;
+        let per_key = |bytes: u64| bytes / u64::try_from(count.max(1)).unwrap_or(1);
+        println!(
+            "| {count} | {} | {} | {calls} | {:.1} | {} | {} |",
+            log_field(&log, "records_ms").map_or("?".into(), |v| v.to_string()),
+            log_field(&log, "keyrings_ms").map_or("?".into(), |v| v.to_string()),
+            f64::from(u32::try_from(rss / 1024).unwrap_or(u32::MAX)) / 1024.0,
+            per_key(rss),
+            per_key(rss.saturating_sub(empty_rss)),
+        );
+        assert_eq!(
+            log_field(&log, "loaded"),
+            Some(u64::try_from(count).unwrap_or(0)),
+            "every key loaded:\n{log}"
+        );
+    }
+}
+
+/// Prepares `count` keys, starts the stack over them, and returns the host log, the enclave's
+/// provider-call count and its RSS once SERVING.
+async fn run(bins: &Path, backend: &str, count: usize) -> (String, u64, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    prepare(dir.path(), count).await;
+    eprintln!(
+        "prepared {count} sealed records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let log_path = dir.path().join("host.log");
+    let mut cmd = Command::new(bins.join("signer-host"));
+    cmd.args([
+        "dev",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--backend",
+        backend,
+        "--data-dir",
+    ])
+    .arg(dir.path())
+    .arg("--enclave-binary")
+    .arg(bins.join("signer-enclave"))
+    .env("RUST_LOG", "info")
+    .stderr(std::fs::File::create(&log_path).expect("log file"));
+    let host = spawn_announcing(cmd);
+    wait_serving(&host.address).await;
+    let enclave = child_of(host.child.id()).expect("host runs an enclave");
+    let channel = signer_proto::transport::dial(
+        &format!("unix://{}", dir.path().join("enclave.sock").display())
+            .parse()
+            .expect("address"),
+        Default::default(),
+    )
+    .expect("dial enclave");
+    let status = EnclaveServiceClient::new(channel)
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let rss = rss_bytes(enclave);
+    (
+        std::fs::read_to_string(&log_path).unwrap_or_default(),
+        status.provider_calls,
+        rss,
+    )
+}
