@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_vsock::{VsockAddr, VsockListener};
 use tonic::transport::server::Router;
@@ -160,7 +161,13 @@ impl Listener {
                     .await?
             }
             Listener::Tcp(l) => {
-                let incoming = TcpListenerStream::new(l);
+                // tonic's `Server::tcp_nodelay` applies only to listeners it binds itself: without
+                // this, small replies wait for delayed ACKs (tens of milliseconds).
+                let incoming = TcpListenerStream::new(l).map(|stream| {
+                    let stream = stream?;
+                    stream.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(stream)
+                });
                 router
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?;
