@@ -238,10 +238,11 @@ async fn main() {
     };
 
     println!(
-        "backend {}, {} measured requests per row after {} warm-up, {} cores",
+        "backend {}, {} measured requests per row after {} warm-up, median of {} interleaved rounds, {} cores",
         cli.backend,
         cli.requests,
         cli.warmup,
+        cli.rounds.max(1),
         cores()
     );
     println!();
