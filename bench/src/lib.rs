@@ -4,16 +4,11 @@
 //! binaries end to end against a baseline measured in the same run; `scale` measures loading
 //! and memory at large key counts. Figures and commands: `bench/RESULTS.md`.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use signer_client::Address;
-use tokio_stream::StreamExt as _;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// A child process killed on drop.
 #[derive(Debug)]
@@ -49,16 +44,7 @@ pub fn spawn_announcing(mut command: Command) -> Process {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn benchmark process");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped qed"))
-        .read_line(&mut line)
-        .expect("read announcement");
-    let address = line
-        .trim()
-        .strip_prefix("listening ")
-        .unwrap_or_else(|| panic!("unexpected announcement {line:?}"))
-        .parse()
-        .expect("announced address parses");
+    let address = tests::read_announcement(&mut child);
     Process { child, address }
 }
 
@@ -67,31 +53,12 @@ pub fn spawn_announcing(mut command: Command) -> Process {
 /// # Panics
 /// After 120 s.
 pub async fn wait_serving(address: &Address) {
-    let channel = signer_proto::transport::dial(address, Default::default()).expect("address qed");
-    let mut health = HealthClient::new(channel);
-    let wait = async {
-        loop {
-            let Ok(stream) = health
-                .watch(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-            else {
-                tokio::task::yield_now().await;
-                continue;
-            };
-            let mut stream = stream.into_inner();
-            while let Some(Ok(update)) = stream.next().await {
-                if update.status() == ServingStatus::Serving {
-                    return;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), wait)
+    tokio::time::timeout(Duration::from_secs(120), tests::wait_serving(address))
         .await
         .expect("stack became SERVING");
 }
+
+pub use tests::child_of;
 
 /// CPU time (user + system) a process has used, in seconds, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> f64 {
@@ -126,18 +93,4 @@ fn clock_ticks() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// The first child process of `pid` (the host's enclave).
-pub fn child_of(pid: u32) -> Option<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .next()
 }

@@ -151,11 +151,19 @@ impl Client {
                 async move { c.create_key(request).await }
             })
             .await?;
-        let info = KeyInfo::try_from(
-            response
-                .key
-                .ok_or(Error::Verification("reply without a key"))?,
-        )?;
+        self.verified_key(response.key, None)
+    }
+
+    /// Checks a key reply (present, consistent, for the key asked about) and caches it.
+    fn verified_key(
+        &self,
+        reply: Option<pb::KeyInfo>,
+        asked: Option<&str>,
+    ) -> Result<KeyInfo, Error> {
+        let info = KeyInfo::try_from(reply.ok_or(Error::Verification("reply without a key"))?)?;
+        if asked.is_some_and(|id| id != info.key_id) {
+            return Err(Error::Verification("reply is for another key"));
+        }
         self.remember(&info);
         Ok(info)
     }
@@ -189,16 +197,7 @@ impl Client {
                 async move { c.get_public_key(request).await }
             })
             .await?;
-        let info = KeyInfo::try_from(
-            response
-                .key
-                .ok_or(Error::Verification("reply without a key"))?,
-        )?;
-        if info.key_id != key_id {
-            return Err(Error::Verification("reply is for another key"));
-        }
-        self.remember(&info);
-        Ok(info)
+        self.verified_key(response.key, Some(key_id))
     }
 
     /// One page of keys, oldest first, and the token of the next page (empty at the end).

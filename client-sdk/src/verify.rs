@@ -3,7 +3,6 @@
 
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use k256::elliptic_curve::sec1::ToSec1Point as _;
-use sha3::{Digest as _, Keccak256};
 use signer_proto::pb;
 
 use crate::Error;
@@ -42,22 +41,7 @@ fn as_hex<S: serde::Serializer, T: AsRef<[u8]>>(
     serializer.serialize_str(&hex::encode(bytes))
 }
 
-/// EIP-55 address of an uncompressed public key.
-pub fn ethereum_address(uncompressed: &[u8; 65]) -> String {
-    let hash = Keccak256::digest(&uncompressed[1..]);
-    let lower = hex::encode(&hash[12..]);
-    let checksum = Keccak256::digest(lower.as_bytes());
-    let mut out = String::from("0x");
-    for (i, c) in lower.chars().enumerate() {
-        let nibble = (checksum[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-        out.push(if nibble >= 8 {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        });
-    }
-    out
-}
+pub use signer_proto::ethereum_address;
 
 impl TryFrom<pb::KeyInfo> for KeyInfo {
     type Error = Error;

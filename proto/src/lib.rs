@@ -38,3 +38,96 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Maximum number of stamps on one request.
 pub const MAX_STAMPS: usize = 16;
+
+/// The first problem with a stamped envelope's shape, if any: an empty or oversized body, or
+/// too many stamps. Host and enclave both apply it; the message is static and safe to return.
+pub fn envelope_problem(request: &pb::SignedRequest) -> Option<&'static str> {
+    if request.body.is_empty() {
+        Some("empty body")
+    } else if request.body.len() > MAX_BODY_BYTES {
+        Some("body too large")
+    } else if request.stamps.len() > MAX_STAMPS {
+        Some("too many stamps")
+    } else {
+        None
+    }
+}
+
+/// The Ethereum address of an uncompressed SEC1 public key (`0x04 ‖ x ‖ y`), with the EIP-55
+/// mixed-case checksum: Keccak-256 of `x ‖ y`, last 20 bytes; a hex digit is upper-cased where
+/// the Keccak-256 of the lower-case hex has a nibble ≥ 8.
+pub fn ethereum_address(uncompressed: &[u8; 65]) -> String {
+    use sha3::{Digest as _, Keccak256};
+    let hash = Keccak256::digest(&uncompressed[1..]);
+    eip55(&hash[12..])
+}
+
+fn eip55(address: &[u8]) -> String {
+    use sha3::{Digest as _, Keccak256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let lower: Vec<u8> = address
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]])
+        .collect();
+    let checksum = Keccak256::digest(&lower);
+    let mut out = String::with_capacity(2 + lower.len());
+    out.push_str("0x");
+    for (i, c) in lower.iter().enumerate() {
+        let nibble = if i % 2 == 0 {
+            checksum[i / 2] >> 4
+        } else {
+            checksum[i / 2] & 0x0f
+        };
+        out.push(char::from(if nibble >= 8 {
+            c.to_ascii_uppercase()
+        } else {
+            *c
+        }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eip55_examples() {
+        // The examples in the text of EIP-55.
+        for expected in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            let bytes: Vec<u8> = (2..42)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&expected[i..i + 2], 16).unwrap())
+                .collect();
+            assert_eq!(eip55(&bytes), expected);
+        }
+    }
+
+    #[test]
+    fn envelope_limits() {
+        let ok = pb::SignedRequest {
+            body: vec![1],
+            stamps: vec![],
+        };
+        assert_eq!(envelope_problem(&ok), None);
+        assert_eq!(
+            envelope_problem(&pb::SignedRequest::default()),
+            Some("empty body")
+        );
+        let big = pb::SignedRequest {
+            body: vec![0; MAX_BODY_BYTES + 1],
+            stamps: vec![],
+        };
+        assert_eq!(envelope_problem(&big), Some("body too large"));
+        let stamped = pb::SignedRequest {
+            body: vec![1],
+            stamps: vec![pb::Stamp::default(); MAX_STAMPS + 1],
+        };
+        assert_eq!(envelope_problem(&stamped), Some("too many stamps"));
+    }
+}

@@ -1,6 +1,5 @@
 //! A loaded key's public identity: SEC1 forms, BIP-340 x-only form, and the Ethereum address.
 
-use sha3::{Digest as _, Keccak256};
 use signer_proto::pb;
 
 use crate::backend::PublicKey;
@@ -8,25 +7,7 @@ use crate::ids::{KeyId, KeyringId};
 
 /// The Ethereum address of a public key, with the EIP-55 mixed-case checksum.
 pub fn ethereum_address(public: &PublicKey) -> String {
-    let hash = Keccak256::digest(&public.0[1..]);
-    eip55(&hash[12..])
-}
-
-/// EIP-55: hex digits are upper-cased where the Keccak-256 of the lower-case hex has a nibble ≥ 8.
-fn eip55(address: &[u8]) -> String {
-    let lower = hex::encode(address);
-    let checksum = Keccak256::digest(lower.as_bytes());
-    let mut out = String::with_capacity(42);
-    out.push_str("0x");
-    for (i, c) in lower.chars().enumerate() {
-        let nibble = (checksum[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-        out.push(if nibble >= 8 {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        });
-    }
-    out
+    signer_proto::ethereum_address(&public.0)
 }
 
 /// The wire form of a key's public identity.
@@ -75,19 +56,5 @@ mod tests {
         assert_eq!(address.to_lowercase(), example["address"].as_str().unwrap());
         // The checksummed form printed by the EIP-712 reference example (assets/eip-712/Example.js).
         assert_eq!(address, "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826");
-    }
-
-    #[test]
-    fn eip55_examples() {
-        // The examples in the text of EIP-55.
-        for expected in [
-            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
-            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
-            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
-            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
-        ] {
-            let bytes = hex::decode(expected[2..].to_lowercase()).unwrap();
-            assert_eq!(eip55(&bytes), expected);
-        }
     }
 }

@@ -62,16 +62,8 @@ fn relayed(status: Status) -> Status {
 }
 
 fn check_envelope(request: &pb::SignedRequest) -> Result<(), Status> {
-    if request.body.is_empty() {
-        return Err(Status::invalid_argument("empty body"));
-    }
-    if request.body.len() > signer_proto::MAX_BODY_BYTES {
-        return Err(Status::invalid_argument("body too large"));
-    }
-    if request.stamps.len() > signer_proto::MAX_STAMPS {
-        return Err(Status::invalid_argument("too many stamps"));
-    }
-    Ok(())
+    signer_proto::envelope_problem(request)
+        .map_or(Ok(()), |problem| Err(Status::invalid_argument(problem)))
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, Status>> + Send>>;

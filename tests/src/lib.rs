@@ -1,5 +1,6 @@
-//! Harness for end-to-end tests: runs `signer-host dev` (which runs `signer-enclave` as its child)
-//! as real processes in a temporary directory, and kills them on drop.
+//! Harness for end-to-end tests (and the benchmarks): runs `signer-host dev` (which runs
+//! `signer-enclave` as its child) as real processes in a temporary directory, and kills them on
+//! drop.
 //!
 //! The binaries are found beside the test executable's target directory; `scripts/test` builds
 //! them first (`cargo build --workspace --bins`).
@@ -18,7 +19,7 @@ use tonic_health::pb::health_client::HealthClient;
 /// How long a stack may take to become SERVING before a test fails.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The directory holding the workspace's built binaries.
+/// The directory holding the workspace's built binaries, seen from a test executable.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path qed");
     // target/<profile>/deps/<test> → target/<profile>
@@ -37,6 +38,62 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// Reads a child's first stdout line, `listening ADDRESS`: it binds before it prints, so the
+/// address accepts connections once this returns.
+///
+/// # Panics
+/// If the child closes stdout or announces something else.
+pub fn read_announcement(child: &mut Child) -> Address {
+    let stdout = child.stdout.take().expect("stdout is piped qed");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("child stdout readable");
+    line.trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("unexpected announcement {line:?}"))
+        .parse()
+        .expect("announced address parses")
+}
+
+/// Waits, through the health Watch stream (no polling), until the host at `address` reports
+/// its API SERVING.
+pub async fn wait_serving(address: &Address) {
+    let channel =
+        signer_proto::transport::dial(address, Default::default()).expect("valid address qed");
+    let mut health = HealthClient::new(channel);
+    loop {
+        // The first attempt may race the server's accept loop on a slow machine.
+        let request = HealthCheckRequest {
+            service: "signer.v1.SignerService".into(),
+        };
+        let Ok(stream) = health.watch(request).await else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let mut stream = stream.into_inner();
+        while let Some(Ok(update)) = stream.next().await {
+            if update.status() == ServingStatus::Serving {
+                return;
+            }
+        }
+    }
+}
+
+/// The first child process of `pid` (a development host's enclave).
+pub fn child_of(pid: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .next()
+}
+
 /// A running host + enclave pair.
 pub struct Stack {
     /// Temporary data directory (socket, master key, database, logs).
@@ -49,8 +106,7 @@ pub struct Stack {
 impl Stack {
     /// Starts `signer-host dev` with the given backend and waits until it reports SERVING.
     pub async fn start(backend: &str) -> Stack {
-        let dir = tempfile::tempdir().expect("tempdir qed");
-        Self::start_in(dir, backend).await
+        Self::start_in(tempfile::tempdir().expect("tempdir qed"), backend).await
     }
 
     /// Starts a stack over an existing data directory (to restart over the same store).
@@ -79,54 +135,15 @@ impl Stack {
             .stderr(log)
             .spawn()
             .expect("spawn signer-host");
-        // The host binds before it prints; the one stdout line is its address.
-        let stdout = host.stdout.take().expect("piped stdout qed");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        });
-        let line = tokio::time::timeout(READY_TIMEOUT, line)
-            .await
-            .expect("host announced its address in time")
-            .expect("stdout reader ran")
-            .expect("host stdout readable");
-        let address: Address = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("unexpected host output {line:?}"))
-            .parse()
-            .expect("host announced a valid address");
+        let address = tokio::task::block_in_place(|| read_announcement(&mut host));
         let stack = Stack { dir, host, address };
         stack.wait_serving().await;
         stack
     }
 
-    /// Waits (event-driven, through the health Watch stream) until the host reports SERVING.
+    /// Waits until the host reports SERVING, or fails the test with the host's log.
     pub async fn wait_serving(&self) {
-        let channel = signer_proto::transport::dial(&self.address, Default::default())
-            .expect("valid address qed");
-        let mut health = HealthClient::new(channel);
-        let watch = async {
-            loop {
-                // The first attempt may race the server's accept loop on a slow machine.
-                let Ok(stream) = health
-                    .watch(HealthCheckRequest {
-                        service: "signer.v1.SignerService".into(),
-                    })
-                    .await
-                else {
-                    tokio::task::yield_now().await;
-                    continue;
-                };
-                let mut stream = stream.into_inner();
-                while let Some(Ok(update)) = stream.next().await {
-                    if update.status() == ServingStatus::Serving {
-                        return;
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(READY_TIMEOUT, watch)
+        tokio::time::timeout(READY_TIMEOUT, wait_serving(&self.address))
             .await
             .unwrap_or_else(|_| panic!("not SERVING in time; log:\n{}", self.log()));
     }
@@ -154,16 +171,7 @@ impl Stack {
 
     /// The pid of the host's child enclave.
     pub fn enclave_pid(&self) -> Option<u32> {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.host.id())).ok()?;
-        tasks
-            .filter_map(Result::ok)
-            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-            .flat_map(|c| {
-                c.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .next()
+        child_of(self.host.id())
     }
 
     /// Kills the enclave process with SIGKILL (its RAM, and every key in it, is gone).
@@ -181,8 +189,7 @@ impl Stack {
     pub fn stop(mut self) -> tempfile::TempDir {
         let _ = self.host.kill();
         let _ = self.host.wait();
-        let dir = tempfile::tempdir().expect("tempdir qed");
-        std::mem::replace(&mut self.dir, dir)
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir qed"))
     }
 }
 

@@ -1,8 +1,8 @@
 //! The SDK's verifier against Wycheproof and RFC 6979 vectors, and its refusals.
 
 use k256::ecdsa::SigningKey;
+use k256::sha2::Digest as _;
 use serde_json::Value;
-use sha3::Digest as _;
 
 use super::*;
 
