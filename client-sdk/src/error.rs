@@ -17,6 +17,9 @@ pub enum Error {
     /// whose forms disagree, a reply for another key. Never retried; report it.
     #[error("verification failed: {0}")]
     Verification(&'static str),
+    /// An attestation document failed verification; the message names the first failed check.
+    #[error("attestation rejected: {0}")]
+    Attestation(&'static str),
     /// The OS RNG failed (request nonces).
     #[error("OS RNG failed")]
     Rng(#[from] getrandom::Error),

@@ -1,6 +1,7 @@
 //! Rust SDK of the signer: connect, create and list keys, sign, verify every answer.
 #![doc = include_str!("../README.md")]
 
+pub mod attestation;
 mod client;
 mod error;
 pub mod verify;
