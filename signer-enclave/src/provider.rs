@@ -4,6 +4,7 @@
 //! [`local::LocalProvider`], a **development stand-in** that keeps a master key in a 0600 file.
 
 pub mod local;
+pub mod recipient;
 
 use crate::Error;
 use crate::ids::KeyringId;
