@@ -56,6 +56,19 @@ impl TrustAnchor {
     pub fn development(der: Vec<u8>) -> Self {
         Self { der }
     }
+
+    /// A development root from a DER or PEM certificate file's bytes; `None` if it is neither.
+    pub fn development_from_der_or_pem(bytes: &[u8]) -> Option<Self> {
+        let der = match std::str::from_utf8(bytes)
+            .ok()
+            .filter(|t| t.contains("-----BEGIN"))
+        {
+            Some(pem) => pem_to_der(pem)?,
+            None => bytes.to_vec(),
+        };
+        Certificate::from_der(&der).ok()?;
+        Some(Self::development(der))
+    }
 }
 
 fn pem_to_der(pem: &str) -> Option<Vec<u8>> {

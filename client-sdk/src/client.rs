@@ -297,6 +297,33 @@ impl Client {
         SignStream::open(self.clone(), self.inner.clone()).await
     }
 
+    /// Fetches an attestation document binding a fresh random nonce and verifies it against
+    /// `policy` (chain from the pinned root, PCR allow-list, nonce, freshness). Fails closed.
+    ///
+    /// # Errors
+    /// Service errors; [`Error::Attestation`] when the document does not verify.
+    pub async fn attest(
+        &self,
+        policy: &crate::attestation::AttestationPolicy,
+    ) -> Result<crate::attestation::VerifiedAttestation, Error> {
+        let mut nonce = vec![0u8; 32];
+        getrandom::fill(&mut nonce)?;
+        let request = pb::AttestRequest {
+            nonce: nonce.clone(),
+        };
+        let response = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.attest(request).await }
+            })
+            .await?;
+        let policy = crate::attestation::AttestationPolicy {
+            expected_nonce: Some(nonce),
+            ..policy.clone()
+        };
+        crate::attestation::verify(&response.document, &policy, SystemTime::now())
+    }
+
     /// The raw generated client, for callers who build their own envelopes.
     pub fn raw(&self) -> SignerServiceClient<Channel> {
         self.inner.clone()

@@ -34,6 +34,9 @@ pub enum Error {
     /// for every cryptographic failure, so callers cannot build an oracle.
     #[error("seal check failed")]
     SealCheckFailed,
+    /// Attestation failed (no NSM, or the module refused).
+    #[error("attestation: {0}")]
+    Attestation(&'static str),
     /// The key-wrapping provider failed.
     #[error("key-wrapping provider failed: {0}")]
     Provider(&'static str),
@@ -62,6 +65,7 @@ impl From<Error> for Status {
             Error::Unrecoverable => Status::unavailable("enclave is unrecoverable; restart it"),
             Error::SealCheckFailed => Status::permission_denied("seal check failed"),
             Error::Provider(_) => Status::unavailable("key-wrapping provider failed"),
+            Error::Attestation(_) => Status::unavailable("attestation unavailable"),
             Error::InvalidSecret
             | Error::Rng(_)
             | Error::Io(_)

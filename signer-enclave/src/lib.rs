@@ -1,6 +1,7 @@
 //! The signer's enclave: wallet keys in RAM, sealed records, constant-time signing.
 #![doc = include_str!("../README.md")]
 
+pub mod attestation;
 pub mod backend;
 mod error;
 pub mod ids;
@@ -21,6 +22,7 @@ use signer_proto::pb::enclave_service_server::EnclaveServiceServer;
 use signer_proto::transport::Listener;
 use tonic::transport::Server;
 
+use crate::attestation::Attestor;
 use crate::backend::{Backend, BackendKind, K256, Libsecp256k1};
 use crate::provider::KeyWrapper;
 use crate::service::EnclaveApi;
@@ -33,20 +35,24 @@ pub async fn serve(
     listener: Listener,
     backend: BackendKind,
     provider: Arc<dyn KeyWrapper>,
+    attestor: Arc<dyn Attestor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     match backend {
-        BackendKind::K256 => serve_with::<K256>(listener, provider, shutdown).await,
-        BackendKind::Secp256k1 => serve_with::<Libsecp256k1>(listener, provider, shutdown).await,
+        BackendKind::K256 => serve_with::<K256>(listener, provider, attestor, shutdown).await,
+        BackendKind::Secp256k1 => {
+            serve_with::<Libsecp256k1>(listener, provider, attestor, shutdown).await
+        }
     }
 }
 
 async fn serve_with<B: Backend>(
     listener: Listener,
     provider: Arc<dyn KeyWrapper>,
+    attestor: Arc<dyn Attestor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let api = EnclaveServiceServer::new(EnclaveApi::<B>::new(provider)?)
+    let api = EnclaveServiceServer::new(EnclaveApi::<B>::new(provider, attestor)?)
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);
     // No per-call server timeout: loading a million records is one long stream. The host sets

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
+use signer_enclave::attestation::Attestor;
+use signer_enclave::attestation::nsm::NsmAttestor;
 use signer_enclave::backend::BackendKind;
 use signer_enclave::provider::local::LocalProvider;
 use signer_proto::transport::{Address, Listener};
@@ -25,6 +27,14 @@ struct Cli {
     /// Create the master-key file (mode 0600) if it does not exist.
     #[arg(long)]
     create_master_key: bool,
+    /// Attestor: `nsm` (the Nitro Security Module; refuses to start without /dev/nsm) or `dev`
+    /// (development stand-in, only in builds with the `dev-attestor` feature).
+    #[arg(long, default_value = "nsm", env = "SIGNER_ENCLAVE_ATTESTOR")]
+    attestor: String,
+    /// Directory of the development attestor's root (`dev-root.der`, `dev-root.key`); created
+    /// on first use.
+    #[arg(long, env = "SIGNER_ENCLAVE_DEV_ROOT_DIR")]
+    dev_root_dir: Option<PathBuf>,
     /// Exit when standard input closes: a development host passes a pipe, so the enclave never
     /// outlives it (and never keeps keys in RAM after it), even if the host is killed.
     #[arg(long)]
@@ -59,6 +69,7 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
         &cli.master_key_file,
         cli.create_master_key,
     )?);
+    let attestor = attestor(&cli)?;
     let listener = Listener::bind(&cli.listen)
         .await
         .map_err(|e| signer_enclave::Error::Transport(Box::new(e)))?;
@@ -70,9 +81,31 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
         listener,
         cli.backend,
         provider,
+        attestor,
         shutdown_signal(cli.exit_with_parent),
     )
     .await
+}
+
+fn attestor(cli: &Cli) -> Result<Arc<dyn Attestor>, signer_enclave::Error> {
+    match cli.attestor.as_str() {
+        "nsm" => Ok(Arc::new(NsmAttestor::open()?)),
+        #[cfg(feature = "dev-attestor")]
+        "dev" => {
+            let dir = cli
+                .dev_root_dir
+                .as_deref()
+                .ok_or(signer_enclave::Error::InvalidArgument(
+                    "--attestor dev needs --dev-root-dir",
+                ))?;
+            let dev = signer_enclave::attestation::dev::DevAttestor::open(dir)?;
+            tracing::warn!(pcr0 = %hex::encode(dev.pcr0()), root = %dir.join("dev-root.der").display(), "attestor: development stand-in, NOT FOR PRODUCTION");
+            Ok(Arc::new(dev))
+        }
+        _ => Err(signer_enclave::Error::InvalidArgument(
+            "unknown --attestor (this build knows: nsm, plus dev with the dev-attestor feature)",
+        )),
+    }
 }
 
 /// Inside Nitro the kernel pool is fed by the NSM hwrng; say which source this machine uses.

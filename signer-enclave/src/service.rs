@@ -11,6 +11,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
+use crate::attestation::{AttestRequest, Attestor};
 use crate::backend::Backend;
 use crate::ids::{KeyId, KeyringId};
 use crate::keyinfo::key_info;
@@ -22,6 +23,7 @@ use crate::vault::{Phase, SealedRecord, Vault};
 pub struct EnclaveApi<B: Backend> {
     vault: Arc<Vault<B>>,
     provider: Arc<dyn KeyWrapper>,
+    attestor: Arc<dyn Attestor>,
     boot_id: [u8; 16],
 }
 
@@ -30,12 +32,13 @@ impl<B: Backend> EnclaveApi<B> {
     ///
     /// # Errors
     /// [`Error::Rng`] if the boot id cannot be drawn.
-    pub fn new(provider: Arc<dyn KeyWrapper>) -> Result<Self, Error> {
+    pub fn new(provider: Arc<dyn KeyWrapper>, attestor: Arc<dyn Attestor>) -> Result<Self, Error> {
         let mut boot_id = [0u8; 16];
         getrandom::fill(&mut boot_id)?;
         Ok(Self {
             vault: Arc::default(),
             provider,
+            attestor,
             boot_id,
         })
     }
@@ -161,6 +164,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             keyrings: u32::try_from(keyrings).unwrap_or(u32::MAX),
             keys: u64::try_from(keys).unwrap_or(u64::MAX),
             provider_calls: self.vault.provider_calls(),
+            attestor: self.attestor.name().to_owned(),
         }))
     }
 
@@ -293,6 +297,25 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         Self::sign_one(&self.vault, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("Sign", e))
+    }
+
+    async fn attest(
+        &self,
+        request: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AttestResponse>, Status> {
+        let nonce = request.into_inner().nonce;
+        let attestor = Arc::clone(&self.attestor);
+        // The NSM call blocks on an ioctl; keep it off the async workers.
+        let document = tokio::task::spawn_blocking(move || {
+            attestor.attest(AttestRequest {
+                nonce: Some(&nonce),
+                ..AttestRequest::default()
+            })
+        })
+        .await
+        .map_err(|_| Status::internal("internal error"))?
+        .map_err(|e| status("Attest", e))?;
+        Ok(Response::new(pb::AttestResponse { document }))
     }
 
     type SignStreamStream = ResponseStream;

@@ -51,6 +51,9 @@ pub struct DevEnclave {
     /// Master-key file of the local key-wrapping provider (development stand-in for KMS);
     /// created with mode 0600 if missing.
     pub master_key_file: PathBuf,
+    /// Directory of the development attestor's root (a stand-in for the NSM's AWS chain);
+    /// verifiers must be given `dev-root.der` from here explicitly.
+    pub dev_root_dir: PathBuf,
     /// Longest wait between restarts, in milliseconds (backoff doubles from 100 ms up to this).
     #[serde(default = "default_max_backoff_ms")]
     pub max_restart_backoff_ms: u64,
@@ -176,6 +179,7 @@ impl Config {
                     binary: enclave_binary,
                     backend: backend.to_owned(),
                     master_key_file: data_dir.join("master.key"),
+                    dev_root_dir: data_dir.to_owned(),
                     max_restart_backoff_ms: default_max_backoff_ms(),
                 }),
             },
@@ -218,7 +222,7 @@ mod tests {
             Err(Error::Config(_))
         ));
         let vsock_dev = good.replace("unix:///tmp/x", "vsock://16:5000")
-            + "[enclave.dev]\nbinary = \"e\"\nmaster_key_file = \"m\"\n";
+            + "[enclave.dev]\nbinary = \"e\"\nmaster_key_file = \"m\"\ndev_root_dir = \"d\"\n";
         assert!(matches!(
             Config::parse(&vsock_dev),
             Err(Error::ConfigInvalid(_))

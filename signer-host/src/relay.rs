@@ -33,7 +33,8 @@ impl Relay {
 }
 
 /// The enclave's own UNAVAILABLE messages, passed through; any other UNAVAILABLE is the transport.
-const ENCLAVE_UNAVAILABLE: [&str; 3] = [
+const ENCLAVE_UNAVAILABLE: [&str; 4] = [
+    "attestation unavailable",
     "enclave is loading keys",
     "enclave is unrecoverable; restart it",
     "key-wrapping provider failed",
@@ -188,6 +189,22 @@ impl SignerService for Relay {
             .enclave
             .clone()
             .sign(request.into_inner())
+            .await
+            .map_err(relayed)?;
+        Ok(Response::new(response.into_inner()))
+    }
+
+    async fn attest(
+        &self,
+        request: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AttestResponse>, Status> {
+        if request.get_ref().nonce.len() > 512 {
+            return Err(Status::invalid_argument("nonce longer than 512 bytes"));
+        }
+        let response = self
+            .enclave
+            .clone()
+            .attest(request.into_inner())
             .await
             .map_err(relayed)?;
         Ok(Response::new(response.into_inner()))

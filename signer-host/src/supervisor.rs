@@ -35,6 +35,10 @@ pub async fn supervise(
             .arg("--master-key-file")
             .arg(&dev.master_key_file)
             .arg("--create-master-key")
+            .arg("--attestor")
+            .arg("dev")
+            .arg("--dev-root-dir")
+            .arg(&dev.dev_root_dir)
             .arg("--exit-with-parent")
             // The child exits when this pipe closes, so it never outlives the host.
             .stdin(std::process::Stdio::piped())

@@ -110,6 +110,12 @@ impl<B: Backend> SignerService for SignServer<B> {
     ) -> Result<Response<pb::SignResponse>, Status> {
         self.inner.sign(request.get_ref()).map(Response::new)
     }
+    async fn attest(
+        &self,
+        _: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AttestResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     type SignStreamStream = ResponseStream;
     async fn sign_stream(
         &self,
@@ -161,6 +167,12 @@ impl SignerService for Relay {
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
         self.upstream.clone().sign(request.into_inner()).await
+    }
+    async fn attest(
+        &self,
+        _: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AttestResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
     }
     type SignStreamStream = ResponseStream;
     async fn sign_stream(

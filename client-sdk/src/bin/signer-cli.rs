@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use signer_client::attestation::{AttestationPolicy, TrustAnchor};
 use signer_client::{Address, Client, ClientConfig, Error};
 
 /// Command-line client of the signer. Every signature is verified before it is printed.
@@ -53,6 +54,20 @@ enum Command {
         /// The digest, 64 hex digits.
         #[arg(long)]
         digest: String,
+    },
+    /// Fetch the enclave's attestation document for a fresh nonce, verify it, and print the
+    /// verified PCRs. Fails closed: without --allow-pcr0 nothing is accepted.
+    Attest {
+        /// An allowed PCR0 (hex, 48 bytes); repeat for rolling deployments.
+        #[arg(long = "allow-pcr0", required = true)]
+        allow_pcr0: Vec<String>,
+        /// Trust this development root (DER or PEM certificate) instead of the AWS Nitro root.
+        /// Only for the local stack's development attestor.
+        #[arg(long)]
+        dev_root: Option<std::path::PathBuf>,
+        /// Oldest acceptable document, in seconds.
+        #[arg(long, default_value_t = 300)]
+        max_age_secs: u64,
     },
     /// BIP-340-sign a message (hex).
     SignSchnorr {
@@ -106,6 +121,48 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
             let signature = client.sign_digest(&key, digest).await?;
             json!({ "key_id": key, "r": hex::encode(signature.r), "s": hex::encode(signature.s), "v": signature.v,
                     "signature65": hex::encode(signature.to_bytes65()) })
+        }
+        Command::Attest {
+            allow_pcr0,
+            dev_root,
+            max_age_secs,
+        } => {
+            let allowed_pcrs = allow_pcr0
+                .iter()
+                .map(|hex_pcr| {
+                    let value = hex::decode(hex_pcr).ok().filter(|v| v.len() == 48).ok_or(
+                        Error::InvalidArgument("--allow-pcr0 must be 48 bytes of hex"),
+                    )?;
+                    Ok(std::collections::BTreeMap::from([(0u16, value)]))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            let root = match dev_root {
+                None => TrustAnchor::aws_nitro_g1(),
+                Some(path) => {
+                    let bytes = std::fs::read(&path)
+                        .map_err(|_| Error::InvalidArgument("cannot read --dev-root"))?;
+                    TrustAnchor::development_from_der_or_pem(&bytes)
+                        .ok_or(Error::InvalidArgument("--dev-root is not a certificate"))?
+                }
+            };
+            let policy = AttestationPolicy {
+                root,
+                allowed_pcrs,
+                expected_nonce: None,
+                max_age: std::time::Duration::from_secs(max_age_secs),
+            };
+            let verified = client.attest(&policy).await?;
+            let pcrs: std::collections::BTreeMap<String, String> = verified
+                .pcrs
+                .iter()
+                .map(|(i, v)| (i.to_string(), hex::encode(v)))
+                .collect();
+            let timestamp_ms = verified
+                .timestamp
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            json!({ "verified": true, "module_id": verified.module_id, "timestamp_ms": timestamp_ms, "pcrs": pcrs,
+                    "nonce": verified.nonce.map(hex::encode) })
         }
         Command::SignSchnorr { key, message } => {
             let message = hex::decode(message.trim_start_matches("0x"))

@@ -61,3 +61,44 @@ async fn health_and_reflection_serve_stock_clients() {
     let status = raw.status(pb::StatusRequest {}).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attestation_verifies_against_the_development_root_and_the_enclave_binary() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use signer_client::Error;
+    use signer_client::attestation::{AttestationPolicy, TrustAnchor};
+
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let binary = std::fs::read(tests::bin_dir().join("signer-enclave")).unwrap();
+    let pcr0 = <k256::sha2::Sha384 as k256::sha2::Digest>::digest(&binary).to_vec();
+    let root = std::fs::read(stack.dir.path().join("dev-root.der")).unwrap();
+    let policy = AttestationPolicy {
+        root: TrustAnchor::development(root),
+        allowed_pcrs: vec![BTreeMap::from([(0, pcr0)])],
+        expected_nonce: None,
+        max_age: Duration::from_secs(60),
+    };
+    let verified = client.attest(&policy).await.unwrap();
+    assert_eq!(verified.nonce.map(|n| n.len()), Some(32));
+
+    // The same enclave fails a production verifier, and a verifier expecting another image.
+    let production = AttestationPolicy {
+        root: TrustAnchor::aws_nitro_g1(),
+        ..policy.clone()
+    };
+    assert!(matches!(
+        client.attest(&production).await,
+        Err(Error::Attestation(_))
+    ));
+    let other_image = AttestationPolicy {
+        allowed_pcrs: vec![BTreeMap::from([(0, vec![0x11; 48])])],
+        ..policy
+    };
+    assert!(matches!(
+        client.attest(&other_image).await,
+        Err(Error::Attestation("PCRs match no allowed set"))
+    ));
+}
