@@ -25,6 +25,7 @@ use tonic::transport::Server;
 use crate::attestation::Attestor;
 use crate::backend::{Backend, BackendKind, K256, Libsecp256k1};
 use crate::provider::KeyWrapper;
+use crate::provider::kms::HostCredentials;
 use crate::service::EnclaveApi;
 
 /// Serves the enclave API on `listener` with the chosen backend until `shutdown` completes.
@@ -36,12 +37,15 @@ pub async fn serve(
     backend: BackendKind,
     provider: Arc<dyn KeyWrapper>,
     attestor: Arc<dyn Attestor>,
+    credentials: HostCredentials,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     match backend {
-        BackendKind::K256 => serve_with::<K256>(listener, provider, attestor, shutdown).await,
+        BackendKind::K256 => {
+            serve_with::<K256>(listener, provider, attestor, credentials, shutdown).await
+        }
         BackendKind::Secp256k1 => {
-            serve_with::<Libsecp256k1>(listener, provider, attestor, shutdown).await
+            serve_with::<Libsecp256k1>(listener, provider, attestor, credentials, shutdown).await
         }
     }
 }
@@ -50,9 +54,10 @@ async fn serve_with<B: Backend>(
     listener: Listener,
     provider: Arc<dyn KeyWrapper>,
     attestor: Arc<dyn Attestor>,
+    credentials: HostCredentials,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let api = EnclaveServiceServer::new(EnclaveApi::<B>::new(provider, attestor)?)
+    let api = EnclaveServiceServer::new(EnclaveApi::<B>::new(provider, attestor, credentials)?)
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);
     // No per-call server timeout: loading a million records is one long stream. The host sets

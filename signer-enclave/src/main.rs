@@ -8,6 +8,8 @@ use clap::Parser;
 use signer_enclave::attestation::Attestor;
 use signer_enclave::attestation::nsm::NsmAttestor;
 use signer_enclave::backend::BackendKind;
+use signer_enclave::provider::KeyWrapper;
+use signer_enclave::provider::kms::{HostCredentials, KmsConfig, KmsProvider};
 use signer_enclave::provider::local::LocalProvider;
 use signer_proto::transport::{Address, Listener};
 
@@ -21,9 +23,23 @@ struct Cli {
     /// Signing backend.
     #[arg(long, value_enum, default_value_t = BackendKind::K256, env = "SIGNER_ENCLAVE_BACKEND")]
     backend: BackendKind,
-    /// Master-key file of the local key-wrapping provider (a development stand-in for KMS).
+    /// Key-wrapping provider: `kms` (AWS KMS with attestation) or `local` (a development
+    /// stand-in: a master key in a 0600 file).
+    #[arg(long, default_value = "kms", env = "SIGNER_ENCLAVE_PROVIDER")]
+    provider: String,
+    /// KMS key id or ARN that wraps keyring keys (provider kms).
+    #[arg(long, env = "SIGNER_ENCLAVE_KMS_KEY_ID")]
+    kms_key_id: Option<String>,
+    /// AWS region of the KMS key (provider kms).
+    #[arg(long, env = "SIGNER_ENCLAVE_KMS_REGION")]
+    kms_region: Option<String>,
+    /// KMS endpoint URL (provider kms); default https://kms.REGION.amazonaws.com. Set it to a
+    /// KMS-API test server on a developer machine.
+    #[arg(long, env = "SIGNER_ENCLAVE_KMS_ENDPOINT")]
+    kms_endpoint: Option<String>,
+    /// Master-key file of the local provider.
     #[arg(long, env = "SIGNER_ENCLAVE_MASTER_KEY_FILE")]
-    master_key_file: PathBuf,
+    master_key_file: Option<PathBuf>,
     /// Create the master-key file (mode 0600) if it does not exist.
     #[arg(long)]
     create_master_key: bool,
@@ -62,14 +78,47 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
     report_entropy_source();
-    tracing::warn!(
-        "key-wrapping provider: local master-key file (development stand-in, not for production)"
-    );
-    let provider = Arc::new(LocalProvider::open(
-        &cli.master_key_file,
-        cli.create_master_key,
-    )?);
     let attestor = attestor(&cli)?;
+    let credentials = HostCredentials::default();
+    let provider: Arc<dyn KeyWrapper> = match cli.provider.as_str() {
+        "kms" => {
+            let missing = signer_enclave::Error::InvalidArgument(
+                "--provider kms needs --kms-key-id and --kms-region",
+            );
+            let config =
+                KmsConfig {
+                    key_id: cli.kms_key_id.clone().ok_or(missing)?,
+                    region: cli.kms_region.clone().ok_or(
+                        signer_enclave::Error::InvalidArgument("--provider kms needs --kms-region"),
+                    )?,
+                    endpoint: cli.kms_endpoint.clone(),
+                };
+            tracing::info!(key_id = %config.key_id, region = %config.region, endpoint = ?config.endpoint, "key-wrapping provider: AWS KMS with attestation");
+            Arc::new(KmsProvider::new(
+                config,
+                credentials.clone(),
+                Arc::clone(&attestor),
+            ))
+        }
+        "local" => {
+            tracing::warn!(
+                "key-wrapping provider: local master-key file (development stand-in, not for production)"
+            );
+            let path =
+                cli.master_key_file
+                    .as_deref()
+                    .ok_or(signer_enclave::Error::InvalidArgument(
+                        "--provider local needs --master-key-file",
+                    ))?;
+            Arc::new(LocalProvider::open(path, cli.create_master_key)?)
+        }
+        _ => {
+            return Err(signer_enclave::Error::InvalidArgument(
+                "--provider must be kms or local",
+            ));
+        }
+    };
+
     let listener = Listener::bind(&cli.listen)
         .await
         .map_err(|e| signer_enclave::Error::Transport(Box::new(e)))?;
@@ -82,6 +131,7 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
         cli.backend,
         provider,
         attestor,
+        credentials,
         shutdown_signal(cli.exit_with_parent),
     )
     .await

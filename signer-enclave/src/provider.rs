@@ -1,8 +1,9 @@
 //! Key-wrapping providers: where keyring keys come from and how they are unwrapped at boot.
 //!
-//! Production uses AWS KMS with Nitro attestation (a later milestone). This milestone ships only
-//! [`local::LocalProvider`], a **development stand-in** that keeps a master key in a 0600 file.
+//! Production uses [`kms::KmsProvider`]: AWS KMS with Nitro attestation.
+//! [`local::LocalProvider`] is a **development stand-in** that keeps a master key in a 0600 file.
 
+pub mod kms;
 pub mod local;
 pub mod recipient;
 

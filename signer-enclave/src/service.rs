@@ -16,6 +16,7 @@ use crate::backend::Backend;
 use crate::ids::{KeyId, KeyringId};
 use crate::keyinfo::key_info;
 use crate::provider::KeyWrapper;
+use crate::provider::kms::{self, HostCredentials};
 use crate::request::{self, SignKind};
 use crate::vault::{Phase, SealedRecord, Vault};
 
@@ -24,6 +25,7 @@ pub struct EnclaveApi<B: Backend> {
     vault: Arc<Vault<B>>,
     provider: Arc<dyn KeyWrapper>,
     attestor: Arc<dyn Attestor>,
+    credentials: HostCredentials,
     boot_id: [u8; 16],
 }
 
@@ -32,13 +34,18 @@ impl<B: Backend> EnclaveApi<B> {
     ///
     /// # Errors
     /// [`Error::Rng`] if the boot id cannot be drawn.
-    pub fn new(provider: Arc<dyn KeyWrapper>, attestor: Arc<dyn Attestor>) -> Result<Self, Error> {
+    pub fn new(
+        provider: Arc<dyn KeyWrapper>,
+        attestor: Arc<dyn Attestor>,
+        credentials: HostCredentials,
+    ) -> Result<Self, Error> {
         let mut boot_id = [0u8; 16];
         getrandom::fill(&mut boot_id)?;
         Ok(Self {
             vault: Arc::default(),
             provider,
             attestor,
+            credentials,
             boot_id,
         })
     }
@@ -316,6 +323,35 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         .map_err(|_| Status::internal("internal error"))?
         .map_err(|e| status("Attest", e))?;
         Ok(Response::new(pb::AttestResponse { document }))
+    }
+
+    async fn set_credentials(
+        &self,
+        request: Request<pb::AwsCredentials>,
+    ) -> Result<Response<pb::SetCredentialsResponse>, Status> {
+        let c = request.into_inner();
+        if c.access_key_id.is_empty()
+            || c.secret_access_key.is_empty()
+            || c.access_key_id.len() > 256
+            || c.secret_access_key.len() > 256
+            || c.session_token.len() > 8192
+        {
+            return Err(status(
+                "SetCredentials",
+                Error::InvalidArgument("malformed credentials"),
+            ));
+        }
+        self.credentials.set(kms::credentials(
+            c.access_key_id,
+            c.secret_access_key,
+            c.session_token,
+            c.expiration_unix,
+        ));
+        tracing::info!(
+            expiration_unix = c.expiration_unix,
+            "AWS credentials received from the host"
+        );
+        Ok(Response::new(pb::SetCredentialsResponse {}))
     }
 
     type SignStreamStream = ResponseStream;

@@ -54,9 +54,24 @@ pub struct DevEnclave {
     /// Directory of the development attestor's root (a stand-in for the NSM's AWS chain);
     /// verifiers must be given `dev-root.der` from here explicitly.
     pub dev_root_dir: PathBuf,
+    /// Use AWS KMS with attestation instead of the local provider (a KMS-API test server on a
+    /// developer machine). Absent: the local provider, a development stand-in.
+    pub kms: Option<KmsSettings>,
     /// Longest wait between restarts, in milliseconds (backoff doubles from 100 ms up to this).
     #[serde(default = "default_max_backoff_ms")]
     pub max_restart_backoff_ms: u64,
+}
+
+/// The enclave's KMS key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsSettings {
+    /// Key id or ARN.
+    pub key_id: String,
+    /// AWS region.
+    pub region: String,
+    /// Endpoint URL (a KMS-API test server); absent for AWS.
+    pub endpoint: Option<String>,
 }
 
 /// Key store backend.
@@ -169,7 +184,13 @@ impl Config {
     }
 
     /// The configuration `signer-host dev` uses: everything under one data directory.
-    pub fn dev(data_dir: &Path, listen: Address, enclave_binary: PathBuf, backend: &str) -> Self {
+    pub fn dev(
+        data_dir: &Path,
+        listen: Address,
+        enclave_binary: PathBuf,
+        backend: &str,
+        kms: Option<KmsSettings>,
+    ) -> Self {
         Config {
             listen,
             enclave: EnclaveConfig {
@@ -180,6 +201,7 @@ impl Config {
                     backend: backend.to_owned(),
                     master_key_file: data_dir.join("master.key"),
                     dev_root_dir: data_dir.to_owned(),
+                    kms,
                     max_restart_backoff_ms: default_max_backoff_ms(),
                 }),
             },

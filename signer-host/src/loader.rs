@@ -116,6 +116,20 @@ async fn set_health(health: &HealthReporter, current: &mut Option<bool>, serving
     }
 }
 
+/// AWS credentials from the host's environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// optional `AWS_SESSION_TOKEN`), for the enclave's KMS calls. In production they come from the
+/// instance role; fetching and refreshing those from IMDS is not built yet.
+fn environment_credentials() -> Option<pb::AwsCredentials> {
+    let access_key_id = std::env::var("AWS_ACCESS_KEY_ID").ok()?;
+    let secret_access_key = std::env::var("AWS_SECRET_ACCESS_KEY").ok()?;
+    Some(pb::AwsCredentials {
+        access_key_id,
+        secret_access_key,
+        session_token: std::env::var("AWS_SESSION_TOKEN").unwrap_or_default(),
+        expiration_unix: 0,
+    })
+}
+
 /// Runs a store call on the blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
@@ -134,6 +148,14 @@ pub async fn load(
     store: Arc<dyn KeyStore>,
 ) -> Result<LoadReport, Error> {
     let mut enclave = enclave.clone();
+    // The KMS provider signs its requests with the instance's credentials; the enclave gets them
+    // from us before it needs them (a restarted enclave has none).
+    if let Some(credentials) = environment_credentials() {
+        enclave
+            .set_credentials(credentials)
+            .await
+            .map_err(Box::new)?;
+    }
     let started = Instant::now();
     let mut keyrings = blocking({
         let store = Arc::clone(&store);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use signer_host::config::Config;
+use signer_host::config::{Config, KmsSettings};
 use signer_proto::transport::Address;
 
 /// The signer's host process.
@@ -38,6 +38,17 @@ enum Command {
         /// The enclave binary; defaults to `signer-enclave` beside this binary.
         #[arg(long)]
         enclave_binary: Option<PathBuf>,
+        /// Use AWS KMS (with attestation) for keyring keys: the KMS key id. Without it the local
+        /// provider is used, a development stand-in. Credentials come from AWS_ACCESS_KEY_ID /
+        /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN in this process's environment.
+        #[arg(long, requires = "kms_region")]
+        kms_key_id: Option<String>,
+        /// AWS region of the KMS key.
+        #[arg(long)]
+        kms_region: Option<String>,
+        /// KMS endpoint URL, e.g. a KMS-API test server on loopback.
+        #[arg(long)]
+        kms_endpoint: Option<String>,
     },
 }
 
@@ -67,6 +78,9 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             listen,
             backend,
             enclave_binary,
+            kms_key_id,
+            kms_region,
+            kms_endpoint,
         } => {
             std::fs::create_dir_all(&data_dir)?;
             let data_dir = std::fs::canonicalize(&data_dir)?;
@@ -74,7 +88,14 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
                 Some(path) => path,
                 None => std::env::current_exe()?.with_file_name("signer-enclave"),
             };
-            let config = Config::dev(&data_dir, listen, binary, &backend);
+            let kms = kms_key_id
+                .zip(kms_region)
+                .map(|(key_id, region)| KmsSettings {
+                    key_id,
+                    region,
+                    endpoint: kms_endpoint,
+                });
+            let config = Config::dev(&data_dir, listen, binary, &backend, kms);
             config.validate()?;
             config
         }

@@ -27,14 +27,38 @@ pub async fn supervise(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
-        let spawned = Command::new(&dev.binary)
+        let mut command = Command::new(&dev.binary);
+        command
             .arg("--listen")
             .arg(address.to_string())
             .arg("--backend")
-            .arg(&dev.backend)
-            .arg("--master-key-file")
-            .arg(&dev.master_key_file)
-            .arg("--create-master-key")
+            .arg(&dev.backend);
+        match &dev.kms {
+            Some(kms) => {
+                command.args([
+                    "--provider",
+                    "kms",
+                    "--kms-key-id",
+                    &kms.key_id,
+                    "--kms-region",
+                    &kms.region,
+                ]);
+                if let Some(endpoint) = &kms.endpoint {
+                    command.args(["--kms-endpoint", endpoint]);
+                }
+            }
+            None => {
+                command
+                    .args([
+                        "--provider",
+                        "local",
+                        "--create-master-key",
+                        "--master-key-file",
+                    ])
+                    .arg(&dev.master_key_file);
+            }
+        }
+        let spawned = command
             .arg("--attestor")
             .arg("dev")
             .arg("--dev-root-dir")

@@ -94,6 +94,64 @@ pub fn child_of(pid: u32) -> Option<u32> {
         .next()
 }
 
+/// The KMS-API test server (`tests/kms-test-server`): moto's KMS with `Recipient` support and
+/// key-policy attestation conditions. Killed on drop (it also exits when our pipe closes).
+pub struct KmsServer {
+    child: Child,
+    /// Its endpoint URL.
+    pub endpoint: String,
+}
+
+impl KmsServer {
+    /// Starts the server; attestation documents must chain to the DER certificate at `root`
+    /// (read on every request, so it may appear later).
+    ///
+    /// # Panics
+    /// If the Python environment is missing: `scripts/test` installs it.
+    pub fn start(root: &Path) -> KmsServer {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = std::env::var_os("SIGNER_TEST_PYTHON")
+            .map_or_else(|| workspace.join(".venv/bin/python"), PathBuf::from);
+        assert!(
+            python.exists(),
+            "{} missing: run scripts/test, which installs the KMS test server's Python packages",
+            python.display()
+        );
+        let mut child = Command::new(python)
+            .arg(workspace.join("tests/kms-test-server/kms_test_server.py"))
+            .arg("--attestation-root")
+            .arg(root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the KMS test server");
+        let address = read_announcement(&mut child);
+        let endpoint = match address {
+            Address::Tcp(addr) => format!("http://{addr}"),
+            other => panic!("unexpected KMS server address {other}"),
+        };
+        KmsServer { child, endpoint }
+    }
+}
+
+impl Drop for KmsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How to start a stack beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct StackOptions {
+    /// Use AWS KMS at this endpoint with this key id (region eu-central-1) instead of the local
+    /// provider; the host gets test credentials in its environment.
+    pub kms: Option<(String, String)>,
+    /// Run this enclave binary instead of the built one.
+    pub enclave_binary: Option<PathBuf>,
+}
+
 /// A running host + enclave pair.
 pub struct Stack {
     /// Temporary data directory (socket, master key, database, logs).
@@ -111,12 +169,17 @@ impl Stack {
 
     /// Starts a stack over an existing data directory (to restart over the same store).
     pub async fn start_in(dir: tempfile::TempDir, backend: &str) -> Stack {
+        let stack =
+            tokio::task::block_in_place(|| Self::spawn(dir, backend, &StackOptions::default()));
+        stack.wait_serving().await;
+        stack
+    }
+
+    /// Starts a stack with options, without waiting for it to become SERVING.
+    pub fn spawn(dir: tempfile::TempDir, backend: &str, options: &StackOptions) -> Stack {
         let bins = bin_dir();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("host.log"))
-            .expect("log file qed");
+        // Each start has its own log: what a test reads is this stack's.
+        let log = std::fs::File::create(dir.path().join("host.log")).expect("log file qed");
         let mut host = Command::new(bins.join("signer-host"))
             .args([
                 "dev",
@@ -128,17 +191,32 @@ impl Stack {
             ])
             .arg(dir.path())
             .arg("--enclave-binary")
-            .arg(bins.join("signer-enclave"))
+            .arg(
+                options
+                    .enclave_binary
+                    .clone()
+                    .unwrap_or_else(|| bins.join("signer-enclave")),
+            )
+            .args(options.kms.iter().flat_map(|(endpoint, key_id)| {
+                [
+                    "--kms-endpoint",
+                    endpoint.as_str(),
+                    "--kms-key-id",
+                    key_id.as_str(),
+                    "--kms-region",
+                    "eu-central-1",
+                ]
+            }))
+            .env("AWS_ACCESS_KEY_ID", "test-access-key")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("spawn signer-host");
-        let address = tokio::task::block_in_place(|| read_announcement(&mut host));
-        let stack = Stack { dir, host, address };
-        stack.wait_serving().await;
-        stack
+        let address = read_announcement(&mut host);
+        Stack { dir, host, address }
     }
 
     /// Waits until the host reports SERVING, or fails the test with the host's log.

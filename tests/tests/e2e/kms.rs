@@ -1,0 +1,157 @@
+//! Keyring keys through KMS with attestation, against the KMS-API test server: only the enclave
+//! image the key policy names can unwrap, and a restart unseals through KMS.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_kms::primitives::Blob;
+use signer_client::{Client, ClientConfig, Error, RetryPolicy};
+use tests::{KmsServer, Stack, StackOptions};
+use tonic::Code;
+
+const REGION: &str = "eu-central-1";
+
+fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::from_keys(
+            "test-access-key",
+            "test-secret-key",
+            None,
+        ))
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+fn pcr0_of(binary: &Path) -> String {
+    let bytes = std::fs::read(binary).unwrap();
+    hex::encode(<k256::sha2::Sha384 as k256::sha2::Digest>::digest(&bytes))
+}
+
+/// A KMS key whose policy lets only an enclave with `pcr0` decrypt or generate data keys.
+async fn key_for(kms: &aws_sdk_kms::Client, pcr0: &str) -> String {
+    let key_id = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            { "Sid": "enclave only", "Effect": "Allow", "Principal": { "AWS": "*" },
+              "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*",
+              "Condition": { "StringEqualsIgnoreCase": { "kms:RecipientAttestation:PCR0": pcr0 } } },
+            { "Sid": "administration", "Effect": "Allow", "Principal": { "AWS": "*" },
+              "Action": ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy"], "Resource": "*" }
+        ]
+    });
+    kms.put_key_policy()
+        .key_id(&key_id)
+        .policy_name("default")
+        .policy(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    key_id
+}
+
+async fn start(dir: tempfile::TempDir, options: &StackOptions) -> Stack {
+    let stack = tokio::task::block_in_place(|| Stack::spawn(dir, "k256", options));
+    stack.wait_serving().await;
+    stack
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyrings_unwrap_through_kms_only_for_the_attested_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KmsServer::start(&dir.path().join("dev-root.der"));
+    let kms = kms_client(&server.endpoint);
+    let enclave = tests::bin_dir().join("signer-enclave");
+    let key_id = key_for(&kms, &pcr0_of(&enclave)).await;
+    let options = StackOptions {
+        kms: Some((server.endpoint.clone(), key_id.clone())),
+        enclave_binary: None,
+    };
+
+    // First start: the keyring key comes from GenerateDataKey, for the attested enclave only.
+    let stack = start(dir, &options).await;
+    let client = stack.client().await;
+    let wallet = client.create_key("through kms").await.unwrap();
+    let signature = client.sign_digest(&wallet.key_id, [4; 32]).await.unwrap();
+    assert!(
+        stack.log().contains("provider=\"aws-kms\""),
+        "{}",
+        stack.log()
+    );
+
+    // The host stores only KMS's CiphertextBlob. The host itself, holding the instance's
+    // credentials, cannot decrypt it: the key policy demands an attested recipient.
+    let db = rusqlite::Connection::open(stack.database()).unwrap();
+    let (keyring_id, blob): (String, Vec<u8>) = db
+        .query_row("SELECT keyring_id, wrapped_key FROM keyrings", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    drop(db);
+    let direct = kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(blob.clone()))
+        .encryption_context("signer:keyring-id", &keyring_id)
+        .send()
+        .await;
+    let error = direct.expect_err("a plain Decrypt must be refused");
+    assert_eq!(
+        aws_sdk_kms::error::ProvideErrorMetadata::code(&error.into_service_error()),
+        Some("AccessDeniedException")
+    );
+
+    // A restart unseals through KMS Decrypt with a fresh attestation; the same key signs alike.
+    stack.kill_enclave();
+    let fresh = stack.client().await;
+    assert_eq!(
+        fresh.sign_digest(&wallet.key_id, [4; 32]).await.unwrap(),
+        signature
+    );
+    let dir = stack.stop();
+
+    // Another enclave image (one byte appended: another PCR0) is refused by KMS, stays not
+    // ready, and says why.
+    let other = dir.path().join("signer-enclave-other");
+    let mut bytes = std::fs::read(&enclave).unwrap();
+    bytes.push(0);
+    std::fs::write(&other, &bytes).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert_ne!(pcr0_of(&other), pcr0_of(&enclave));
+    let impostor = tokio::task::block_in_place(|| {
+        Stack::spawn(
+            dir,
+            "k256",
+            &StackOptions {
+                enclave_binary: Some(other),
+                ..options
+            },
+        )
+    });
+    let mut config = ClientConfig::new(impostor.address.clone());
+    config.retry = RetryPolicy {
+        max_attempts: 12,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+    };
+    let patient = Client::connect(config).await.unwrap();
+    match patient.sign_digest(&wallet.key_id, [4; 32]).await {
+        Err(Error::Status(status)) => assert_eq!(status.code(), Code::Unavailable),
+        other => panic!("an impostor enclave must not sign: {other:?}"),
+    }
+    let log = impostor.log();
+    assert!(
+        log.contains("attestation rejected by the key policy"),
+        "{log}"
+    );
+    assert!(!log.contains("enclave loaded and ready"), "{log}");
+}
