@@ -64,7 +64,9 @@ impl From<Error> for Status {
             Error::WrongPhase => Status::failed_precondition("call not allowed in this phase"),
             Error::Unrecoverable => Status::unavailable("enclave is unrecoverable; restart it"),
             Error::SealCheckFailed => Status::permission_denied("seal check failed"),
-            Error::Provider(_) => Status::unavailable("key-wrapping provider failed"),
+            // Static, secret-free causes ("KMS unreachable: …"): the host logs them for operators;
+            // its public API turns them into a generic UNAVAILABLE.
+            Error::Provider(cause) => Status::unavailable(cause),
             Error::Attestation(_) => Status::unavailable("attestation unavailable"),
             Error::InvalidSecret
             | Error::Rng(_)

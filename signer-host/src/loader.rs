@@ -18,6 +18,9 @@ use crate::relay::Relay;
 use crate::store::{KeyStore, StoredKeyring};
 use crate::supervisor::stopped;
 
+/// Longest wait between two failed loads.
+const MAX_LOAD_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Records sent to the enclave per store page.
 const LOAD_PAGE: usize = 2_000;
 
@@ -46,7 +49,11 @@ pub async fn watch_enclave(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut serving = None;
+    // After a failed load (KMS unreachable or refusing), wait longer each time, up to
+    // MAX_LOAD_BACKOFF; a success or an enclave restart resets it.
+    let mut backoff = interval;
     loop {
+        let mut load_failed = false;
         let ready = match enclave
             .clone()
             .status(pb::StatusRequest {})
@@ -72,7 +79,8 @@ pub async fn watch_enclave(
                         true
                     }
                     Err(error) => {
-                        tracing::error!(%error, "loading the enclave failed; will retry");
+                        tracing::error!(%error, retry_in_ms = backoff.as_millis(), "loading the enclave failed; will retry");
+                        load_failed = true;
                         false
                     }
                 }
@@ -90,8 +98,14 @@ pub async fn watch_enclave(
             }
         };
         set_health(&health, &mut serving, ready).await;
+        let wait = if load_failed { backoff } else { interval };
+        backoff = if load_failed {
+            (backoff * 2).min(MAX_LOAD_BACKOFF)
+        } else {
+            interval
+        };
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(wait) => {}
             () = wake.notified() => {}
             () = stopped(&mut shutdown) => return,
         }

@@ -33,14 +33,15 @@ impl Relay {
 }
 
 /// The enclave's own UNAVAILABLE messages, passed through; any other UNAVAILABLE is the transport.
-const ENCLAVE_UNAVAILABLE: [&str; 4] = [
+const ENCLAVE_UNAVAILABLE: [&str; 3] = [
     "attestation unavailable",
     "enclave is loading keys",
     "enclave is unrecoverable; restart it",
-    "key-wrapping provider failed",
 ];
 
-/// Passes the enclave's generic statuses through; turns transport failures into UNAVAILABLE.
+/// Passes the enclave's generic statuses through; turns transport failures into UNAVAILABLE
+/// (including CANCELLED: a call to an enclave that died mid-request is cancelled, and the caller
+/// should retry, not give up).
 fn relayed(status: Status) -> Status {
     match status.code() {
         Code::InvalidArgument
@@ -49,8 +50,7 @@ fn relayed(status: Status) -> Status {
         | Code::Unauthenticated
         | Code::ResourceExhausted
         | Code::FailedPrecondition
-        | Code::DeadlineExceeded
-        | Code::Cancelled => Status::new(status.code(), status.message()),
+        | Code::DeadlineExceeded => Status::new(status.code(), status.message()),
         Code::Unavailable if ENCLAVE_UNAVAILABLE.contains(&status.message()) => {
             Status::unavailable(status.message())
         }

@@ -247,6 +247,11 @@ impl Stack {
         self.dir.path().join("keys.sqlite3")
     }
 
+    /// The host process's pid.
+    pub fn host_pid(&self) -> u32 {
+        self.host.id()
+    }
+
     /// The pid of the host's child enclave.
     pub fn enclave_pid(&self) -> Option<u32> {
         child_of(self.host.id())

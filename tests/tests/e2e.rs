@@ -9,5 +9,6 @@ mod e2e {
     mod bad_input;
     mod kms;
     mod restart;
+    mod secrets;
     mod signing;
 }

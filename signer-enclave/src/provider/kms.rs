@@ -27,6 +27,7 @@ use aws_sdk_kms::config::{BehaviorVersion, Region};
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::types::{DataKeySpec, KeyEncryptionMechanism, RecipientInfo};
 use aws_smithy_types::Blob;
+use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use super::KeyWrapper;
@@ -109,6 +110,9 @@ impl KmsProvider {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region))
             .credentials_provider(credentials)
+            // One quick retry for transient faults; the host's loader retries whole loads with
+            // its own growing backoff.
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))

@@ -155,3 +155,91 @@ async fn keyrings_unwrap_through_kms_only_for_the_attested_image() {
     );
     assert!(!log.contains("enclave loaded and ready"), "{log}");
 }
+
+/// A TCP relay to KMS that can be cut: while down it drops every connection.
+struct Switch {
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    endpoint: String,
+}
+
+async fn switch_to(endpoint: &str) -> Switch {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let target: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let up = std::sync::Arc::new(AtomicBool::new(true));
+    let flag = std::sync::Arc::clone(&up);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !flag.load(Ordering::SeqCst) {
+                continue; // dropped: the caller sees its connection closed
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Switch {
+        up,
+        endpoint: format!("http://{local}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_unreachable_is_unavailable_retried_with_backoff_and_nothing_is_lost() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let server = KmsServer::start(&dir.path().join("dev-root.der"));
+    let kms = kms_client(&server.endpoint);
+    let key_id = key_for(&kms, &pcr0_of(&tests::bin_dir().join("signer-enclave"))).await;
+    let switch = switch_to(&server.endpoint).await;
+    let options = StackOptions {
+        kms: Some((switch.endpoint.clone(), key_id)),
+        enclave_binary: None,
+    };
+    let stack = start(dir, &options).await;
+    let client = stack.client().await;
+    let wallet = client.create_key("survives an outage").await.unwrap();
+    let signature = client.sign_digest(&wallet.key_id, [6; 32]).await.unwrap();
+
+    // KMS goes away, then the enclave restarts: it cannot unwrap its keyring. The client's
+    // retry budget (about 15 s) spans several of the host's attempts.
+    switch.up.store(false, Ordering::SeqCst);
+    stack.kill_enclave();
+    let mut config = ClientConfig::new(stack.address.clone());
+    config.retry = RetryPolicy {
+        max_attempts: 32,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+    };
+    let patient = Client::connect(config).await.unwrap();
+    match patient.sign_digest(&wallet.key_id, [6; 32]).await {
+        Err(Error::Status(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        other => panic!("expected UNAVAILABLE while KMS is unreachable, got {other:?}"),
+    }
+    let log = stack.log();
+    assert!(
+        log.contains("KMS unreachable: is vsock-proxy (or the endpoint) up and reachable?"),
+        "{log}"
+    );
+    // The host retries with growing waits rather than hammering KMS.
+    assert!(
+        log.contains("retry_in_ms=500") && log.contains("retry_in_ms=1000"),
+        "{log}"
+    );
+
+    // KMS comes back: the host's next attempt loads everything; the same key signs alike.
+    switch.up.store(true, Ordering::SeqCst);
+    stack.wait_serving().await;
+    assert_eq!(
+        stack
+            .client()
+            .await
+            .sign_digest(&wallet.key_id, [6; 32])
+            .await
+            .unwrap(),
+        signature
+    );
+}
