@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 use signer_proto::transport::Address;
 
 use crate::Error;
+use crate::credentials::CredentialSource;
 
 /// The whole host configuration. See `signer-host.example.toml`.
 #[derive(Debug, Deserialize)]
@@ -37,6 +38,14 @@ pub struct EnclaveConfig {
     pub status_interval_ms: u64,
     /// Development only: start the enclave binary as a child process and restart it when it exits.
     pub dev: Option<DevEnclave>,
+    /// Where the enclave's AWS credentials for KMS come from: `imds` (the instance role; the
+    /// production choice), `environment` (this process's AWS_* variables) or `none` (the enclave
+    /// uses the local provider).
+    #[serde(default)]
+    pub aws_credentials: CredentialSource,
+    /// The instance metadata service, `HOST:PORT`.
+    #[serde(default = "default_imds")]
+    pub imds_address: String,
 }
 
 /// A development enclave run as a supervised child process over a Unix socket.
@@ -114,6 +123,9 @@ impl Limits {
     }
 }
 
+fn default_imds() -> String {
+    crate::credentials::IMDS.to_owned()
+}
 fn default_status_interval_ms() -> u64 {
     500
 }
@@ -196,6 +208,12 @@ impl Config {
             enclave: EnclaveConfig {
                 address: Address::Unix(data_dir.join("enclave.sock")),
                 status_interval_ms: default_status_interval_ms(),
+                aws_credentials: if kms.is_some() {
+                    CredentialSource::Environment
+                } else {
+                    CredentialSource::None
+                },
+                imds_address: default_imds(),
                 dev: Some(DevEnclave {
                     binary: enclave_binary,
                     backend: backend.to_owned(),
@@ -229,6 +247,7 @@ mod tests {
             }
         ));
         assert!(config.enclave.dev.is_none());
+        assert_eq!(config.enclave.aws_credentials, CredentialSource::Imds);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum Error {
     /// Binding, dialing or serving failed.
     #[error("transport: {0}")]
     Transport(#[from] Box<signer_proto::transport::Error>),
+    /// AWS credentials for the enclave could not be obtained.
+    #[error("AWS credentials: {0}")]
+    Credentials(&'static str),
     /// The enclave refused or failed a call during loading.
     #[error("enclave: {0}")]
     Enclave(#[from] Box<tonic::Status>),

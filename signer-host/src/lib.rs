@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod config;
+pub mod credentials;
 mod error;
 pub mod loader;
 pub mod relay;
@@ -20,6 +21,8 @@ use tokio::sync::{Notify, watch};
 use tonic::transport::Server;
 
 use crate::config::Config;
+use crate::credentials::CredentialSource;
+use crate::loader::Credentials;
 use crate::relay::Relay;
 use crate::store::KeyStore;
 use crate::store::sqlite::SqliteStore;
@@ -59,6 +62,20 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+    let credentials = match config.enclave.aws_credentials {
+        CredentialSource::None => Credentials::NotNeeded,
+        ref source => {
+            let (current, receiver) = watch::channel(None);
+            tasks.spawn(credentials::refresh(
+                source.clone(),
+                config.enclave.imds_address.clone(),
+                current,
+                enclave.clone(),
+                stop_rx.clone(),
+            ));
+            Credentials::Required(receiver)
+        }
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<SignerServiceServer<Relay>>().await;
     health
@@ -82,6 +99,7 @@ pub async fn run(
         health,
         Duration::from_millis(config.enclave.status_interval_ms),
         wake,
+        credentials,
         stop_rx,
     ));
 

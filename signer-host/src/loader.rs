@@ -46,6 +46,7 @@ pub async fn watch_enclave(
     health: HealthReporter,
     interval: Duration,
     wake: Arc<Notify>,
+    credentials: Credentials,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut serving = None;
@@ -63,7 +64,7 @@ pub async fn watch_enclave(
             Ok(status) if status.phase() == pb::Phase::AwaitingKeyrings => {
                 set_health(&health, &mut serving, false).await;
                 let started = Instant::now();
-                match load(&enclave, Arc::clone(&store)).await {
+                match load(&enclave, Arc::clone(&store), &credentials).await {
                     Ok(report) => {
                         tracing::info!(
                             keyrings = report.keyrings,
@@ -130,18 +131,13 @@ async fn set_health(health: &HealthReporter, current: &mut Option<bool>, serving
     }
 }
 
-/// AWS credentials from the host's environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// optional `AWS_SESSION_TOKEN`), for the enclave's KMS calls. In production they come from the
-/// instance role; fetching and refreshing those from IMDS is not built yet.
-fn environment_credentials() -> Option<pb::AwsCredentials> {
-    let access_key_id = std::env::var("AWS_ACCESS_KEY_ID").ok()?;
-    let secret_access_key = std::env::var("AWS_SECRET_ACCESS_KEY").ok()?;
-    Some(pb::AwsCredentials {
-        access_key_id,
-        secret_access_key,
-        session_token: std::env::var("AWS_SESSION_TOKEN").unwrap_or_default(),
-        expiration_unix: 0,
-    })
+/// Whether the enclave needs AWS credentials, and the current ones.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// The enclave uses the local provider.
+    NotNeeded,
+    /// The enclave uses KMS; the refresher publishes credentials here.
+    Required(watch::Receiver<Option<pb::AwsCredentials>>),
 }
 
 /// Runs a store call on the blocking pool.
@@ -160,15 +156,17 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub async fn load(
     enclave: &EnclaveServiceClient<Channel>,
     store: Arc<dyn KeyStore>,
+    credentials: &Credentials,
 ) -> Result<LoadReport, Error> {
     let mut enclave = enclave.clone();
-    // The KMS provider signs its requests with the instance's credentials; the enclave gets them
-    // from us before it needs them (a restarted enclave has none).
-    if let Some(credentials) = environment_credentials() {
-        enclave
-            .set_credentials(credentials)
-            .await
-            .map_err(Box::new)?;
+    // The KMS provider signs its requests with the instance's credentials; a newly started
+    // enclave has none, so it gets the current ones before it needs them.
+    if let Credentials::Required(current) = credentials {
+        let current = current
+            .borrow()
+            .clone()
+            .ok_or(Error::Credentials("waiting for AWS credentials"))?;
+        enclave.set_credentials(current).await.map_err(Box::new)?;
     }
     let started = Instant::now();
     let mut keyrings = blocking({
