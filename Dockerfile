@@ -16,5 +16,9 @@ RUN --network=none cargo build --locked --offline --profile enclave --target x86
 
 FROM scratch AS enclave
 COPY --from=build /src/target/x86_64-unknown-linux-musl/enclave/signer-enclave /signer-enclave
-# In the enclave the internal API listens on vsock; the host dials the enclave's CID.
-ENTRYPOINT ["/signer-enclave", "--listen", "vsock://4294967295:5000"]
+# In the enclave the internal API listens on vsock (any CID: the host dials the enclave's), KMS
+# is reached through the parent's `vsock-proxy 8000 kms.<region>.amazonaws.com 443`, and
+# attestation comes from the NSM. The KMS key id and region come from the environment
+# (SIGNER_ENCLAVE_KMS_KEY_ID, SIGNER_ENCLAVE_KMS_REGION) set at image build time. The image's init
+# must bring the loopback interface up (the KMS forwarder listens on 127.0.0.1:443).
+ENTRYPOINT ["/signer-enclave", "--listen", "vsock://4294967295:5000", "--provider", "kms", "--attestor", "nsm", "--kms-vsock-proxy", "vsock://3:8000"]

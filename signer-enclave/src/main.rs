@@ -37,6 +37,10 @@ struct Cli {
     /// KMS-API test server on a developer machine.
     #[arg(long, env = "SIGNER_ENCLAVE_KMS_ENDPOINT")]
     kms_endpoint: Option<String>,
+    /// Inside Nitro: reach KMS through the parent's vsock-proxy at this address (e.g.
+    /// vsock://3:8000), via a loopback forwarder on 127.0.0.1:443 (provider kms).
+    #[arg(long, env = "SIGNER_ENCLAVE_KMS_VSOCK_PROXY")]
+    kms_vsock_proxy: Option<Address>,
     /// Master-key file of the local provider.
     #[arg(long, env = "SIGNER_ENCLAVE_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
@@ -92,7 +96,18 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
                         signer_enclave::Error::InvalidArgument("--provider kms needs --kms-region"),
                     )?,
                     endpoint: cli.kms_endpoint.clone(),
+                    vsock_proxy: cli.kms_vsock_proxy.clone(),
                 };
+            if let Some(proxy) = &config.vsock_proxy {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:443").await.map_err(|_| {
+                    signer_enclave::Error::Provider("cannot listen on 127.0.0.1:443 for the KMS forwarder (loopback interface down?)")
+                })?;
+                tracing::info!(%proxy, "KMS traffic goes through the parent's vsock-proxy");
+                tokio::spawn(signer_enclave::provider::kms::vsock::forward(
+                    listener,
+                    proxy.clone(),
+                ));
+            }
             tracing::info!(key_id = %config.key_id, region = %config.region, endpoint = ?config.endpoint, "key-wrapping provider: AWS KMS with attestation");
             Arc::new(KmsProvider::new(
                 config,

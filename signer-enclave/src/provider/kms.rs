@@ -14,9 +14,8 @@
 //!
 //! Credentials come from the host (`SetCredentials`); the enclave never reaches IMDS.
 //!
-//! Not yet built: the production connector that dials the parent's `vsock-proxy` while keeping
-//! TLS server name `kms.<region>.amazonaws.com`. Today the client connects to `endpoint` directly,
-//! which works on a developer machine and against the KMS-API test server, not inside Nitro.
+//! Inside Nitro, KMS is reached through the parent's `vsock-proxy` ([`vsock`]); on a developer
+//! machine the client connects to `endpoint` (a KMS-API test server) directly.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +30,8 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use super::KeyWrapper;
+pub mod vsock;
+
 use super::recipient::Recipient;
 use crate::Error;
 use crate::attestation::{AttestRequest, Attestor};
@@ -76,6 +77,9 @@ pub struct KmsConfig {
     pub key_id: String,
     /// Endpoint URL; `None` for `https://kms.<region>.amazonaws.com`.
     pub endpoint: Option<String>,
+    /// Inside Nitro: reach KMS through this vsock-proxy address (the parent, e.g. `vsock://3:8000`)
+    /// via a loopback forwarder on 127.0.0.1:443. `None` connects to the endpoint directly.
+    pub vsock_proxy: Option<signer_proto::transport::Address>,
 }
 
 /// The AWS KMS provider.
@@ -106,6 +110,7 @@ impl KmsProvider {
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", config.region));
+        let region = config.region.clone();
         let mut builder = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region))
@@ -122,6 +127,16 @@ impl KmsProvider {
             );
         if let Some(url) = config.endpoint {
             builder = builder.endpoint_url(url);
+        }
+        if config.vsock_proxy.is_some() {
+            // TLS to the real KMS host name, over a TCP connection the loopback forwarder carries
+            // to the vsock-proxy (started by the caller with `vsock::forward`).
+            let client = aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .build_with_resolver(vsock::KmsResolver::new(&region));
+            builder = builder.http_client(client);
         }
         Self {
             client: aws_sdk_kms::Client::from_conf(builder.build()),
