@@ -2,7 +2,7 @@
 //! measurements (PCRs) to a caller's nonce and, optionally, a public key or user data.
 //!
 //! [`nsm::NsmAttestor`] is the real one (refuses to start without `/dev/nsm`).
-//! [`dev::DevAttestor`], behind the `dev-attestor` cargo feature, is a **development stand-in**:
+//! `dev::DevAttestor`, behind the `dev-attestor` cargo feature, is a **development stand-in**:
 //! same COSE_Sign1 format and fields, signed by a development root that verifiers pinned to the
 //! AWS root reject.
 
