@@ -18,7 +18,7 @@ use crate::keyinfo::key_info;
 use crate::provider::KeyWrapper;
 use crate::provider::kms::{self, HostCredentials};
 use crate::request::{self, SignKind};
-use crate::vault::{Phase, SealedRecord, Vault};
+use crate::vault::{Phase, Rejection, SealedRecord, Vault};
 
 /// The enclave service over a chosen backend.
 pub struct EnclaveApi<B: Backend> {
@@ -118,10 +118,14 @@ fn load_batch<B: Backend>(
     for key in records {
         let claimed: String = key.key_id.chars().take(64).collect();
         let result = match parse_record(key) {
-            Ok(record) => vault
-                .load_key(&record)
-                .map_err(|e| status("LoadKeys", e))?
-                .map_err(|r| r.reason()),
+            Ok(record) => match vault.load_key(&record).map_err(|e| status("LoadKeys", e))? {
+                // Already in RAM (a load retried after an interrupted stream): nothing to report.
+                Err(Rejection::Duplicate) => {
+                    tracing::debug!(key_id = %claimed, "sealed record already loaded");
+                    continue;
+                }
+                other => other.map_err(Rejection::reason),
+            },
             Err(_) => Err("malformed"),
         };
         match result {
@@ -407,5 +411,48 @@ impl<B: Backend> EnclaveApi<B> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::K256;
+    use crate::provider::local::LocalProvider;
+
+    /// A load retried after an interrupted stream sends records that are already in RAM: they
+    /// are not reported as refused (the host would tell operators they are lost).
+    #[tokio::test]
+    async fn reloading_a_loaded_record_is_not_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = LocalProvider::open(&dir.path().join("master.key"), true).unwrap();
+        let first = Vault::<K256>::default();
+        let (keyring, wrapped) = first.create_keyring(&provider).await.unwrap();
+        first.finish_loading().unwrap();
+        let (record, _) = first.create_key(None, "").unwrap();
+        let wire = pb::SealedKey {
+            key_id: record.key_id.to_string(),
+            keyring_id: record.keyring_id.to_string(),
+            public_key: record.public_key.to_vec(),
+            policy: record.policy.clone(),
+            label: String::new(),
+            sealed: record.sealed.clone(),
+        };
+        let mut tampered = wire.clone();
+        tampered.key_id = KeyId::random().unwrap().to_string();
+
+        let second = Vault::<K256>::default();
+        second
+            .load_keyring(&provider, keyring, &wrapped)
+            .await
+            .unwrap();
+        let outcome = load_batch(&second, vec![wire.clone(), wire, tampered]).unwrap();
+        assert_eq!(outcome.loaded, 1);
+        assert_eq!(
+            outcome.rejected.len(),
+            1,
+            "only the record under another id is refused"
+        );
+        assert_eq!(outcome.rejected[0].reason, "seal check failed");
     }
 }
