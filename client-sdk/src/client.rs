@@ -38,11 +38,34 @@ impl Default for RetryPolicy {
     }
 }
 
+/// TLS to the host: the CA to trust, the name to expect, and optionally a client certificate
+/// (for hosts that require mutual TLS).
+#[derive(Clone)]
+pub struct ClientTls {
+    /// CA certificate(s), PEM.
+    pub ca_pem: Vec<u8>,
+    /// The server name the host's certificate must carry.
+    pub domain: String,
+    /// Client certificate chain and private key, PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl core::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("domain", &self.domain)
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// The host's public address (`tcp://HOST:PORT`).
     pub address: Address,
+    /// TLS to the host; `None` for plaintext (loopback development stacks only).
+    pub tls: Option<ClientTls>,
     /// Connect and per-call deadlines.
     pub dial: DialOptions,
     /// Retries of `UNAVAILABLE`.
@@ -54,6 +77,7 @@ impl ClientConfig {
     pub fn new(address: Address) -> Self {
         Self {
             address,
+            tls: None,
             dial: DialOptions::default(),
             retry: RetryPolicy::default(),
         }
@@ -84,7 +108,18 @@ impl Client {
     /// # Errors
     /// [`Error::Transport`] for an unusable address.
     pub async fn connect(config: ClientConfig) -> Result<Self, Error> {
-        let channel = transport::dial(&config.address, config.dial)?;
+        let tls = config.tls.map(|tls| {
+            let settings = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(tls.ca_pem))
+                .domain_name(tls.domain);
+            match tls.identity {
+                Some((cert, key)) => {
+                    settings.identity(tonic::transport::Identity::from_pem(cert, key))
+                }
+                None => settings,
+            }
+        });
+        let channel = transport::dial_with(&config.address, config.dial, tls)?;
         Ok(Self {
             inner: SignerServiceClient::new(channel)
                 .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)

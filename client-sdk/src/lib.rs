@@ -6,7 +6,7 @@ mod client;
 mod error;
 pub mod verify;
 
-pub use client::{Client, ClientConfig, RetryPolicy, SignStream, StreamSignature};
+pub use client::{Client, ClientConfig, ClientTls, RetryPolicy, SignStream, StreamSignature};
 pub use error::Error;
 pub use signer_proto::pb;
 pub use signer_proto::transport::Address;

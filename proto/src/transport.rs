@@ -201,8 +201,25 @@ impl Default for DialOptions {
 /// # Errors
 /// [`Error::BadAddress`] for a malformed TCP authority.
 pub fn dial(address: &Address, options: DialOptions) -> Result<Channel, Error> {
+    dial_with(address, options, None)
+}
+
+/// [`dial`], with TLS (and, if the config carries a client identity, mutual TLS) on TCP.
+///
+/// # Errors
+/// [`Error::BadAddress`] for a malformed authority or TLS on a non-TCP address;
+/// [`Error::Transport`] for an unusable TLS configuration.
+pub fn dial_with(
+    address: &Address,
+    options: DialOptions,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Channel, Error> {
+    if tls.is_some() && !matches!(address, Address::Tcp(_)) {
+        return Err(Error::BadAddress(address.to_string()));
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let authority = match address {
-        Address::Tcp(addr) => format!("http://{addr}"),
+        Address::Tcp(addr) => format!("{scheme}://{addr}"),
         // The authority is only a label for non-TCP transports.
         Address::Unix(_) | Address::Vsock { .. } => "http://signer.local".to_owned(),
     };
@@ -214,6 +231,10 @@ pub fn dial(address: &Address, options: DialOptions) -> Result<Channel, Error> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
+    let endpoint = match tls {
+        Some(tls) => endpoint.tls_config(tls)?,
+        None => endpoint,
+    };
     let channel = match address.clone() {
         Address::Tcp(_) => endpoint.connect_lazy(),
         Address::Unix(path) => endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {

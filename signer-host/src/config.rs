@@ -24,6 +24,21 @@ pub struct Config {
     /// Limits on the public API.
     #[serde(default)]
     pub limits: Limits,
+    /// TLS on the public API. Absent: plaintext (only for loopback or a private network).
+    pub tls: Option<TlsSettings>,
+}
+
+/// TLS for the public API: paths only; the files hold the host's TLS key, never wallet secrets.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Server certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Server private key, PEM.
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) whose client certificates are accepted. Present: mutual TLS is
+    /// required. The enclave trusts none of this: it is defence in depth on the host.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// The enclave connection.
@@ -227,6 +242,7 @@ impl Config {
                 sqlite: data_dir.join("keys.sqlite3"),
             },
             limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -248,6 +264,12 @@ mod tests {
         ));
         assert!(config.enclave.dev.is_none());
         assert_eq!(config.enclave.aws_credentials, CredentialSource::Imds);
+        assert!(
+            config
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_file.is_some())
+        );
     }
 
     #[test]

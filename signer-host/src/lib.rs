@@ -18,7 +18,7 @@ use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
 use signer_proto::pb::signer_service_server::SignerServiceServer;
 use signer_proto::transport::{self, DialOptions, Listener};
 use tokio::sync::{Notify, watch};
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
 use crate::credentials::CredentialSource;
@@ -111,7 +111,27 @@ pub async fn run(
     let api = SignerServiceServer::new(Relay::new(enclave, Arc::clone(&store)))
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);
-    let router = Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = &config.tls {
+        let identity = Identity::from_pem(
+            std::fs::read(&tls.cert_file)?,
+            std::fs::read(&tls.key_file)?,
+        );
+        let mut settings = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca_file {
+            settings = settings.client_ca_root(Certificate::from_pem(std::fs::read(ca)?));
+        }
+        server = server
+            .tls_config(settings)
+            .map_err(|e| Error::Transport(Box::new(e.into())))?;
+        tracing::info!(
+            mutual = tls.client_ca_file.is_some(),
+            "TLS on the public API"
+        );
+    } else {
+        tracing::warn!("public API without TLS: bind it to loopback or a private network only");
+    }
+    let router = server
         .timeout(limits.request_timeout())
         .concurrency_limit_per_connection(limits.concurrency_per_connection)
         .max_concurrent_streams(Some(limits.max_concurrent_streams))

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use signer_host::config::{Config, KmsSettings};
+use signer_host::config::{Config, KmsSettings, TlsSettings};
 use signer_proto::transport::Address;
 
 /// The signer's host process.
@@ -15,6 +15,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
 enum Command {
     /// Run with a configuration file (production).
     Run {
@@ -49,6 +50,15 @@ enum Command {
         /// KMS endpoint URL, e.g. a KMS-API test server on loopback.
         #[arg(long)]
         kms_endpoint: Option<String>,
+        /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS private key (PEM).
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates from this CA (mutual TLS).
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
 }
 
@@ -81,6 +91,9 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             kms_key_id,
             kms_region,
             kms_endpoint,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
             std::fs::create_dir_all(&data_dir)?;
             let data_dir = std::fs::canonicalize(&data_dir)?;
@@ -95,7 +108,14 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
                     region,
                     endpoint: kms_endpoint,
                 });
-            let config = Config::dev(&data_dir, listen, binary, &backend, kms);
+            let mut config = Config::dev(&data_dir, listen, binary, &backend, kms);
+            config.tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert_file, key_file)| TlsSettings {
+                    cert_file,
+                    key_file,
+                    client_ca_file: tls_client_ca,
+                });
             config.validate()?;
             config
         }

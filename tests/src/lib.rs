@@ -59,8 +59,14 @@ pub fn read_announcement(child: &mut Child) -> Address {
 /// Waits, through the health Watch stream (no polling), until the host at `address` reports
 /// its API SERVING.
 pub async fn wait_serving(address: &Address) {
-    let channel =
-        signer_proto::transport::dial(address, Default::default()).expect("valid address qed");
+    wait_serving_on(
+        signer_proto::transport::dial(address, Default::default()).expect("valid address qed"),
+    )
+    .await;
+}
+
+/// [`wait_serving`] over a given channel (for TLS).
+pub async fn wait_serving_on(channel: tonic::transport::Channel) {
     let mut health = HealthClient::new(channel);
     loop {
         // The first attempt may race the server's accept loop on a slow machine.
@@ -150,6 +156,8 @@ pub struct StackOptions {
     pub kms: Option<(String, String)>,
     /// Run this enclave binary instead of the built one.
     pub enclave_binary: Option<PathBuf>,
+    /// Serve TLS: certificate chain, key, and (for mutual TLS) the client CA, all PEM files.
+    pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
 }
 
 /// A running host + enclave pair.
@@ -206,6 +214,18 @@ impl Stack {
                     "--kms-region",
                     "eu-central-1",
                 ]
+            }))
+            .args(options.tls.iter().flat_map(|(cert, key, client_ca)| {
+                let mut args = vec![
+                    "--tls-cert".into(),
+                    cert.clone().into_os_string(),
+                    "--tls-key".into(),
+                    key.clone().into_os_string(),
+                ];
+                if let Some(ca) = client_ca {
+                    args.extend(["--tls-client-ca".into(), ca.clone().into_os_string()]);
+                }
+                args
             }))
             .env("AWS_ACCESS_KEY_ID", "test-access-key")
             .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")

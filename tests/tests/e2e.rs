@@ -11,4 +11,5 @@ mod e2e {
     mod restart;
     mod secrets;
     mod signing;
+    mod tls;
 }

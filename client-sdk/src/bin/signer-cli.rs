@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use signer_client::attestation::{AttestationPolicy, TrustAnchor};
-use signer_client::{Address, Client, ClientConfig, Error};
+use signer_client::{Address, Client, ClientConfig, ClientTls, Error};
 
 /// Command-line client of the signer. Every signature is verified before it is printed.
 #[derive(Debug, Parser)]
@@ -17,6 +17,23 @@ struct Cli {
         default_value = "tcp://127.0.0.1:50051"
     )]
     endpoint: Address,
+    /// Use TLS, trusting this CA certificate (PEM).
+    #[arg(long, global = true, env = "SIGNER_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The server name in the host's certificate.
+    #[arg(
+        long,
+        global = true,
+        default_value = "localhost",
+        env = "SIGNER_TLS_DOMAIN"
+    )]
+    tls_domain: String,
+    /// Client certificate (PEM) for hosts that require mutual TLS; needs --tls-key.
+    #[arg(long, global = true, requires = "tls_key", env = "SIGNER_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, global = true, env = "SIGNER_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,7 +117,22 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
-    let client = Client::connect(ClientConfig::new(cli.endpoint)).await?;
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|_| Error::InvalidArgument("cannot read a TLS file"))
+    };
+    let mut config = ClientConfig::new(cli.endpoint);
+    if let Some(ca) = &cli.tls_ca {
+        let identity = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        config.tls = Some(ClientTls {
+            ca_pem: read(ca)?,
+            domain: cli.tls_domain.clone(),
+            identity,
+        });
+    }
+    let client = Client::connect(config).await?;
     let value = match cli.command {
         Command::CreateKey { label, keyring } => {
             json!(client.create_key_in(&keyring, &label).await?)

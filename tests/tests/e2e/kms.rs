@@ -76,6 +76,7 @@ async fn keyrings_unwrap_through_kms_only_for_the_attested_image() {
     let options = StackOptions {
         kms: Some((server.endpoint.clone(), key_id.clone())),
         enclave_binary: None,
+        tls: None,
     };
 
     // First start: the keyring key comes from GenerateDataKey, for the attested enclave only.
@@ -198,6 +199,7 @@ async fn kms_unreachable_is_unavailable_retried_with_backoff_and_nothing_is_lost
     let options = StackOptions {
         kms: Some((switch.endpoint.clone(), key_id)),
         enclave_binary: None,
+        tls: None,
     };
     let stack = start(dir, &options).await;
     let client = stack.client().await;
