@@ -58,8 +58,6 @@ pub async fn wait_serving(address: &Address) {
         .expect("stack became SERVING");
 }
 
-pub use tests::child_of;
-
 /// CPU time (user + system) a process has used, in seconds, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

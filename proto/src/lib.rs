@@ -39,6 +39,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Maximum number of stamps on one request.
 pub const MAX_STAMPS: usize = 16;
 
+impl core::fmt::Debug for pb::AwsCredentials {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[REDACTED]")
+            .field("session_token", &"[REDACTED]")
+            .field("expiration_unix", &self.expiration_unix)
+            .finish()
+    }
+}
+
 /// The first problem with a stamped envelope's shape, if any: an empty or oversized body, or
 /// too many stamps. Host and enclave both apply it; the message is static and safe to return.
 pub fn envelope_problem(request: &pb::SignedRequest) -> Option<&'static str> {
@@ -106,6 +117,23 @@ mod tests {
                 .collect();
             assert_eq!(eip55(&bytes), expected);
         }
+    }
+
+    #[test]
+    fn credentials_debug_is_redacted() {
+        let credentials = pb::AwsCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI".into(),
+            session_token: "IQoJb3JpZ2lu".into(),
+            expiration_unix: 7,
+        };
+        let printed = format!("{credentials:?}");
+        assert!(
+            printed.contains("AKIDEXAMPLE")
+                && !printed.contains("wJalrXUtnFEMI")
+                && !printed.contains("IQoJb3JpZ2lu"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -158,6 +158,9 @@ pub struct StackOptions {
     pub enclave_binary: Option<PathBuf>,
     /// Serve TLS: certificate chain, key, and (for mutual TLS) the client CA, all PEM files.
     pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// Where `signer-host` and `signer-enclave` are (the benchmarks run release builds);
+    /// `None` for the test build's.
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// A running host + enclave pair.
@@ -185,7 +188,7 @@ impl Stack {
 
     /// Starts a stack with options, without waiting for it to become SERVING.
     pub fn spawn(dir: tempfile::TempDir, backend: &str, options: &StackOptions) -> Stack {
-        let bins = bin_dir();
+        let bins = options.bin_dir.clone().unwrap_or_else(bin_dir);
         // Each start has its own log: what a test reads is this stack's.
         let log = std::fs::File::create(dir.path().join("host.log")).expect("log file qed");
         let mut host = Command::new(bins.join("signer-host"))

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bench::{child_of, cpu_seconds, spawn_announcing, wait_serving};
+use bench::{cpu_seconds, spawn_announcing, wait_serving};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use signer_client::{Client, ClientConfig, RetryPolicy};
@@ -188,36 +188,26 @@ async fn client(address: &signer_client::Address) -> Client {
 async fn main() {
     let cli = Cli::parse();
     let bins = bench::bin_dir();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = std::fs::File::create(dir.path().join("host.log")).expect("log file");
-
-    let mut host_cmd = Command::new(bins.join("signer-host"));
-    host_cmd
-        .args([
-            "dev",
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--backend",
-            &cli.backend,
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .arg("--enclave-binary")
-        .arg(bins.join("signer-enclave"))
-        .env("RUST_LOG", "warn")
-        .stderr(log);
-    let host = spawn_announcing(host_cmd);
+    let options = tests::StackOptions {
+        bin_dir: Some(bins.clone()),
+        ..tests::StackOptions::default()
+    };
+    let host = tests::Stack::spawn(
+        tempfile::tempdir().expect("tempdir"),
+        &cli.backend,
+        &options,
+    );
     wait_serving(&host.address).await;
     let signer_client = client(&host.address).await;
     let key = signer_client.create_key("bench").await.expect("create key");
     let signer = Target {
         client: signer_client,
         key_id: key.key_id,
-        front: host.child.id(),
-        back: child_of(host.child.id()).expect("host runs an enclave"),
+        front: host.host_pid(),
+        back: host.enclave_pid().expect("host runs an enclave"),
     };
 
-    let socket = dir.path().join("baseline.sock");
+    let socket = host.dir.path().join("baseline.sock");
     let mut server_cmd = Command::new(bins.join("baseline"));
     server_cmd
         .args(["server", "--backend", &cli.backend, "--listen"])

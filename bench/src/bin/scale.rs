@@ -9,11 +9,10 @@
 //! Run: `bench/run-scale` (release build, then 100,000 and 1,000,000 keys).
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bench::{child_of, rss_bytes, spawn_announcing, wait_serving};
+use bench::{rss_bytes, wait_serving};
 use clap::Parser;
 use prost::Message as _;
 use signer_enclave::backend::{Backend, K256};
@@ -159,26 +158,15 @@ async fn run(bins: &Path, backend: &str, count: usize) -> (String, u64, u64) {
         "prepared {count} sealed records in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let log_path = dir.path().join("host.log");
-    let mut cmd = Command::new(bins.join("signer-host"));
-    cmd.args([
-        "dev",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--backend",
-        backend,
-        "--data-dir",
-    ])
-    .arg(dir.path())
-    .arg("--enclave-binary")
-    .arg(bins.join("signer-enclave"))
-    .env("RUST_LOG", "info")
-    .stderr(std::fs::File::create(&log_path).expect("log file"));
-    let host = spawn_announcing(cmd);
+    let options = tests::StackOptions {
+        bin_dir: Some(bins.to_owned()),
+        ..tests::StackOptions::default()
+    };
+    let host = tests::Stack::spawn(dir, backend, &options);
     wait_serving(&host.address).await;
-    let enclave = child_of(host.child.id()).expect("host runs an enclave");
+    let enclave = host.enclave_pid().expect("host runs an enclave");
     let channel = signer_proto::transport::dial(
-        &format!("unix://{}", dir.path().join("enclave.sock").display())
+        &format!("unix://{}", host.dir.path().join("enclave.sock").display())
             .parse()
             .expect("address"),
         Default::default(),
@@ -190,9 +178,5 @@ async fn run(bins: &Path, backend: &str, count: usize) -> (String, u64, u64) {
         .expect("status")
         .into_inner();
     let rss = rss_bytes(enclave);
-    (
-        std::fs::read_to_string(&log_path).unwrap_or_default(),
-        status.provider_calls,
-        rss,
-    )
+    (host.log(), status.provider_calls, rss)
 }

@@ -77,6 +77,7 @@ async fn keyrings_unwrap_through_kms_only_for_the_attested_image() {
         kms: Some((server.endpoint.clone(), key_id.clone())),
         enclave_binary: None,
         tls: None,
+        bin_dir: None,
     };
 
     // First start: the keyring key comes from GenerateDataKey, for the attested enclave only.
@@ -200,6 +201,7 @@ async fn kms_unreachable_is_unavailable_retried_with_backoff_and_nothing_is_lost
         kms: Some((switch.endpoint.clone(), key_id)),
         enclave_binary: None,
         tls: None,
+        bin_dir: None,
     };
     let stack = start(dir, &options).await;
     let client = stack.client().await;
