@@ -71,6 +71,9 @@ pub trait Backend: Send + Sync + 'static {
     /// [`crate::Error::InvalidSecret`] when the bytes are not a valid secret scalar.
     fn load(secret: &WalletSecret) -> Result<Self::Key, crate::Error>;
 
+    /// The secret scalar, for re-sealing a key under a new policy. Never leaves the enclave.
+    fn secret(key: &Self::Key) -> WalletSecret;
+
     /// The key's SEC1 compressed public key (cheap: kept with the key).
     fn public_key_compressed(key: &Self::Key) -> [u8; 33];
 

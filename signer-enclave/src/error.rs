@@ -12,6 +12,19 @@ pub enum Error {
     /// A request field is malformed. The message is static and names the field.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// A stamp failed to verify, there were none, or the body is stale or replayed. The detail
+    /// is static and goes only to the enclave's log.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// The stamps verified but do not satisfy the policy (quorum, approvers, scheme).
+    #[error("not permitted: {0}")]
+    Denied(&'static str),
+    /// The key's rate limit is used up.
+    #[error("rate limit exceeded")]
+    RateLimited,
+    /// The replay cache is full of live nonces; accepting more would mean forgetting some.
+    #[error("replay cache full")]
+    ReplayCacheFull,
     /// No such key is loaded.
     #[error("key not found")]
     KeyNotFound,
@@ -58,6 +71,10 @@ impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
             Error::InvalidArgument(field) => Status::invalid_argument(field),
+            Error::Unauthenticated(_) => Status::unauthenticated("request not authenticated"),
+            Error::Denied(_) => Status::permission_denied("request not permitted"),
+            Error::RateLimited => Status::resource_exhausted("rate limit exceeded"),
+            Error::ReplayCacheFull => Status::resource_exhausted("too many requests; retry later"),
             Error::KeyNotFound => Status::not_found("key not found"),
             Error::KeyringNotFound => Status::not_found("keyring not found"),
             Error::NotReady => Status::unavailable("enclave is loading keys"),

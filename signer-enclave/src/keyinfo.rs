@@ -1,23 +1,36 @@
-//! A loaded key's public identity: SEC1 forms, BIP-340 x-only form, and the Ethereum address.
+//! A key's public identity as clients see it: SEC1 forms, BIP-340 x-only form, the Ethereum
+//! address, its policy, and the enclave's signed statement binding them.
 
 use signer_proto::pb;
 
 use crate::backend::PublicKey;
+use crate::identity::Identity;
 use crate::ids::{KeyId, KeyringId};
+use crate::vault::PolicyEntry;
 
 /// The Ethereum address of a public key, with the EIP-55 mixed-case checksum.
 pub fn ethereum_address(public: &PublicKey) -> String {
     signer_proto::ethereum_address(&public.0)
 }
 
-/// The wire form of a key's public identity.
+/// The wire form of a key's public identity, with the enclave's statement about it bound to
+/// `request_binding` (the request's body hash, or the caller's challenge).
 pub fn key_info(
+    identity: &Identity,
     key_id: &KeyId,
     keyring_id: &KeyringId,
     public: &PublicKey,
-    policy_hash: &[u8; 32],
-    label: &str,
+    policy: &PolicyEntry,
+    request_binding: &[u8],
 ) -> pb::KeyInfo {
+    let statement = identity.key_statement(&pb::KeyStatement {
+        key_id: key_id.to_string(),
+        keyring_id: keyring_id.to_string(),
+        public_key_compressed: public.compressed().to_vec(),
+        policy_hash: policy.hash.to_vec(),
+        policy_version: policy.policy.version,
+        request_binding: request_binding.to_vec(),
+    });
     pb::KeyInfo {
         key_id: key_id.to_string(),
         keyring_id: keyring_id.to_string(),
@@ -25,8 +38,11 @@ pub fn key_info(
         public_key_uncompressed: public.0.to_vec(),
         public_key_xonly: public.xonly().to_vec(),
         ethereum_address: ethereum_address(public),
-        policy_hash: policy_hash.to_vec(),
-        label: label.to_owned(),
+        policy_hash: policy.hash.to_vec(),
+        // Labels are the host's bookkeeping: it fills them in from its store.
+        label: String::new(),
+        policy: policy.bytes.clone(),
+        statement: Some(statement),
     }
 }
 

@@ -4,11 +4,16 @@
 pub mod attestation;
 pub mod backend;
 mod error;
+pub mod identity;
 pub mod ids;
 pub mod keyinfo;
+pub mod policy;
 pub mod provider;
+pub mod ratelimit;
+pub mod replay;
 pub mod request;
 pub mod seal;
+pub mod stamp;
 pub mod secret;
 pub mod service;
 pub mod vault;
@@ -26,38 +31,46 @@ use crate::attestation::Attestor;
 use crate::backend::{Backend, BackendKind, K256, Libsecp256k1};
 use crate::provider::KeyWrapper;
 use crate::provider::kms::HostCredentials;
+use crate::replay::ReplayGuard;
 use crate::service::EnclaveApi;
 
-/// Serves the enclave API on `listener` with the chosen backend until `shutdown` completes.
+/// What an enclave serves with.
+pub struct Parts {
+    /// Secp256k1 implementation.
+    pub backend: BackendKind,
+    /// Key-wrapping provider (KMS, or the local stand-in).
+    pub provider: Arc<dyn KeyWrapper>,
+    /// Attestor (NSM, or the development stand-in).
+    pub attestor: Arc<dyn Attestor>,
+    /// AWS credentials handed over by the host.
+    pub credentials: HostCredentials,
+    /// Replay window and nonce cache.
+    pub guard: ReplayGuard,
+}
+
+/// Serves the enclave API on `listener` until `shutdown` completes.
 ///
 /// # Errors
-/// [`Error::Transport`] if serving fails; [`Error::Rng`] if the boot id cannot be drawn.
+/// [`Error::Transport`] if serving fails; [`Error::Rng`] if the boot id or identity cannot be
+/// drawn.
 pub async fn serve(
     listener: Listener,
-    backend: BackendKind,
-    provider: Arc<dyn KeyWrapper>,
-    attestor: Arc<dyn Attestor>,
-    credentials: HostCredentials,
+    parts: Parts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    match backend {
-        BackendKind::K256 => {
-            serve_with::<K256>(listener, provider, attestor, credentials, shutdown).await
-        }
-        BackendKind::Secp256k1 => {
-            serve_with::<Libsecp256k1>(listener, provider, attestor, credentials, shutdown).await
-        }
+    match parts.backend {
+        BackendKind::K256 => serve_with::<K256>(listener, parts, shutdown).await,
+        BackendKind::Secp256k1 => serve_with::<Libsecp256k1>(listener, parts, shutdown).await,
     }
 }
 
 async fn serve_with<B: Backend>(
     listener: Listener,
-    provider: Arc<dyn KeyWrapper>,
-    attestor: Arc<dyn Attestor>,
-    credentials: HostCredentials,
+    parts: Parts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let api = EnclaveServiceServer::new(EnclaveApi::<B>::new(provider, attestor, credentials)?)
+    let api = EnclaveApi::<B>::new(parts.provider, parts.attestor, parts.credentials, parts.guard)?;
+    let api = EnclaveServiceServer::new(api)
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);
     // No per-call server timeout: loading a million records is one long stream. The host sets

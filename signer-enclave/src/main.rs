@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
+use signer_enclave::replay::ReplayGuard;
 use signer_enclave::attestation::Attestor;
 use signer_enclave::attestation::nsm::NsmAttestor;
 use signer_enclave::backend::BackendKind;
@@ -59,6 +60,14 @@ struct Cli {
     /// outlives it (and never keeps keys in RAM after it), even if the host is killed.
     #[arg(long)]
     exit_with_parent: bool,
+    /// Replay window: bodies stamped more than this many seconds before or after the enclave's
+    /// clock are refused (see SPEC.md on clock drift).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600), env = "SIGNER_ENCLAVE_REPLAY_WINDOW_SECS")]
+    replay_window_secs: u64,
+    /// Most nonces remembered at once (about 64 bytes each); when full, new requests are
+    /// refused with RESOURCE_EXHAUSTED until old ones leave the window.
+    #[arg(long, default_value_t = signer_enclave::replay::DEFAULT_CAPACITY, env = "SIGNER_ENCLAVE_NONCE_CAPACITY")]
+    nonce_capacity: usize,
 }
 
 #[tokio::main]
@@ -141,15 +150,14 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
         .local_address()
         .map_or_else(|| cli.listen.to_string(), |a| a.to_string());
     tracing::info!(address = %bound, backend = ?cli.backend, "listening");
-    signer_enclave::serve(
-        listener,
-        cli.backend,
+    let parts = signer_enclave::Parts {
+        backend: cli.backend,
         provider,
         attestor,
         credentials,
-        shutdown_signal(cli.exit_with_parent),
-    )
-    .await
+        guard: ReplayGuard::new(cli.replay_window_secs * 1_000, cli.nonce_capacity),
+    };
+    signer_enclave::serve(listener, parts, shutdown_signal(cli.exit_with_parent)).await
 }
 
 fn attestor(cli: &Cli) -> Result<Arc<dyn Attestor>, signer_enclave::Error> {

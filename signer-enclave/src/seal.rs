@@ -17,6 +17,9 @@ pub const RECORD_LEN: usize = 1 + 12 + SECRET_LEN + 16;
 
 const RECORD_DOMAIN: &[u8] = b"signer.v1 wallet record\0";
 const POLICY_DOMAIN: &[u8] = b"signer.v1 policy\0";
+const ADMINS_SEAL_DOMAIN: &[u8] = b"signer.v1 keyring admins seal\0";
+/// Length of a keyring's admin seal: version, 12-byte nonce, 16-byte tag.
+pub const ADMINS_SEAL_LEN: usize = 1 + 12 + 16;
 
 /// SHA-256 over the domain string and the encoded policy. The empty policy is the default.
 pub fn policy_hash(policy: &[u8]) -> [u8; 32] {
@@ -121,6 +124,57 @@ pub fn open(key: &KeyringKey, binding: &Binding<'_>, record: &[u8]) -> Result<Wa
     Ok(WalletSecret::from_bytes(bytes))
 }
 
+fn admins_aad(keyring_id: &KeyringId, admins_hash: &[u8; 32]) -> Vec<u8> {
+    let mut aad = ADMINS_SEAL_DOMAIN.to_vec();
+    aad.extend_from_slice(keyring_id.to_string().as_bytes());
+    aad.extend_from_slice(admins_hash);
+    aad
+}
+
+/// Binds a keyring's admin set to its key: AES-256-GCM of nothing, with the keyring id and the
+/// admin set's hash as associated data. Only the enclave holding the keyring key can make one.
+///
+/// # Errors
+/// [`Error::Rng`]; [`Error::Internal`].
+pub fn seal_admins(
+    key: &KeyringKey,
+    keyring_id: &KeyringId,
+    admins_hash: &[u8; 32],
+) -> Result<Vec<u8>, Error> {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce)?;
+    let aad = admins_aad(keyring_id, admins_hash);
+    let tag = cipher(key)
+        .encrypt(&nonce.into(), Payload { msg: &[], aad: &aad })
+        .map_err(|_| Error::Internal)?;
+    let mut out = Vec::with_capacity(ADMINS_SEAL_LEN);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Checks a keyring's admin seal.
+///
+/// # Errors
+/// [`Error::SealCheckFailed`] for every failure.
+pub fn open_admins(
+    key: &KeyringKey,
+    keyring_id: &KeyringId,
+    admins_hash: &[u8; 32],
+    seal: &[u8],
+) -> Result<(), Error> {
+    if seal.len() != ADMINS_SEAL_LEN || seal[0] != RECORD_VERSION {
+        return Err(Error::SealCheckFailed);
+    }
+    let nonce: [u8; 12] = seal[1..13].try_into().map_err(|_| Error::SealCheckFailed)?;
+    let aad = admins_aad(keyring_id, admins_hash);
+    cipher(key)
+        .decrypt(&nonce.into(), Payload { msg: &seal[13..], aad: &aad })
+        .map_err(|_| Error::SealCheckFailed)
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +268,23 @@ mod tests {
             hex::encode(policy_hash(b"")),
             include_str!("../testdata/empty_policy_hash.txt").trim()
         );
+    }
+
+    #[test]
+    fn admin_seal_binds_keyring_and_admin_set() {
+        let f = Fixture::new();
+        let hash = [9u8; 32];
+        let seal = seal_admins(&f.key, &f.keyring_id, &hash).unwrap();
+        assert_eq!(seal.len(), ADMINS_SEAL_LEN);
+        open_admins(&f.key, &f.keyring_id, &hash, &seal).unwrap();
+        assert!(open_admins(&f.key, &f.keyring_id, &[8; 32], &seal).is_err());
+        let other_ring = KeyringId::random().unwrap();
+        assert!(open_admins(&f.key, &other_ring, &hash, &seal).is_err());
+        assert!(open_admins(&KeyringKey::random().unwrap(), &f.keyring_id, &hash, &seal).is_err());
+        for i in 0..seal.len() {
+            let mut tampered = seal.clone();
+            tampered[i] ^= 1;
+            assert!(open_admins(&f.key, &f.keyring_id, &hash, &tampered).is_err());
+        }
     }
 }

@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use subtle::ConstantTimeEq as _;
 
 use crate::Error;
 use crate::backend::{Backend, PublicKey};
 use crate::ids::{KeyId, KeyringId};
+use crate::policy::{self, KeyPolicy, KeyringAdmins};
 use crate::provider::KeyWrapper;
 use crate::seal::{self, Binding};
 use crate::secret::{KeyringKey, WalletSecret};
@@ -55,8 +56,47 @@ pub struct KeyIdentity {
     pub public: PublicKey,
     /// The keyring that seals it.
     pub keyring_id: KeyringId,
-    /// SHA-256 of its policy.
-    pub policy_hash: [u8; 32],
+    /// Its policy.
+    pub policy: Arc<PolicyEntry>,
+}
+
+/// A policy in force for one or more keys: parsed once, shared by every key that has it.
+#[derive(Debug)]
+pub struct PolicyEntry {
+    /// SHA-256 of `bytes` (see [`seal::policy_hash`]).
+    pub hash: [u8; 32],
+    /// The encoded policy, as sealed.
+    pub bytes: Vec<u8>,
+    /// The parsed policy.
+    pub policy: KeyPolicy,
+}
+
+#[derive(Debug, Default)]
+struct PolicyTable {
+    index: HashMap<[u8; 32], u32>,
+    entries: Vec<Arc<PolicyEntry>>,
+}
+
+/// An open keyring: its key and its admin set.
+struct OpenKeyring {
+    key: KeyringKey,
+    admins: Arc<KeyringAdmins>,
+    admins_hash: [u8; 32],
+}
+
+/// A keyring made by [`Vault::create_keyring`], for the host to store.
+#[derive(Debug)]
+pub struct NewKeyring {
+    /// Its id.
+    pub id: KeyringId,
+    /// The provider-wrapped keyring key.
+    pub wrapped: Vec<u8>,
+    /// The encoded admin set.
+    pub admins: Vec<u8>,
+    /// SHA-256 of the admin set (see [`policy::admins_hash`]).
+    pub admins_hash: [u8; 32],
+    /// The seal binding the admin set to the keyring key.
+    pub admins_seal: Vec<u8>,
 }
 
 /// Values shared by many keys, each stored once and referred to by index.
@@ -118,6 +158,8 @@ pub enum Rejection {
     Duplicate,
     /// It failed authentication (tampered, swapped, or sealed under another binding).
     SealCheckFailed,
+    /// Its policy does not decode or validate.
+    InvalidPolicy,
 }
 
 impl Rejection {
@@ -127,6 +169,7 @@ impl Rejection {
             Rejection::UnknownKeyring => "unknown keyring",
             Rejection::Duplicate => "duplicate key id",
             Rejection::SealCheckFailed => "seal check failed",
+            Rejection::InvalidPolicy => "invalid policy",
         }
     }
 }
@@ -135,9 +178,9 @@ impl Rejection {
 pub struct Vault<B: Backend> {
     phase: AtomicU8,
     provider_calls: AtomicU64,
-    keyrings: RwLock<HashMap<KeyringId, KeyringKey>>,
+    keyrings: RwLock<HashMap<KeyringId, OpenKeyring>>,
     keyring_ids: RwLock<Interned<KeyringId>>,
-    policies: RwLock<Interned<[u8; 32]>>,
+    policies: RwLock<PolicyTable>,
     keys: RwLock<HashMap<KeyId, LoadedKey<B>>>,
 }
 
@@ -190,50 +233,107 @@ impl<B: Backend> Vault<B> {
         self.provider_calls.load(Ordering::Relaxed)
     }
 
-    /// Makes a new keyring through the provider. Allowed while awaiting keyrings and when ready.
+    /// Makes a new keyring through the provider, administered by `admins`. Allowed while
+    /// awaiting keyrings and when ready.
     ///
     /// # Errors
     /// Provider failures, or [`Error::Unrecoverable`].
     pub async fn create_keyring(
         &self,
         provider: &dyn KeyWrapper,
-    ) -> Result<(KeyringId, Vec<u8>), Error> {
+        admins: KeyringAdmins,
+    ) -> Result<NewKeyring, Error> {
         if self.phase() == Phase::Unrecoverable {
             return Err(Error::Unrecoverable);
         }
         let id = KeyringId::random()?;
         self.provider_calls.fetch_add(1, Ordering::Relaxed);
         let (key, wrapped) = provider.generate(&id).await?;
-        write(&self.keyrings).insert(id, key);
+        let encoded = admins.encode();
+        let admins_hash = policy::admins_hash(&encoded);
+        let admins_seal = seal::seal_admins(&key, &id, &admins_hash)?;
+        write(&self.keyrings).insert(
+            id,
+            OpenKeyring {
+                key,
+                admins: Arc::new(admins),
+                admins_hash,
+            },
+        );
         tracing::info!(keyring = %id, provider = provider.name(), "keyring created");
-        Ok((id, wrapped))
+        Ok(NewKeyring {
+            id,
+            wrapped,
+            admins: encoded,
+            admins_hash,
+            admins_seal,
+        })
     }
 
-    /// Unwraps a stored keyring through the provider. Loading the same keyring twice is allowed
-    /// only with the same key.
+    /// Unwraps a stored keyring through the provider and checks its admin set's seal. Loading
+    /// the same keyring twice is allowed only with the same key and admin set.
     ///
     /// # Errors
-    /// [`Error::WrongPhase`] unless awaiting keyrings; provider failures.
+    /// [`Error::WrongPhase`] unless awaiting keyrings; provider failures;
+    /// [`Error::SealCheckFailed`] for an admin set that is not the keyring's.
     pub async fn load_keyring(
         &self,
         provider: &dyn KeyWrapper,
         id: KeyringId,
         wrapped: &[u8],
+        admins: &[u8],
+        admins_seal: &[u8],
     ) -> Result<(), Error> {
         self.require(Phase::AwaitingKeyrings)?;
+        let parsed = KeyringAdmins::decode(admins)?;
+        let admins_hash = policy::admins_hash(admins);
         self.provider_calls.fetch_add(1, Ordering::Relaxed);
         let key = provider.unwrap(&id, wrapped).await?;
+        seal::open_admins(&key, &id, &admins_hash, admins_seal)?;
         let mut keyrings = write(&self.keyrings);
         if let Some(existing) = keyrings.get(&id) {
-            return if existing.ct_eq(&key) {
+            return if existing.key.ct_eq(&key) && existing.admins_hash == admins_hash {
                 Ok(())
             } else {
                 Err(Error::SealCheckFailed)
             };
         }
-        keyrings.insert(id, key);
+        keyrings.insert(
+            id,
+            OpenKeyring {
+                key,
+                admins: Arc::new(parsed),
+                admins_hash,
+            },
+        );
         tracing::info!(keyring = %id, "keyring opened");
         Ok(())
+    }
+
+    /// Resolves a keyring (`None`: the only open one) and returns its admin set.
+    ///
+    /// # Errors
+    /// [`Error::KeyringNotFound`]; [`Error::InvalidArgument`] when none is named and several are
+    /// open.
+    pub fn keyring_admins(
+        &self,
+        keyring: Option<KeyringId>,
+    ) -> Result<(KeyringId, Arc<KeyringAdmins>), Error> {
+        if self.phase() == Phase::Unrecoverable {
+            return Err(Error::Unrecoverable);
+        }
+        let keyrings = read(&self.keyrings);
+        let (id, open) = match keyring {
+            Some(id) => keyrings.get_key_value(&id).ok_or(Error::KeyringNotFound)?,
+            None if keyrings.len() == 1 => keyrings.iter().next().expect("one keyring qed"),
+            None if keyrings.is_empty() => return Err(Error::KeyringNotFound),
+            None => {
+                return Err(Error::InvalidArgument(
+                    "keyring_id is required when several keyrings are open",
+                ));
+            }
+        };
+        Ok((*id, Arc::clone(&open.admins)))
     }
 
     /// Opens one sealed record, re-derives its public key and keeps it.
@@ -256,10 +356,10 @@ impl<B: Backend> Vault<B> {
         };
         let secret = {
             let keyrings = read(&self.keyrings);
-            let Some(keyring_key) = keyrings.get(&record.keyring_id) else {
+            let Some(keyring) = keyrings.get(&record.keyring_id) else {
                 return Ok(Err(Rejection::UnknownKeyring));
             };
-            match seal::open(keyring_key, &binding, &record.sealed) {
+            match seal::open(&keyring.key, &binding, &record.sealed) {
                 Ok(secret) => secret,
                 Err(_) => return Ok(Err(Rejection::SealCheckFailed)),
             }
@@ -271,7 +371,15 @@ impl<B: Backend> Vault<B> {
             self.fail_closed("authenticated record's public key does not match its secret");
             return Err(Error::Unrecoverable);
         }
-        let loaded = self.loaded(key, record.keyring_id, policy_hash);
+        // Interned only once authenticated, so a hostile host cannot fill the table.
+        let Ok(policy) = self.intern_policy(&record.policy) else {
+            return Ok(Err(Rejection::InvalidPolicy));
+        };
+        let loaded = LoadedKey {
+            key,
+            keyring: write(&self.keyring_ids).intern(record.keyring_id),
+            policy,
+        };
         // Loads run on several threads: the duplicate check that counts is this one, under the lock.
         match write(&self.keys).entry(record.key_id) {
             Entry::Occupied(_) => Ok(Err(Rejection::Duplicate)),
@@ -299,29 +407,18 @@ impl<B: Backend> Vault<B> {
         Ok(())
     }
 
-    /// Generates a wallet key from the OS RNG in `keyring` (or the only open keyring), seals it
-    /// and keeps it.
+    /// Generates a wallet key from the OS RNG in `keyring_id` under `policy` (version 1),
+    /// seals it and keeps it.
     ///
     /// # Errors
-    /// [`Error::NotReady`], [`Error::KeyringNotFound`], [`Error::InvalidArgument`] when no keyring
-    /// is named and several are open.
+    /// [`Error::NotReady`], [`Error::KeyringNotFound`].
     pub fn create_key(
         &self,
-        keyring: Option<KeyringId>,
+        keyring_id: KeyringId,
         label: &str,
+        policy: KeyPolicy,
     ) -> Result<(SealedRecord, PublicKey), Error> {
         self.require(Phase::Ready)?;
-        let keyrings = read(&self.keyrings);
-        let (keyring_id, keyring_key) = match keyring {
-            Some(id) => keyrings.get_key_value(&id).ok_or(Error::KeyringNotFound)?,
-            None if keyrings.len() == 1 => keyrings.iter().next().expect("one keyring qed"),
-            None if keyrings.is_empty() => return Err(Error::KeyringNotFound),
-            None => {
-                return Err(Error::InvalidArgument(
-                    "keyring_id is required when several keyrings are open",
-                ));
-            }
-        };
         let (secret, key) = loop {
             let secret = WalletSecret::random()?;
             // A random 256-bit value is outside 1..n-1 with probability below 2^-127.
@@ -329,39 +426,163 @@ impl<B: Backend> Vault<B> {
                 break (secret, key);
             }
         };
+        self.insert_new(keyring_id, label, policy, &secret, key)
+    }
+
+    /// Keeps an imported secret as a new key in `keyring_id` under `policy` (version 1).
+    ///
+    /// # Errors
+    /// [`Error::NotReady`], [`Error::KeyringNotFound`], [`Error::InvalidArgument`] for a value
+    /// that is not a valid secp256k1 secret.
+    pub fn import_key(
+        &self,
+        keyring_id: KeyringId,
+        label: &str,
+        policy: KeyPolicy,
+        secret: &WalletSecret,
+    ) -> Result<(SealedRecord, PublicKey), Error> {
+        self.require(Phase::Ready)?;
+        let key = B::load(secret)
+            .map_err(|_| Error::InvalidArgument("imported secret is not a valid key"))?;
+        self.insert_new(keyring_id, label, policy, secret, key)
+    }
+
+    fn insert_new(
+        &self,
+        keyring_id: KeyringId,
+        label: &str,
+        mut policy: KeyPolicy,
+        secret: &WalletSecret,
+        key: B::Key,
+    ) -> Result<(SealedRecord, PublicKey), Error> {
+        policy.version = 1;
+        let policy_bytes = policy.encode();
+        let policy_index = self.intern_policy(&policy_bytes)?;
         let public = B::public_key(&key);
+        let key_id = KeyId::random()?;
+        let public_key = B::public_key_compressed(&key);
+        let sealed = self.seal_record(&key_id, &keyring_id, &public_key, &policy_bytes, secret)?;
+        let loaded = LoadedKey {
+            key,
+            keyring: write(&self.keyring_ids).intern(keyring_id),
+            policy: policy_index,
+        };
+        write(&self.keys).insert(key_id, loaded);
         let record = SealedRecord {
-            key_id: KeyId::random()?,
-            keyring_id: *keyring_id,
-            public_key: B::public_key_compressed(&key),
-            policy: Vec::new(),
+            key_id,
+            keyring_id,
+            public_key,
+            policy: policy_bytes,
             label: label.to_owned(),
-            sealed: Vec::new(),
+            sealed,
         };
-        let policy_hash = seal::policy_hash(&record.policy);
-        let binding = Binding {
-            key_id: &record.key_id,
-            keyring_id: &record.keyring_id,
-            public_key: &record.public_key,
-            policy_hash: &policy_hash,
-        };
-        let sealed = seal::seal(keyring_key, &binding, &secret)?;
-        drop(secret);
-        let record = SealedRecord { sealed, ..record };
-        drop(keyrings);
-        let loaded = self.loaded(key, record.keyring_id, policy_hash);
-        write(&self.keys).insert(record.key_id, loaded);
         Ok((record, public))
     }
 
-    fn loaded(&self, key: B::Key, keyring_id: KeyringId, policy_hash: [u8; 32]) -> LoadedKey<B> {
-        let keyring = write(&self.keyring_ids).intern(keyring_id);
-        let policy = write(&self.policies).intern(policy_hash);
-        LoadedKey {
-            key,
-            keyring,
-            policy,
+    fn seal_record(
+        &self,
+        key_id: &KeyId,
+        keyring_id: &KeyringId,
+        public_key: &[u8; 33],
+        policy: &[u8],
+        secret: &WalletSecret,
+    ) -> Result<Vec<u8>, Error> {
+        let keyrings = read(&self.keyrings);
+        let keyring = keyrings.get(keyring_id).ok_or(Error::KeyringNotFound)?;
+        let policy_hash = seal::policy_hash(policy);
+        let binding = Binding {
+            key_id,
+            keyring_id,
+            public_key,
+            policy_hash: &policy_hash,
+        };
+        seal::seal(&keyring.key, &binding, secret)
+    }
+
+    /// Replaces a key's policy, if its current policy hashes to `current_hash` and `authorize`
+    /// accepts the current policy (the admin quorum check). The new policy's version is the
+    /// current one's plus one. Returns the new sealed record.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`], [`Error::KeyNotFound`], [`Error::Denied`] when the current policy is
+    /// not the one named, and whatever `authorize` returns.
+    pub fn update_policy(
+        &self,
+        key_id: &KeyId,
+        current_hash: &[u8; 32],
+        mut policy: KeyPolicy,
+        authorize: impl FnOnce(&KeyPolicy) -> Result<(), Error>,
+    ) -> Result<(SealedRecord, PublicKey), Error> {
+        self.require(Phase::Ready)?;
+        // The write lock makes check-and-replace atomic: two concurrent changes to one key
+        // cannot both apply to the same current policy.
+        let mut keys = write(&self.keys);
+        let loaded = keys.get_mut(key_id).ok_or(Error::KeyNotFound)?;
+        let current = self.policy_entry(loaded.policy);
+        if &current.hash != current_hash {
+            return Err(Error::Denied("change names a policy that is not current"));
         }
+        authorize(&current.policy)?;
+        policy.version = current
+            .policy
+            .version
+            .checked_add(1)
+            .ok_or(Error::InvalidArgument("policy version exhausted"))?;
+        let policy_bytes = policy.encode();
+        let policy_index = self.intern_policy(&policy_bytes)?;
+        let keyring_id = read(&self.keyring_ids).get(loaded.keyring);
+        let public_key = B::public_key_compressed(&loaded.key);
+        let secret = B::secret(&loaded.key);
+        let sealed = self.seal_record(key_id, &keyring_id, &public_key, &policy_bytes, &secret)?;
+        drop(secret);
+        loaded.policy = policy_index;
+        let public = B::public_key(&loaded.key);
+        Ok((
+            SealedRecord {
+                key_id: *key_id,
+                keyring_id,
+                public_key,
+                policy: policy_bytes,
+                label: String::new(),
+                sealed,
+            },
+            public,
+        ))
+    }
+
+    /// Parses (once per distinct policy) and interns a policy.
+    fn intern_policy(&self, bytes: &[u8]) -> Result<u32, Error> {
+        let hash = seal::policy_hash(bytes);
+        if let Some(&i) = read(&self.policies).index.get(&hash) {
+            return Ok(i);
+        }
+        let policy = KeyPolicy::decode(bytes)?;
+        let mut table = write(&self.policies);
+        if let Some(&i) = table.index.get(&hash) {
+            return Ok(i);
+        }
+        let i = u32::try_from(table.entries.len())
+            .map_err(|_| Error::InvalidArgument("too many distinct policies"))?;
+        table.entries.push(Arc::new(PolicyEntry {
+            hash,
+            bytes: bytes.to_vec(),
+            policy,
+        }));
+        table.index.insert(hash, i);
+        Ok(i)
+    }
+
+    fn policy_entry(&self, i: u32) -> Arc<PolicyEntry> {
+        Arc::clone(&read(&self.policies).entries[usize::try_from(i).expect("u32 fits usize qed")])
+    }
+
+    /// A loaded key's policy.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`], [`Error::KeyNotFound`].
+    pub fn policy(&self, id: &KeyId) -> Result<Arc<PolicyEntry>, Error> {
+        let index = self.with_key(id, |k| k.policy)?;
+        Ok(self.policy_entry(index))
     }
 
     /// A loaded key's public identity.
@@ -374,7 +595,7 @@ impl<B: Backend> Vault<B> {
         Ok(KeyIdentity {
             public,
             keyring_id: read(&self.keyring_ids).get(keyring),
-            policy_hash: read(&self.policies).get(policy),
+            policy: self.policy_entry(policy),
         })
     }
 

@@ -57,6 +57,13 @@ impl Backend for K256 {
         })
     }
 
+    fn secret(key: &K256Key) -> WalletSecret {
+        let mut bytes = key.scalar.to_bytes();
+        let secret = WalletSecret::from_bytes(&bytes.into());
+        bytes.zeroize();
+        secret
+    }
+
     fn public_key_compressed(key: &K256Key) -> [u8; 33] {
         key.compressed
     }

@@ -39,6 +39,13 @@ impl Backend for Libsecp256k1 {
             .map_err(|_| crate::Error::InvalidSecret)
     }
 
+    fn secret(key: &LibsecpKey) -> WalletSecret {
+        let mut bytes = key.0.to_secret_bytes();
+        let secret = WalletSecret::from_bytes(&bytes);
+        zeroize::Zeroize::zeroize(&mut bytes);
+        secret
+    }
+
     fn public_key_compressed(key: &LibsecpKey) -> [u8; 33] {
         key.0.public_key().serialize()
     }

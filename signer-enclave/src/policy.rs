@@ -1,0 +1,227 @@
+//! Key policies and keyring admin sets: parsed, validated, and evaluated against the API keys
+//! that stamped a request. Formats and hashes in `SPEC.md`.
+
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use signer_proto::pb;
+
+use crate::Error;
+use crate::stamp::{ApiKeyId, Approvals};
+
+/// Most members of one quorum (the most stamps a request can carry).
+pub const MAX_MEMBERS: usize = signer_proto::MAX_STAMPS;
+
+const ADMINS_DOMAIN: &[u8] = b"signer.v1 keyring admins\0";
+
+/// M of N distinct API keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quorum {
+    members: Vec<ApiKeyId>,
+    threshold: usize,
+}
+
+impl Quorum {
+    /// Parses a member list and threshold. An empty list with threshold 0 is the empty quorum,
+    /// which nothing satisfies.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for malformed or repeated keys, more than [`MAX_MEMBERS`], or a
+    /// threshold outside 1..=N.
+    pub fn parse(members: &[pb::ApiKey], threshold: u32, what: &'static str) -> Result<Self, Error> {
+        if members.len() > MAX_MEMBERS {
+            return Err(Error::InvalidArgument(what));
+        }
+        let mut parsed = Vec::with_capacity(members.len());
+        for key in members {
+            let (id, _) = ApiKeyId::parse(key.scheme, &key.public_key)?;
+            if parsed.contains(&id) {
+                return Err(Error::InvalidArgument(what));
+            }
+            parsed.push(id);
+        }
+        let threshold = usize::try_from(threshold).map_err(|_| Error::InvalidArgument(what))?;
+        let valid = if parsed.is_empty() {
+            threshold == 0
+        } else {
+            (1..=parsed.len()).contains(&threshold)
+        };
+        if !valid {
+            return Err(Error::InvalidArgument(what));
+        }
+        Ok(Self {
+            members: parsed,
+            threshold,
+        })
+    }
+
+    /// Whether at least `threshold` distinct members stamped. Stamps by non-members do not count
+    /// (and do not hurt). The empty quorum is never satisfied.
+    pub fn satisfied_by(&self, approvals: &Approvals) -> bool {
+        let approving = self
+            .members
+            .iter()
+            .filter(|m| approvals.contains(m))
+            .count();
+        self.threshold > 0 && approving >= self.threshold
+    }
+
+    /// Canonical members (normalised keys), for re-encoding.
+    fn to_proto(&self) -> Vec<pb::ApiKey> {
+        self.members.iter().map(|k| k.to_proto()).collect()
+    }
+
+    fn threshold_u32(&self) -> u32 {
+        u32::try_from(self.threshold).expect("threshold ≤ 16 qed")
+    }
+}
+
+/// A parsed key policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Set by the enclave; grows by one at each change.
+    pub version: u64,
+    /// Who approves signatures.
+    pub approvers: Quorum,
+    /// Allowed signature schemes.
+    pub schemes: Vec<pb::SignatureScheme>,
+    /// Signatures per minute; 0 for no limit.
+    pub max_per_minute: u32,
+    /// Who may change the policy; empty for a permanent policy.
+    pub admins: Quorum,
+}
+
+impl KeyPolicy {
+    /// Validates a policy as sent by a client or stored in a record.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first problem.
+    pub fn parse(policy: &pb::Policy) -> Result<Self, Error> {
+        let approvers = Quorum::parse(&policy.approvers, policy.threshold, "policy approvers")?;
+        if approvers.members.is_empty() {
+            return Err(Error::InvalidArgument("policy needs at least one approver"));
+        }
+        let mut schemes = Vec::new();
+        for &raw in &policy.schemes {
+            match pb::SignatureScheme::try_from(raw) {
+                Ok(pb::SignatureScheme::Unspecified) | Err(_) => {
+                    return Err(Error::InvalidArgument("policy names an unknown scheme"));
+                }
+                Ok(scheme) if schemes.contains(&scheme) => {
+                    return Err(Error::InvalidArgument("policy repeats a scheme"));
+                }
+                Ok(scheme) => schemes.push(scheme),
+            }
+        }
+        if schemes.is_empty() {
+            return Err(Error::InvalidArgument("policy allows no scheme"));
+        }
+        Ok(Self {
+            version: policy.version,
+            approvers,
+            schemes,
+            max_per_minute: policy.max_signatures_per_minute,
+            admins: Quorum::parse(&policy.admins, policy.admin_threshold, "policy admins")?,
+        })
+    }
+
+    /// Decodes and validates stored policy bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if they do not decode or validate.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let policy =
+            pb::Policy::decode(bytes).map_err(|_| Error::InvalidArgument("malformed policy"))?;
+        Self::parse(&policy)
+    }
+
+    /// The policy's canonical encoding: normalised keys, in order, with `version`.
+    pub fn encode(&self) -> Vec<u8> {
+        pb::Policy {
+            version: self.version,
+            approvers: self.approvers.to_proto(),
+            threshold: self.approvers.threshold_u32(),
+            schemes: self.schemes.iter().map(|&s| s.into()).collect(),
+            max_signatures_per_minute: self.max_per_minute,
+            admins: self.admins.to_proto(),
+            admin_threshold: self.admins.threshold_u32(),
+        }
+        .encode_to_vec()
+    }
+
+    /// The policy a key gets when its creator sends none: the creating API keys approve (any
+    /// one of them) and administer (any one), every scheme allowed, no rate limit.
+    pub fn default_for(approvals: &Approvals) -> Self {
+        let members: Vec<ApiKeyId> = approvals.keys().take(MAX_MEMBERS).copied().collect();
+        let quorum = Quorum {
+            members,
+            threshold: 1,
+        };
+        Self {
+            version: 1,
+            approvers: quorum.clone(),
+            schemes: vec![
+                pb::SignatureScheme::EcdsaSecp256k1,
+                pb::SignatureScheme::Bip340Schnorr,
+            ],
+            max_per_minute: 0,
+            admins: quorum,
+        }
+    }
+
+    /// Whether the policy lets `scheme` sign.
+    pub fn allows(&self, scheme: pb::SignatureScheme) -> bool {
+        self.schemes.contains(&scheme)
+    }
+}
+
+/// A keyring's admin set: parsed, with its canonical encoding and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringAdmins {
+    /// The quorum that authorises key creation and import.
+    pub quorum: Quorum,
+}
+
+impl KeyringAdmins {
+    /// Validates an admin set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty, oversized or malformed set.
+    pub fn parse(admins: &pb::KeyringAdmins) -> Result<Self, Error> {
+        let quorum = Quorum::parse(&admins.admins, admins.threshold, "keyring admins")?;
+        if quorum.members.is_empty() {
+            return Err(Error::InvalidArgument("keyring needs at least one admin"));
+        }
+        Ok(Self { quorum })
+    }
+
+    /// Decodes and validates stored admin bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if they do not decode or validate.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let admins = pb::KeyringAdmins::decode(bytes)
+            .map_err(|_| Error::InvalidArgument("malformed keyring admins"))?;
+        Self::parse(&admins)
+    }
+
+    /// Canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        pb::KeyringAdmins {
+            admins: self.quorum.to_proto(),
+            threshold: self.quorum.threshold_u32(),
+        }
+        .encode_to_vec()
+    }
+}
+
+/// SHA-256 over the admin-set domain string and the encoded admin set.
+pub fn admins_hash(encoded: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(ADMINS_DOMAIN)
+        .chain_update(encoded)
+        .finalize()
+        .into()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+//! Per-key rate limits from policies: a token bucket per key, held only for keys whose policy
+//! sets a limit. Buckets live in RAM and start full when the enclave starts.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use crate::Error;
+use crate::ids::KeyId;
+
+#[derive(Debug)]
+struct Bucket {
+    /// Tokens, in thousandths of a signature.
+    milli_tokens: u64,
+    updated_ms: u64,
+}
+
+/// Token buckets by key.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<KeyId, Bucket>>,
+}
+
+impl RateLimiter {
+    /// Takes one signature from `key`'s bucket of `per_minute` (0: unlimited).
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] when the bucket is empty.
+    pub fn take(&self, key: &KeyId, per_minute: u32, now_ms: u64) -> Result<(), Error> {
+        if per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = u64::from(per_minute) * 1_000;
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = buckets.entry(*key).or_insert(Bucket {
+            milli_tokens: capacity,
+            updated_ms: now_ms,
+        });
+        // per_minute tokens per 60,000 ms is per_minute / 60 milli-tokens per millisecond.
+        let elapsed = now_ms.saturating_sub(bucket.updated_ms);
+        let refill = elapsed.saturating_mul(u64::from(per_minute)) / 60;
+        bucket.milli_tokens = bucket.milli_tokens.saturating_add(refill).min(capacity);
+        bucket.updated_ms = now_ms.max(bucket.updated_ms);
+        if bucket.milli_tokens < 1_000 {
+            return Err(Error::RateLimited);
+        }
+        bucket.milli_tokens -= 1_000;
+        Ok(())
+    }
+
+    /// Forgets a key's bucket (its policy changed).
+    pub fn reset(&self, key: &KeyId) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_empties_and_refills_at_the_policy_rate() {
+        let limiter = RateLimiter::default();
+        let key = KeyId::random().unwrap();
+        for _ in 0..3 {
+            limiter.take(&key, 3, 0).unwrap();
+        }
+        assert!(matches!(limiter.take(&key, 3, 0), Err(Error::RateLimited)));
+        // 3 per minute: one token every 20 s.
+        assert!(limiter.take(&key, 3, 19_999).is_err());
+        limiter.take(&key, 3, 20_000).unwrap();
+        assert!(limiter.take(&key, 3, 20_001).is_err());
+        limiter.take(&key, 0, 20_001).unwrap();
+        let other = KeyId::random().unwrap();
+        limiter.take(&other, 3, 20_001).unwrap();
+    }
+}

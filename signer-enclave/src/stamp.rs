@@ -1,0 +1,144 @@
+//! Stamps: client API-key signatures over the exact body bytes. Every stamp on a request is
+//! verified before anything is decoded from its body; what survives is the set of API keys that
+//! signed it, which policies then count.
+
+use std::collections::BTreeSet;
+
+use p256::ecdsa::signature::Verifier as _;
+use p256::elliptic_curve::sec1::ToSec1Point as _;
+use signer_proto::pb;
+
+use crate::Error;
+
+/// An API key's public half, normalised (P-256 keys compressed) so that one key has one
+/// identity however it was encoded. Public data: comparing it needs no constant time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ApiKeyId {
+    /// ECDSA P-256 with SHA-256; SEC1 compressed.
+    P256([u8; 33]),
+    /// Ed25519.
+    Ed25519([u8; 32]),
+}
+
+impl ApiKeyId {
+    /// Parses and validates an API public key (on the curve; for Ed25519, not of small order).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown scheme or a malformed key.
+    pub fn parse(scheme: i32, public_key: &[u8]) -> Result<(Self, Verifier), Error> {
+        match pb::StampScheme::try_from(scheme) {
+            Ok(pb::StampScheme::P256Sha256) => {
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
+                    .map_err(|_| Error::InvalidArgument("malformed P-256 API key"))?;
+                let compressed: [u8; 33] = key
+                    .as_affine()
+                    .to_sec1_point(true)
+                    .as_bytes()
+                    .try_into()
+                    .map_err(|_| Error::Internal)?;
+                Ok((ApiKeyId::P256(compressed), Verifier::P256(key)))
+            }
+            Ok(pb::StampScheme::Ed25519) => {
+                let bytes: [u8; 32] = public_key
+                    .try_into()
+                    .map_err(|_| Error::InvalidArgument("Ed25519 API key must be 32 bytes"))?;
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                    .map_err(|_| Error::InvalidArgument("malformed Ed25519 API key"))?;
+                if key.is_weak() {
+                    return Err(Error::InvalidArgument("Ed25519 API key of small order"));
+                }
+                Ok((ApiKeyId::Ed25519(bytes), Verifier::Ed25519(key)))
+            }
+            Ok(pb::StampScheme::Unspecified) | Err(_) => {
+                Err(Error::InvalidArgument("unknown stamp scheme"))
+            }
+        }
+    }
+
+    /// The key as it appears in a policy.
+    pub fn to_proto(self) -> pb::ApiKey {
+        match self {
+            ApiKeyId::P256(key) => pb::ApiKey {
+                scheme: pb::StampScheme::P256Sha256.into(),
+                public_key: key.to_vec(),
+            },
+            ApiKeyId::Ed25519(key) => pb::ApiKey {
+                scheme: pb::StampScheme::Ed25519.into(),
+                public_key: key.to_vec(),
+            },
+        }
+    }
+}
+
+/// A parsed API public key, ready to verify.
+#[derive(Debug)]
+pub enum Verifier {
+    /// P-256.
+    P256(p256::ecdsa::VerifyingKey),
+    /// Ed25519.
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl Verifier {
+    /// Whether `signature` is this key's valid signature over `body`: P-256 ECDSA over SHA-256
+    /// (64-byte r‖s; high-S accepted, as P-256 ECDSA is not normalised), or strict Ed25519
+    /// (canonical S, no small-order R or key).
+    pub fn verify(&self, body: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Verifier::P256(key) => p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|sig| key.verify(body, &sig).is_ok()),
+            Verifier::Ed25519(key) => <[u8; 64]>::try_from(signature).is_ok_and(|bytes| {
+                key.verify_strict(body, &ed25519_dalek::Signature::from_bytes(&bytes))
+                    .is_ok()
+            }),
+        }
+    }
+}
+
+/// The distinct API keys whose stamps verified over a body.
+#[derive(Debug, Default)]
+pub struct Approvals(BTreeSet<ApiKeyId>);
+
+impl Approvals {
+    /// Whether `key` stamped the body.
+    pub fn contains(&self, key: &ApiKeyId) -> bool {
+        self.0.contains(key)
+    }
+
+    /// The stamping keys, in a stable order.
+    pub fn keys(&self) -> impl Iterator<Item = &ApiKeyId> {
+        self.0.iter()
+    }
+}
+
+/// Verifies every stamp over `body`. All must verify: a relay that adds, edits or mangles one
+/// gets the request refused. The same key stamping twice counts once.
+///
+/// Every stamp is verified even after one fails, so the time taken does not say which failed.
+///
+/// # Errors
+/// [`Error::Unauthenticated`] when there are no stamps or any stamp fails.
+pub fn verify_stamps(body: &[u8], stamps: &[pb::Stamp]) -> Result<Approvals, Error> {
+    if stamps.is_empty() {
+        return Err(Error::Unauthenticated("no stamps"));
+    }
+    let mut approvals = BTreeSet::new();
+    let mut all_valid = true;
+    for stamp in stamps {
+        match ApiKeyId::parse(stamp.scheme, &stamp.public_key) {
+            Ok((id, verifier)) => {
+                all_valid &= verifier.verify(body, &stamp.signature);
+                approvals.insert(id);
+            }
+            Err(_) => all_valid = false,
+        }
+    }
+    if all_valid {
+        Ok(Approvals(approvals))
+    } else {
+        Err(Error::Unauthenticated("a stamp did not verify"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
