@@ -16,6 +16,9 @@ pub enum Error {
     /// The key store failed.
     #[error("key store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The key store cannot be used as it is (an old schema, or a missing row).
+    #[error("key store: {0}")]
+    StoreState(String),
     /// A stored row is not what the host wrote.
     #[error("key store holds a malformed row: {0}")]
     CorruptRow(&'static str),

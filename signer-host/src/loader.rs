@@ -15,7 +15,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::Error;
 use crate::relay::Relay;
-use crate::store::{KeyStore, StoredKeyring};
+use crate::store::{KeyStore};
 use crate::supervisor::stopped;
 
 /// Longest wait between two failed loads.
@@ -149,7 +149,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|_| Error::Io(std::io::Error::other("store task failed")))?
 }
 
-/// One full load: keyrings (creating the first on a new deployment), records, finish.
+/// One full load: keyrings, records, finish.
 ///
 /// # Errors
 /// Store or enclave failures; the caller retries on the next probe.
@@ -169,41 +169,24 @@ pub async fn load(
         enclave.set_credentials(current).await.map_err(Box::new)?;
     }
     let started = Instant::now();
-    let mut keyrings = blocking({
+    let keyrings = blocking({
         let store = Arc::clone(&store);
         move || store.keyrings()
     })
     .await?;
-    if keyrings.is_empty() {
-        let created = enclave
-            .create_keyring(pb::CreateKeyringRequest {})
+    // A new deployment has none: its admins create the first with a stamped `CreateKeyring`
+    // (the host cannot choose a keyring's admins, so it does not create keyrings itself).
+    for keyring in &keyrings {
+        enclave
+            .load_keyring(pb::LoadKeyringRequest {
+                keyring_id: keyring.keyring_id.clone(),
+                wrapped_key: keyring.wrapped_key.clone(),
+                admins: keyring.admins.clone(),
+                admins_seal: keyring.admins_seal.clone(),
+            })
             .await
-            .map_err(Box::new)?
-            .into_inner();
-        let keyring = StoredKeyring {
-            keyring_id: created.keyring_id,
-            provider: created.provider,
-            wrapped_key: created.wrapped_key,
-        };
-        tracing::info!(keyring = %keyring.keyring_id, provider = %keyring.provider, "created the first keyring");
-        blocking({
-            let (store, keyring) = (Arc::clone(&store), keyring.clone());
-            move || store.insert_keyring(&keyring)
-        })
-        .await?;
-        keyrings.push(keyring);
-    } else {
-        for keyring in &keyrings {
-            enclave
-                .load_keyring(pb::LoadKeyringRequest {
-                    keyring_id: keyring.keyring_id.clone(),
-                    wrapped_key: keyring.wrapped_key.clone(),
-                })
-                .await
-                .map_err(Box::new)?;
-        }
+            .map_err(Box::new)?;
     }
-
     let keyrings_time = started.elapsed();
     let started = Instant::now();
 

@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::loader::blocking;
-use crate::store::{KeyStore, StoredKey};
+use crate::store::{KeyStore, StoredKey, StoredKeyring};
 
 /// Largest `ListKeys` page.
 const MAX_PAGE: u32 = 1_000;
@@ -62,6 +62,47 @@ fn relayed(status: Status) -> Status {
     }
 }
 
+/// Splits an enclave's key reply into what the client gets and what the store keeps.
+fn stored_key(created: pb::EnclaveCreateKeyResponse) -> Result<(pb::KeyInfo, StoredKey), Status> {
+    let (Some(mut info), Some(sealed)) = (created.key, created.sealed) else {
+        tracing::error!("enclave answered without a key or sealed record");
+        return Err(Status::unavailable("enclave unavailable"));
+    };
+    // Labels are the host's bookkeeping, outside the enclave's signed statement.
+    info.label = sealed.label.clone();
+    let stored = StoredKey {
+        key_id: sealed.key_id,
+        keyring_id: sealed.keyring_id,
+        public_key: sealed.public_key,
+        policy: sealed.policy,
+        label: sealed.label,
+        sealed: sealed.sealed,
+        info: info.encode_to_vec(),
+    };
+    Ok((info, stored))
+}
+
+impl Relay {
+    /// Stores a new key's sealed record before its identity reaches the caller.
+    async fn persist_new(
+        &self,
+        created: pb::EnclaveCreateKeyResponse,
+    ) -> Result<pb::CreateKeyResponse, Status> {
+        let (info, stored) = stored_key(created)?;
+        let store = Arc::clone(&self.store);
+        let key_id = stored.key_id.clone();
+        blocking(move || store.insert_key(&stored))
+            .await
+            .map_err(|error| {
+                // The key exists only in enclave RAM and is lost at its next restart; the caller
+                // never learned its id, so nothing was deposited to it.
+                tracing::error!(%error, %key_id, "could not persist a new key");
+                Status::unavailable("key store unavailable")
+            })?;
+        Ok(pb::CreateKeyResponse { key: Some(info) })
+    }
+}
+
 fn check_envelope(request: &pb::SignedRequest) -> Result<(), Status> {
     signer_proto::envelope_problem(request)
         .map_or(Ok(()), |problem| Err(Status::invalid_argument(problem)))
@@ -83,37 +124,91 @@ impl SignerService for Relay {
             .await
             .map_err(relayed)?
             .into_inner();
-        let (Some(info), Some(sealed)) = (created.key, created.sealed) else {
-            tracing::error!("enclave answered CreateKey without a key or sealed record");
-            return Err(Status::unavailable("enclave unavailable"));
-        };
-        let stored = StoredKey {
-            key_id: sealed.key_id,
-            keyring_id: sealed.keyring_id,
-            public_key: sealed.public_key,
-            policy: sealed.policy,
-            label: sealed.label,
-            sealed: sealed.sealed,
-            info: info.encode_to_vec(),
-        };
+        self.persist_new(created).await.map(Response::new)
+    }
+
+    async fn import_key(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        check_envelope(request.get_ref())?;
+        let created = self
+            .enclave
+            .clone()
+            .import_key(request.into_inner())
+            .await
+            .map_err(relayed)?
+            .into_inner();
+        self.persist_new(created).await.map(Response::new)
+    }
+
+    async fn update_policy(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
+        check_envelope(request.get_ref())?;
+        let changed = self
+            .enclave
+            .clone()
+            .update_policy(request.into_inner())
+            .await
+            .map_err(relayed)?
+            .into_inner();
+        let (mut info, stored) = stored_key(changed)?;
         let store = Arc::clone(&self.store);
         let key_id = stored.key_id.clone();
-        blocking(move || store.insert_key(&stored))
+        info.label = blocking(move || {
+            let label = store.label(&stored.key_id)?.unwrap_or_default();
+            store.update_key(&stored).map(|()| label)
+        })
+        .await
+        .map_err(|error| {
+            // The enclave applies the new policy until it restarts; after a restart the stored
+            // (old) record is loaded again. The caller sees the failure and can repeat the change.
+            tracing::error!(%error, %key_id, "could not persist a policy change");
+            Status::unavailable("key store unavailable")
+        })?;
+        Ok(Response::new(pb::UpdatePolicyResponse { key: Some(info) }))
+    }
+
+    async fn create_keyring(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::CreateKeyringResponse>, Status> {
+        check_envelope(request.get_ref())?;
+        let created = self
+            .enclave
+            .clone()
+            .create_keyring(request.into_inner())
+            .await
+            .map_err(relayed)?
+            .into_inner();
+        let keyring = StoredKeyring {
+            keyring_id: created.keyring_id.clone(),
+            provider: created.provider,
+            wrapped_key: created.wrapped_key,
+            admins: created.admins,
+            admins_seal: created.admins_seal,
+        };
+        let store = Arc::clone(&self.store);
+        blocking(move || store.insert_keyring(&keyring))
             .await
             .map_err(|error| {
-                // The key exists only in enclave RAM and is lost at its next restart; the caller never
-                // learned its id, so nothing was deposited to it.
-                tracing::error!(%error, %key_id, "could not persist a new key");
+                tracing::error!(%error, "could not persist a new keyring");
                 Status::unavailable("key store unavailable")
             })?;
-        Ok(Response::new(pb::CreateKeyResponse { key: Some(info) }))
+        tracing::info!(keyring = %created.keyring_id, "keyring created");
+        Ok(Response::new(pb::CreateKeyringResponse {
+            keyring_id: created.keyring_id,
+            statement: created.statement,
+        }))
     }
 
     async fn get_public_key(
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
-        let key_id = request.into_inner().key_id;
+        let pb::GetPublicKeyRequest { key_id, challenge } = request.into_inner();
         if key_id.len() > 64 {
             return Err(Status::invalid_argument("malformed KeyId"));
         }
@@ -122,6 +217,7 @@ impl SignerService for Relay {
             .clone()
             .get_public_key(pb::GetKeyRequest {
                 key_id: key_id.clone(),
+                challenge,
             })
             .await
             .map_err(relayed)?

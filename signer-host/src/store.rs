@@ -17,6 +17,10 @@ pub struct StoredKeyring {
     pub provider: String,
     /// The wrapped keyring key (opaque to the host).
     pub wrapped_key: Vec<u8>,
+    /// The encoded admin set (public keys).
+    pub admins: Vec<u8>,
+    /// The enclave's seal binding the admin set to the keyring key (opaque to the host).
+    pub admins_seal: Vec<u8>,
 }
 
 /// A wallet key as stored: public identity and the sealed record.
@@ -28,7 +32,7 @@ pub struct StoredKey {
     pub keyring_id: String,
     /// SEC1 compressed public key.
     pub public_key: Vec<u8>,
-    /// Encoded policy (empty: the default).
+    /// Encoded policy, bound into the sealed record.
     pub policy: Vec<u8>,
     /// Creation label.
     pub label: String,
@@ -57,6 +61,13 @@ pub trait KeyStore: Send + Sync + 'static {
     /// # Errors
     /// Store failures, including a duplicate id.
     fn insert_key(&self, key: &StoredKey) -> Result<(), Error>;
+
+    /// Replaces a key's policy, sealed record and info after a policy change. Durable when
+    /// this returns.
+    ///
+    /// # Errors
+    /// Store failures, including an unknown key.
+    fn update_key(&self, key: &StoredKey) -> Result<(), Error>;
 
     /// The label stored with a key, if the key is stored.
     ///

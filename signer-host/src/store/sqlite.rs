@@ -15,6 +15,8 @@ CREATE TABLE IF NOT EXISTS keyrings (
     keyring_id  TEXT PRIMARY KEY,
     provider    TEXT NOT NULL,
     wrapped_key BLOB NOT NULL,
+    admins      BLOB NOT NULL,
+    admins_seal BLOB NOT NULL,
     created_at  INTEGER NOT NULL DEFAULT (unixepoch())
 );
 CREATE TABLE IF NOT EXISTS keys (
@@ -29,6 +31,10 @@ CREATE TABLE IF NOT EXISTS keys (
     created_at  INTEGER NOT NULL DEFAULT (unixepoch())
 );
 ";
+
+/// Schema version (`PRAGMA user_version`). Version 2 added keyring admin sets; stores of
+/// version 1 have keyrings without one, which the enclave refuses, so they are not migrated.
+const SCHEMA_VERSION: i64 = 2;
 
 /// SQLite-backed [`KeyStore`].
 #[derive(Debug)]
@@ -47,7 +53,20 @@ impl SqliteStore {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let has_tables: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'keyrings')",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_tables && version != SCHEMA_VERSION {
+            return Err(Error::StoreState(format!(
+                "key store schema version {version}, this host needs {SCHEMA_VERSION}: \
+                 keyrings made before admin sets existed cannot be opened; use a new store"
+            )));
+        }
         connection.execute_batch(SCHEMA)?;
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self {
             connection: Mutex::new(connection),
         })
@@ -65,13 +84,15 @@ impl KeyStore for SqliteStore {
     fn keyrings(&self) -> Result<Vec<StoredKeyring>, Error> {
         let connection = self.connection();
         let mut statement = connection.prepare_cached(
-            "SELECT keyring_id, provider, wrapped_key FROM keyrings ORDER BY rowid",
+            "SELECT keyring_id, provider, wrapped_key, admins, admins_seal FROM keyrings ORDER BY rowid",
         )?;
         let rows = statement.query_map([], |row| {
             Ok(StoredKeyring {
                 keyring_id: row.get(0)?,
                 provider: row.get(1)?,
                 wrapped_key: row.get(2)?,
+                admins: row.get(3)?,
+                admins_seal: row.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -79,10 +100,22 @@ impl KeyStore for SqliteStore {
 
     fn insert_keyring(&self, keyring: &StoredKeyring) -> Result<(), Error> {
         self.connection().execute(
-            "INSERT INTO keyrings (keyring_id, provider, wrapped_key) VALUES (?1, ?2, ?3)",
-            params![keyring.keyring_id, keyring.provider, keyring.wrapped_key],
+            "INSERT INTO keyrings (keyring_id, provider, wrapped_key, admins, admins_seal) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![keyring.keyring_id, keyring.provider, keyring.wrapped_key, keyring.admins, keyring.admins_seal],
         )?;
         Ok(())
+    }
+
+    fn update_key(&self, key: &StoredKey) -> Result<(), Error> {
+        let changed = self.connection().execute(
+            "UPDATE keys SET policy = ?2, sealed = ?3, info = ?4 WHERE key_id = ?1 AND keyring_id = ?5 AND public_key = ?6",
+            params![key.key_id, key.policy, key.sealed, key.info, key.keyring_id, key.public_key],
+        )?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(Error::StoreState(format!("no stored key {} to update", key.key_id)))
+        }
     }
 
     fn insert_key(&self, key: &StoredKey) -> Result<(), Error> {
@@ -202,6 +235,8 @@ mod tests {
                 keyring_id: "kr-1".into(),
                 provider: "local".into(),
                 wrapped_key: vec![1, 2, 3],
+                admins: vec![4],
+                admins_seal: vec![5],
             };
             store.insert_keyring(&ring).unwrap();
             assert!(store.insert_keyring(&ring).is_err(), "duplicate keyring");
@@ -236,5 +271,34 @@ mod tests {
         );
         assert_eq!(store.label("k-nope").unwrap(), None);
         assert!(!store.contains_key("k-nope").unwrap());
+        assert_eq!(store.keyrings().unwrap()[0].admins_seal, vec![5]);
+
+        let changed = StoredKey {
+            policy: vec![9],
+            sealed: vec![9; 61],
+            info: vec![9],
+            ..key(7)
+        };
+        store.update_key(&changed).unwrap();
+        let (_, stored) = store.keys_after(7, 1).unwrap().remove(0);
+        assert_eq!(stored, changed);
+        let other_public = StoredKey {
+            public_key: vec![3; 33],
+            ..changed.clone()
+        };
+        assert!(store.update_key(&other_public).is_err(), "only the same key");
+        assert!(store.update_key(&key(200)).is_err(), "unknown key");
+    }
+
+    #[test]
+    fn refuses_a_store_of_another_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.sqlite3");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 1)
+            .unwrap();
+        assert!(matches!(SqliteStore::open(&path), Err(Error::StoreState(_))));
     }
 }
