@@ -1,5 +1,6 @@
 //! The async client: connection, deadlines, retries on `UNAVAILABLE`, and verified results.
 
+mod keys;
 mod stream;
 
 use std::collections::HashMap;
@@ -15,6 +16,9 @@ use tonic::transport::Channel;
 
 pub use self::stream::{SignStream, StreamSignature};
 use crate::Error;
+use crate::attestation::AttestationPolicy;
+use crate::stamper::Stamper;
+use crate::trust::AttestedIdentity;
 use crate::verify::{self, EcdsaSignature, KeyInfo, SchnorrSignature};
 
 /// How `UNAVAILABLE` answers are retried.
@@ -70,26 +74,43 @@ pub struct ClientConfig {
     pub dial: DialOptions,
     /// Retries of `UNAVAILABLE`.
     pub retry: RetryPolicy,
+    /// The API key(s) that stamp every request. Required for every call that acts on a key.
+    pub stamper: Option<Arc<Stamper>>,
+    /// How to verify the enclave (root, PCR allow-list). Required for every call that returns
+    /// a public key: the SDK returns none it cannot trace to an attested enclave.
+    pub enclave: Option<AttestationPolicy>,
 }
 
 impl ClientConfig {
-    /// Defaults: 5 s to connect, 30 s per call, 6 attempts.
+    /// Defaults: 5 s to connect, 30 s per call, 6 attempts; no API key, no attestation policy.
     pub fn new(address: Address) -> Self {
         Self {
             address,
             tls: None,
             dial: DialOptions::default(),
             retry: RetryPolicy::default(),
+            stamper: None,
+            enclave: None,
         }
     }
 }
 
-/// A signer client. Cheap to clone; clones share the connection and the key cache.
+/// A signer client. Cheap to clone; clones share the connection, the verified key cache and the
+/// attested enclave identity.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: SignerServiceClient<Channel>,
     retry: RetryPolicy,
     keys: Arc<RwLock<HashMap<String, KeyInfo>>>,
+    stamper: Option<Arc<Stamper>>,
+    enclave: Option<AttestationPolicy>,
+    identity: Arc<RwLock<Option<AttestedIdentity>>>,
+}
+
+/// SHA-256 of a request body: what the enclave's statements answer.
+fn body_hash(body: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(body).to_vec()
 }
 
 /// Client clock in milliseconds, and a fresh 16-byte nonce: the replay fields of every body.
@@ -126,7 +147,91 @@ impl Client {
                 .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES),
             retry: config.retry,
             keys: Arc::default(),
+            stamper: config.stamper,
+            enclave: config.enclave,
+            identity: Arc::default(),
         })
+    }
+
+    /// Encodes `operation` with fresh replay fields and stamps the body.
+    ///
+    /// # Errors
+    /// [`Error::NotConfigured`] without an API key; [`Error::Rng`].
+    pub fn envelope(
+        &self,
+        operation: pb::request_body::Operation,
+    ) -> Result<pb::SignedRequest, Error> {
+        let stamper = self
+            .stamper
+            .as_ref()
+            .ok_or(Error::NotConfigured("an API key (stamper) is required"))?;
+        let body = Self::body(operation)?;
+        Ok(pb::SignedRequest {
+            stamps: stamper.stamp(&body),
+            body,
+        })
+    }
+
+    /// The encoded `RequestBody` for `operation`, with fresh replay fields, for callers who
+    /// collect stamps from several approvers themselves.
+    ///
+    /// # Errors
+    /// [`Error::Rng`].
+    pub fn body(operation: pb::request_body::Operation) -> Result<Vec<u8>, Error> {
+        let (timestamp_ms, nonce) = replay_fields()?;
+        Ok(pb::RequestBody {
+            timestamp_ms,
+            nonce,
+            operation: Some(operation),
+        }
+        .encode_to_vec())
+    }
+
+    /// The enclave's identity from a freshly verified attestation document (or the cached one).
+    ///
+    /// # Errors
+    /// [`Error::NotConfigured`] without an attestation policy; [`Error::Attestation`].
+    pub async fn enclave_identity(&self, refresh: bool) -> Result<AttestedIdentity, Error> {
+        if !refresh {
+            if let Some(identity) = self
+                .identity
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+            {
+                return Ok(identity);
+            }
+        }
+        let policy = self
+            .enclave
+            .as_ref()
+            .ok_or(Error::NotConfigured("an enclave attestation policy is required"))?;
+        let verified = self.attest(policy).await?;
+        let identity = AttestedIdentity::from_attestation(&verified)?;
+        *self
+            .identity
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(identity.clone());
+        Ok(identity)
+    }
+
+    /// Verifies a key reply against the attested enclave (re-attesting once if the enclave
+    /// restarted and has a new identity), then its internal consistency, and caches it.
+    async fn checked_key(
+        &self,
+        reply: Option<pb::KeyInfo>,
+        binding: &[u8],
+        asked: Option<&str>,
+    ) -> Result<KeyInfo, Error> {
+        let reply = reply.ok_or(Error::Verification("reply without a key"))?;
+        let identity = self.enclave_identity(false).await?;
+        if identity.check_key(&reply, binding).is_err() {
+            // A restarted enclave signs with a new identity: attest again, then decide.
+            self.enclave_identity(true)
+                .await?
+                .check_key(&reply, binding)?;
+        }
+        self.verified_key(Some(reply), asked)
     }
 
     /// Runs `call`, retrying `UNAVAILABLE` with exponential backoff.
@@ -153,40 +258,43 @@ impl Client {
         }
     }
 
-    /// Creates a key in the only keyring.
+    /// Creates a key in the only keyring, with the default policy (the client's API keys
+    /// approve and administer it).
     ///
     /// A retried `CreateKey` may, rarely, create a key whose answer was lost; such a key is never
     /// returned to anyone, so nothing can be deposited to it.
     ///
     /// # Errors
-    /// Service errors; [`Error::Verification`] if the returned identity is inconsistent.
+    /// Service errors; [`Error::Verification`] if the reply does not trace to the attested
+    /// enclave or is inconsistent.
     pub async fn create_key(&self, label: &str) -> Result<KeyInfo, Error> {
-        self.create_key_in("", label).await
+        self.create_key_with("", label, None).await
     }
 
-    /// Creates a key in a named keyring (`""` for the only one).
+    /// Creates a key in a named keyring (`""` for the only one) under `policy` (`None`: the
+    /// default).
     ///
     /// # Errors
     /// As [`Client::create_key`].
-    pub async fn create_key_in(&self, keyring_id: &str, label: &str) -> Result<KeyInfo, Error> {
-        let (timestamp_ms, nonce) = replay_fields()?;
-        let body = pb::CreateKeyBody {
+    pub async fn create_key_with(
+        &self,
+        keyring_id: &str,
+        label: &str,
+        policy: Option<pb::Policy>,
+    ) -> Result<KeyInfo, Error> {
+        let request = self.envelope(pb::request_body::Operation::CreateKey(pb::CreateKeyBody {
             keyring_id: keyring_id.to_owned(),
             label: label.to_owned(),
-            timestamp_ms,
-            nonce,
-        };
-        let request = pb::SignedRequest {
-            body: body.encode_to_vec(),
-            stamps: vec![],
-        };
+            policy,
+        }))?;
+        let binding = body_hash(&request.body);
         let response = self
             .retrying(|mut c| {
                 let request = request.clone();
                 async move { c.create_key(request).await }
             })
             .await?;
-        self.verified_key(response.key, None)
+        self.checked_key(response.key, &binding, None).await
     }
 
     /// Checks a key reply (present, consistent, for the key asked about) and caches it.
@@ -210,7 +318,8 @@ impl Client {
             .insert(info.key_id.clone(), info.clone());
     }
 
-    /// A key's public identity, verified for internal consistency (cached after the first call).
+    /// A key's public identity, verified against the attested enclave's signed statement and for
+    /// internal consistency (cached after the first call).
     ///
     /// # Errors
     /// Service errors (`NOT_FOUND` for an unknown key); [`Error::Verification`].
@@ -223,8 +332,20 @@ impl Client {
         {
             return Ok(info.clone());
         }
+        self.fresh_public_key(key_id).await
+    }
+
+    /// A key's public identity fetched now (not from the cache), bound to a fresh challenge and
+    /// verified against the attested enclave.
+    ///
+    /// # Errors
+    /// As [`Client::public_key`].
+    pub async fn fresh_public_key(&self, key_id: &str) -> Result<KeyInfo, Error> {
+        let mut challenge = vec![0u8; 32];
+        getrandom::fill(&mut challenge)?;
         let request = pb::GetPublicKeyRequest {
             key_id: key_id.to_owned(),
+            challenge: challenge.clone(),
         };
         let response = self
             .retrying(|mut c| {
@@ -232,10 +353,13 @@ impl Client {
                 async move { c.get_public_key(request).await }
             })
             .await?;
-        self.verified_key(response.key, Some(key_id))
+        self.checked_key(response.key, &challenge, Some(key_id)).await
     }
 
     /// One page of keys, oldest first, and the token of the next page (empty at the end).
+    ///
+    /// These are the host's records, checked for consistency only: before depositing to a key,
+    /// get it with [`Client::public_key`], which verifies the enclave's statement.
     ///
     /// # Errors
     /// Service errors; [`Error::Verification`].
@@ -264,22 +388,16 @@ impl Client {
 
     /// The stamped envelope of a sign request.
     pub(crate) fn sign_request(
+        &self,
         key_id: &str,
         scheme: pb::SignatureScheme,
         payload: Vec<u8>,
     ) -> Result<pb::SignedRequest, Error> {
-        let (timestamp_ms, nonce) = replay_fields()?;
-        let body = pb::SignBody {
+        self.envelope(pb::request_body::Operation::Sign(pb::SignBody {
             key_id: key_id.to_owned(),
             scheme: scheme.into(),
             payload,
-            timestamp_ms,
-            nonce,
-        };
-        Ok(pb::SignedRequest {
-            body: body.encode_to_vec(),
-            stamps: vec![],
-        })
+        }))
     }
 
     /// ECDSA over a 32-byte digest (RFC 6979, low-S, recovery id), verified before returning.
@@ -293,7 +411,7 @@ impl Client {
     ) -> Result<EcdsaSignature, Error> {
         let key = self.public_key(key_id).await?;
         let request =
-            Self::sign_request(key_id, pb::SignatureScheme::EcdsaSecp256k1, digest.to_vec())?;
+            self.sign_request(key_id, pb::SignatureScheme::EcdsaSecp256k1, digest.to_vec())?;
         let reply = self
             .retrying(|mut c| {
                 let request = request.clone();
@@ -314,7 +432,7 @@ impl Client {
     ) -> Result<SchnorrSignature, Error> {
         let key = self.public_key(key_id).await?;
         let request =
-            Self::sign_request(key_id, pb::SignatureScheme::Bip340Schnorr, message.to_vec())?;
+            self.sign_request(key_id, pb::SignatureScheme::Bip340Schnorr, message.to_vec())?;
         let reply = self
             .retrying(|mut c| {
                 let request = request.clone();
@@ -339,7 +457,7 @@ impl Client {
     /// Service errors; [`Error::Attestation`] when the document does not verify.
     pub async fn attest(
         &self,
-        policy: &crate::attestation::AttestationPolicy,
+        policy: &AttestationPolicy,
     ) -> Result<crate::attestation::VerifiedAttestation, Error> {
         let mut nonce = vec![0u8; 32];
         getrandom::fill(&mut nonce)?;
@@ -352,7 +470,7 @@ impl Client {
                 async move { c.attest(request).await }
             })
             .await?;
-        let policy = crate::attestation::AttestationPolicy {
+        let policy = AttestationPolicy {
             expected_nonce: Some(nonce),
             ..policy.clone()
         };

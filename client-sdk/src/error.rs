@@ -20,6 +20,13 @@ pub enum Error {
     /// An attestation document failed verification; the message names the first failed check.
     #[error("attestation rejected: {0}")]
     Attestation(&'static str),
+    /// An API key file could not be read or written, or does not hold a supported key.
+    #[error("API key: {0}")]
+    ApiKey(String),
+    /// The call needs something the client was not configured with (an API key, an
+    /// attestation policy).
+    #[error("not configured: {0}")]
+    NotConfigured(&'static str),
     /// The OS RNG failed (request nonces).
     #[error("OS RNG failed")]
     Rng(#[from] getrandom::Error),

@@ -4,10 +4,14 @@
 pub mod attestation;
 mod client;
 mod error;
+pub mod stamper;
+pub mod trust;
 pub mod verify;
 
 pub use client::{Client, ClientConfig, ClientTls, RetryPolicy, SignStream, StreamSignature};
 pub use error::Error;
+pub use stamper::{ApiKeyPair, ApiKeyScheme, Stamper};
+pub use trust::AttestedIdentity;
 pub use signer_proto::pb;
 pub use signer_proto::transport::Address;
 pub use verify::{EcdsaSignature, KeyInfo, SchnorrSignature};

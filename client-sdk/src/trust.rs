@@ -1,0 +1,138 @@
+//! Trusting the enclave's answers: its identity comes from a verified attestation document, and
+//! every key (or keyring) it reports carries a statement signed by that identity. A relay that
+//! substitutes a public key, a policy or a keyring's admins cannot produce the signature.
+
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use signer_proto::pb;
+
+use crate::Error;
+use crate::attestation::VerifiedAttestation;
+
+/// Domain strings and hashes, as in the enclave's `SPEC.md`.
+const KEY_STATEMENT_DOMAIN: &[u8] = b"signer.v1 key statement\0";
+const KEYRING_STATEMENT_DOMAIN: &[u8] = b"signer.v1 keyring statement\0";
+const POLICY_DOMAIN: &[u8] = b"signer.v1 policy\0";
+const ADMINS_DOMAIN: &[u8] = b"signer.v1 keyring admins\0";
+
+/// The enclave identity bound into a verified attestation document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttestedIdentity {
+    /// Ed25519 key that signs statements.
+    pub signing_public_key: [u8; 32],
+    /// X25519 key for HPKE key import.
+    pub hpke_public_key: [u8; 32],
+    /// The enclave boot.
+    pub boot_id: Vec<u8>,
+}
+
+impl AttestedIdentity {
+    /// Reads the identity from a document's `user_data`.
+    ///
+    /// # Errors
+    /// [`Error::Attestation`] when it is missing or malformed.
+    pub fn from_attestation(verified: &VerifiedAttestation) -> Result<Self, Error> {
+        let data = verified
+            .user_data
+            .as_deref()
+            .ok_or(Error::Attestation("document carries no enclave identity"))?;
+        let identity = pb::EnclaveIdentity::decode(data)
+            .map_err(|_| Error::Attestation("malformed enclave identity"))?;
+        Ok(Self {
+            signing_public_key: identity
+                .signing_public_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Attestation("malformed enclave signing key"))?,
+            hpke_public_key: identity
+                .hpke_public_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Attestation("malformed enclave HPKE key"))?,
+            boot_id: identity.boot_id,
+        })
+    }
+
+    fn open(&self, signed: &pb::SignedStatement, domain: &[u8]) -> Result<(), Error> {
+        let bad = || Error::Verification("statement not signed by the attested enclave");
+        if signed.signing_public_key != self.signing_public_key {
+            return Err(bad());
+        }
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(&self.signing_public_key).map_err(|_| bad())?;
+        let signature: [u8; 64] = signed.signature.as_slice().try_into().map_err(|_| bad())?;
+        let mut message = domain.to_vec();
+        message.extend_from_slice(&signed.statement);
+        key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&signature))
+            .map_err(|_| bad())
+    }
+
+    /// Checks a key reply: the statement verifies under this identity, names this key, its
+    /// public key and policy, and answers `binding` (the request's body hash or challenge).
+    ///
+    /// # Errors
+    /// [`Error::Verification`] naming the first mismatch.
+    pub fn check_key(&self, info: &pb::KeyInfo, binding: &[u8]) -> Result<(), Error> {
+        let signed = info
+            .statement
+            .as_ref()
+            .ok_or(Error::Verification("key reply without an enclave statement"))?;
+        self.open(signed, KEY_STATEMENT_DOMAIN)?;
+        let statement = pb::KeyStatement::decode(signed.statement.as_slice())
+            .map_err(|_| Error::Verification("malformed key statement"))?;
+        if statement.key_id != info.key_id
+            || statement.keyring_id != info.keyring_id
+            || statement.public_key_compressed != info.public_key_compressed
+            || statement.policy_hash != info.policy_hash
+        {
+            return Err(Error::Verification("key reply differs from the enclave's statement"));
+        }
+        if statement.request_binding != binding {
+            return Err(Error::Verification("enclave statement answers another request"));
+        }
+        if policy_hash(&info.policy).as_slice() != info.policy_hash {
+            return Err(Error::Verification("policy does not match its hash"));
+        }
+        Ok(())
+    }
+
+    /// Checks a keyring reply: signed by this identity, for this keyring, these admins and this
+    /// request.
+    ///
+    /// # Errors
+    /// [`Error::Verification`] naming the first mismatch.
+    pub fn check_keyring(
+        &self,
+        keyring_id: &str,
+        statement: Option<&pb::SignedStatement>,
+        admins: &pb::KeyringAdmins,
+        binding: &[u8],
+    ) -> Result<(), Error> {
+        let signed =
+            statement.ok_or(Error::Verification("keyring reply without an enclave statement"))?;
+        self.open(signed, KEYRING_STATEMENT_DOMAIN)?;
+        let statement = pb::KeyringStatement::decode(signed.statement.as_slice())
+            .map_err(|_| Error::Verification("malformed keyring statement"))?;
+        let admins_hash: [u8; 32] = Sha256::new()
+            .chain_update(ADMINS_DOMAIN)
+            .chain_update(admins.encode_to_vec())
+            .finalize()
+            .into();
+        if statement.keyring_id != keyring_id
+            || statement.admins_hash != admins_hash
+            || statement.request_binding != binding
+        {
+            return Err(Error::Verification("keyring reply differs from the enclave's statement"));
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 over the policy domain string and the encoded policy.
+pub fn policy_hash(policy: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(POLICY_DOMAIN)
+        .chain_update(policy)
+        .finalize()
+        .into()
+}
