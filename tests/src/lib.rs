@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use signer_client::{Address, Client, ClientConfig, RetryPolicy};
+use signer_client::attestation::{AttestationPolicy, TrustAnchor};
+use signer_client::{
+    Address, ApiKeyPair, ApiKeyScheme, Client, ClientConfig, RetryPolicy, Stamper,
+};
 use tokio_stream::StreamExt as _;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -170,6 +173,8 @@ pub struct Stack {
     host: Child,
     /// The host's public address.
     pub address: Address,
+    /// The enclave binary the stack runs (its SHA-384 is the development attestor's PCR0).
+    pub enclave_binary: PathBuf,
 }
 
 impl Stack {
@@ -191,6 +196,10 @@ impl Stack {
         let bins = options.bin_dir.clone().unwrap_or_else(bin_dir);
         // Each start has its own log: what a test reads is this stack's.
         let log = std::fs::File::create(dir.path().join("host.log")).expect("log file qed");
+        let enclave_binary = options
+            .enclave_binary
+            .clone()
+            .unwrap_or_else(|| bins.join("signer-enclave"));
         let mut host = Command::new(bins.join("signer-host"))
             .args([
                 "dev",
@@ -202,12 +211,7 @@ impl Stack {
             ])
             .arg(dir.path())
             .arg("--enclave-binary")
-            .arg(
-                options
-                    .enclave_binary
-                    .clone()
-                    .unwrap_or_else(|| bins.join("signer-enclave")),
-            )
+            .arg(&enclave_binary)
             .args(options.kms.iter().flat_map(|(endpoint, key_id)| {
                 [
                     "--kms-endpoint",
@@ -239,7 +243,12 @@ impl Stack {
             .spawn()
             .expect("spawn signer-host");
         let address = read_announcement(&mut host);
-        Stack { dir, host, address }
+        Stack {
+            dir,
+            host,
+            address,
+            enclave_binary,
+        }
     }
 
     /// Waits until the host reports SERVING, or fails the test with the host's log.
@@ -249,15 +258,62 @@ impl Stack {
             .unwrap_or_else(|_| panic!("not SERVING in time; log:\n{}", self.log()));
     }
 
-    /// A client with a generous retry budget (restarts take a moment).
+    /// A client stamping with this stack's admin API key (kept in the data directory), verifying
+    /// the enclave against the development root and the enclave binary's PCR0, with a generous
+    /// retry budget (restarts take a moment). The first call on a new stack creates its keyring.
     pub async fn client(&self) -> Client {
+        let client = self.client_with(Some(self.admin_stamper())).await;
+        let marker = self.dir.path().join("keyring-id");
+        if !marker.exists() {
+            let keyring = client
+                .create_keyring(vec![self.admin_key().public()], 1)
+                .await
+                .unwrap_or_else(|e| panic!("creating the keyring: {e}; log:\n{}", self.log()));
+            std::fs::write(&marker, keyring).expect("write keyring id qed");
+        }
+        client
+    }
+
+    /// A client stamping with `stamper` (or nothing), verifying the enclave as [`Stack::client`].
+    pub async fn client_with(&self, stamper: Option<Stamper>) -> Client {
         let mut config = ClientConfig::new(self.address.clone());
         config.retry = RetryPolicy {
             max_attempts: 40,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(500),
         };
+        config.stamper = stamper.map(std::sync::Arc::new);
+        config.enclave = Some(self.attestation_policy());
         Client::connect(config).await.expect("valid address qed")
+    }
+
+    /// The development attestation policy for this stack's enclave.
+    pub fn attestation_policy(&self) -> AttestationPolicy {
+        let binary = std::fs::read(&self.enclave_binary).expect("enclave binary qed");
+        let pcr0 = <sha2::Sha384 as sha2::Digest>::digest(&binary).to_vec();
+        let root = std::fs::read(self.dir.path().join("dev-root.der")).expect("dev root qed");
+        AttestationPolicy {
+            root: TrustAnchor::development(root),
+            allowed_pcrs: vec![std::collections::BTreeMap::from([(0, pcr0)])],
+            expected_nonce: None,
+            max_age: Duration::from_secs(300),
+        }
+    }
+
+    /// This stack's admin API key (created on first use, kept across restarts).
+    pub fn admin_key(&self) -> ApiKeyPair {
+        let path = self.dir.path().join("admin-api-key.pem");
+        if !path.exists() {
+            ApiKeyPair::generate(ApiKeyScheme::Ed25519)
+                .and_then(|k| k.save(&path))
+                .expect("admin key qed");
+        }
+        ApiKeyPair::load(&path).expect("admin key qed")
+    }
+
+    /// A stamper over the admin key.
+    pub fn admin_stamper(&self) -> Stamper {
+        Stamper::new(vec![self.admin_key()])
     }
 
     /// The host's (and its child enclave's) log so far.

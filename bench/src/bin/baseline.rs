@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 use prost::Message as _;
 use signer_enclave::backend::{Backend, BackendKind, Digest32, K256, Libsecp256k1};
 use signer_enclave::ids::{KeyId, KeyringId};
-use signer_enclave::keyinfo::key_info;
 use signer_enclave::secret::WalletSecret;
 use signer_proto::pb;
 use signer_proto::pb::signer_service_client::SignerServiceClient;
@@ -84,6 +83,24 @@ impl<B: Backend> Signing<B> {
 
 #[tonic::async_trait]
 impl<B: Backend> SignerService for SignServer<B> {
+    async fn create_keyring(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::CreateKeyringResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn import_key(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn update_policy(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     async fn create_key(
         &self,
         _: Request<pb::SignedRequest>,
@@ -141,6 +158,24 @@ struct Relay {
 
 #[tonic::async_trait]
 impl SignerService for Relay {
+    async fn create_keyring(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::CreateKeyringResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn import_key(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn update_policy(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     async fn create_key(
         &self,
         _: Request<pb::SignedRequest>,
@@ -196,13 +231,20 @@ fn server<B: Backend>() -> SignerServiceServer<SignServer<B>> {
     let key_id = KeyId::parse(BASELINE_KEY_ID).expect("constant id is well formed qed");
     let keyring = KeyringId::parse("kr-0000000000000000000000000000000b")
         .expect("constant id is well formed qed");
-    let info = key_info(
-        &key_id,
-        &keyring,
-        &B::public_key(&key),
-        &[0; 32],
-        "baseline",
-    );
+    let public = B::public_key(&key);
+    // No statement: the baseline has no attested identity; the load generator vouches for this
+    // key itself (`Client::trust_key`).
+    let info = pb::KeyInfo {
+        key_id: key_id.to_string(),
+        keyring_id: keyring.to_string(),
+        public_key_compressed: public.compressed().to_vec(),
+        public_key_uncompressed: public.0.to_vec(),
+        public_key_xonly: public.xonly().to_vec(),
+        ethereum_address: signer_proto::ethereum_address(&public.0),
+        policy_hash: vec![0; 32],
+        label: "baseline".into(),
+        ..pb::KeyInfo::default()
+    };
     SignerServiceServer::new(SignServer {
         inner: Arc::new(Signing { key, info }),
     })

@@ -175,12 +175,15 @@ async fn measure(
     }
 }
 
-async fn client(address: &signer_client::Address) -> Client {
+/// A client stamping with `stamper` (both systems get stamped requests, so client-side costs
+/// match; the baseline does not check them).
+async fn client(address: &signer_client::Address, stamper: signer_client::Stamper) -> Client {
     let mut config = ClientConfig::new(address.clone());
     config.retry = RetryPolicy {
         max_attempts: 1,
         ..RetryPolicy::default()
     };
+    config.stamper = Some(std::sync::Arc::new(stamper));
     Client::connect(config).await.expect("address qed")
 }
 
@@ -198,8 +201,11 @@ async fn main() {
         &options,
     );
     wait_serving(&host.address).await;
-    let signer_client = client(&host.address).await;
-    let key = signer_client.create_key("bench").await.expect("create key");
+    // The harness's client creates the keyring and verifies the key against the attested
+    // enclave; the measured client stamps with the same admin key.
+    let key = host.client().await.create_key("bench").await.expect("create key");
+    let signer_client = client(&host.address, host.admin_stamper()).await;
+    signer_client.trust_key(key.clone());
     let signer = Target {
         client: signer_client,
         key_id: key.key_id,
@@ -220,8 +226,23 @@ async fn main() {
         .arg(format!("unix://{}", socket.display()))
         .stderr(Stdio::null());
     let relay = spawn_announcing(relay_cmd);
+    let baseline_client = client(&relay.address, host.admin_stamper()).await;
+    let baseline_key = baseline_client
+        .raw()
+        .get_public_key(signer_client::pb::GetPublicKeyRequest {
+            key_id: "k-0000000000000000000000000000000b".to_owned(),
+            challenge: vec![],
+        })
+        .await
+        .expect("baseline key")
+        .into_inner()
+        .key
+        .expect("baseline key");
+    baseline_client.trust_key(
+        signer_client::KeyInfo::try_from(baseline_key).expect("consistent baseline key"),
+    );
     let baseline = Target {
-        client: client(&relay.address).await,
+        client: baseline_client,
         key_id: "k-0000000000000000000000000000000b".to_owned(),
         front: relay.child.id(),
         back: server.child.id(),

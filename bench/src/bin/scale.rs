@@ -17,7 +17,7 @@ use clap::Parser;
 use prost::Message as _;
 use signer_enclave::backend::{Backend, K256};
 use signer_enclave::ids::{KeyId, KeyringId};
-use signer_enclave::keyinfo::key_info;
+use signer_enclave::policy::{self, KeyPolicy, KeyringAdmins};
 use signer_enclave::provider::KeyWrapper as _;
 use signer_enclave::provider::local::LocalProvider;
 use signer_enclave::seal::{self, Binding};
@@ -47,7 +47,8 @@ fn make_record(keyring_id: &KeyringId, keyring_key: &KeyringKey) -> StoredKey {
     };
     let public = K256::public_key(&key);
     let key_id = KeyId::random().expect("OS RNG");
-    let policy_hash = seal::policy_hash(b"");
+    let policy = bench_policy().encode();
+    let policy_hash = seal::policy_hash(&policy);
     let compressed = public.compressed();
     let binding = Binding {
         key_id: &key_id,
@@ -60,11 +61,40 @@ fn make_record(keyring_id: &KeyringId, keyring_key: &KeyringKey) -> StoredKey {
         key_id: key_id.to_string(),
         keyring_id: keyring_id.to_string(),
         public_key: compressed.to_vec(),
-        policy: Vec::new(),
+        policy,
         label: String::new(),
         sealed,
-        info: key_info(&key_id, keyring_id, &public, &policy_hash, "").encode_to_vec(),
+        // What ListKeys serves; the scale run never lists.
+        info: pb::KeyInfo {
+            key_id: key_id.to_string(),
+            keyring_id: keyring_id.to_string(),
+            public_key_compressed: compressed.to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
     }
+}
+
+/// A fixed Ed25519 API key (public half only: the scale run loads, it never signs).
+fn bench_api_key() -> pb::ApiKey {
+    pb::ApiKey {
+        scheme: pb::StampScheme::Ed25519.into(),
+        // RFC 8032 test 1's public key.
+        public_key: hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+            .expect("constant hex qed"),
+    }
+}
+
+/// One policy shared by every record, as in a real deployment with one approver service.
+fn bench_policy() -> KeyPolicy {
+    KeyPolicy::parse(&pb::Policy {
+        version: 1,
+        approvers: vec![bench_api_key()],
+        threshold: 1,
+        schemes: vec![pb::SignatureScheme::EcdsaSecp256k1.into()],
+        ..pb::Policy::default()
+    })
+    .expect("valid policy qed")
 }
 
 /// Writes `count` sealed records under one new keyring into `dir`, as a host would have stored them.
@@ -73,11 +103,20 @@ async fn prepare(dir: &Path, count: usize) {
     let keyring_id = KeyringId::random().expect("OS RNG");
     let (keyring_key, wrapped) = provider.generate(&keyring_id).await.expect("keyring");
     let store = SqliteStore::open(&dir.join("keys.sqlite3")).expect("store");
+    let admins = KeyringAdmins::parse(&pb::KeyringAdmins {
+        admins: vec![bench_api_key()],
+        threshold: 1,
+    })
+    .expect("valid admins qed")
+    .encode();
     store
         .insert_keyring(&StoredKeyring {
             keyring_id: keyring_id.to_string(),
             provider: "local".into(),
             wrapped_key: wrapped,
+            admins: admins.clone(),
+            admins_seal: seal::seal_admins(&keyring_key, &keyring_id, &policy::admins_hash(&admins))
+                .expect("admin seal"),
         })
         .expect("insert keyring");
     let keyring_key = Arc::new(keyring_key);

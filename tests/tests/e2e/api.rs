@@ -73,7 +73,7 @@ async fn attestation_verifies_against_the_development_root_and_the_enclave_binar
     let stack = Stack::start("k256").await;
     let client = stack.client().await;
     let binary = std::fs::read(tests::bin_dir().join("signer-enclave")).unwrap();
-    let pcr0 = <k256::sha2::Sha384 as k256::sha2::Digest>::digest(&binary).to_vec();
+    let pcr0 = <sha2::Sha384 as sha2::Digest>::digest(&binary).to_vec();
     let root = std::fs::read(stack.dir.path().join("dev-root.der")).unwrap();
     let policy = AttestationPolicy {
         root: TrustAnchor::development(root),

@@ -27,7 +27,7 @@ fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
 
 fn pcr0_of(binary: &Path) -> String {
     let bytes = std::fs::read(binary).unwrap();
-    hex::encode(<k256::sha2::Sha384 as k256::sha2::Digest>::digest(&bytes))
+    hex::encode(<sha2::Sha384 as sha2::Digest>::digest(&bytes))
 }
 
 /// A KMS key whose policy lets only an enclave with `pcr0` decrypt or generate data keys.
