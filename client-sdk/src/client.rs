@@ -202,10 +202,9 @@ impl Client {
                 return Ok(identity);
             }
         }
-        let policy = self
-            .enclave
-            .as_ref()
-            .ok_or(Error::NotConfigured("an enclave attestation policy is required"))?;
+        let policy = self.enclave.as_ref().ok_or(Error::NotConfigured(
+            "an enclave attestation policy is required",
+        ))?;
         let verified = self.attest(policy).await?;
         let identity = AttestedIdentity::from_attestation(&verified)?;
         *self
@@ -360,7 +359,8 @@ impl Client {
                 async move { c.get_public_key(request).await }
             })
             .await?;
-        self.checked_key(response.key, &challenge, Some(key_id)).await
+        self.checked_key(response.key, &challenge, Some(key_id))
+            .await
     }
 
     /// One page of keys, oldest first, and the token of the next page (empty at the end).

@@ -10,8 +10,8 @@ pub mod verify;
 
 pub use client::{Client, ClientConfig, ClientTls, RetryPolicy, SignStream, StreamSignature};
 pub use error::Error;
-pub use stamper::{ApiKeyPair, ApiKeyScheme, Stamper};
-pub use trust::AttestedIdentity;
 pub use signer_proto::pb;
 pub use signer_proto::transport::Address;
+pub use stamper::{ApiKeyPair, ApiKeyScheme, Stamper};
+pub use trust::AttestedIdentity;
 pub use verify::{EcdsaSignature, KeyInfo, SchnorrSignature};

@@ -34,7 +34,9 @@ pub struct ApiKeyPair(Inner);
 
 impl core::fmt::Debug for ApiKeyPair {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_tuple("ApiKeyPair").field(&self.public_text()).finish()
+        f.debug_tuple("ApiKeyPair")
+            .field(&self.public_text())
+            .finish()
     }
 }
 
@@ -263,7 +265,10 @@ mod tests {
             assert_eq!(stamp.signature.len(), 64);
             assert!(!format!("{key:?}").contains("PRIVATE"));
         }
-        assert!(ApiKeyPair::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
+        assert!(
+            ApiKeyPair::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                .is_err()
+        );
         assert!(parse_api_key("rsa:00").is_err());
         assert!(parse_api_key("ed25519:0011").is_err());
     }

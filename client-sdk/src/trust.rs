@@ -73,10 +73,9 @@ impl AttestedIdentity {
     /// # Errors
     /// [`Error::Verification`] naming the first mismatch.
     pub fn check_key(&self, info: &pb::KeyInfo, binding: &[u8]) -> Result<(), Error> {
-        let signed = info
-            .statement
-            .as_ref()
-            .ok_or(Error::Verification("key reply without an enclave statement"))?;
+        let signed = info.statement.as_ref().ok_or(Error::Verification(
+            "key reply without an enclave statement",
+        ))?;
         self.open(signed, KEY_STATEMENT_DOMAIN)?;
         let statement = pb::KeyStatement::decode(signed.statement.as_slice())
             .map_err(|_| Error::Verification("malformed key statement"))?;
@@ -85,10 +84,14 @@ impl AttestedIdentity {
             || statement.public_key_compressed != info.public_key_compressed
             || statement.policy_hash != info.policy_hash
         {
-            return Err(Error::Verification("key reply differs from the enclave's statement"));
+            return Err(Error::Verification(
+                "key reply differs from the enclave's statement",
+            ));
         }
         if statement.request_binding != binding {
-            return Err(Error::Verification("enclave statement answers another request"));
+            return Err(Error::Verification(
+                "enclave statement answers another request",
+            ));
         }
         if policy_hash(&info.policy).as_slice() != info.policy_hash {
             return Err(Error::Verification("policy does not match its hash"));
@@ -108,8 +111,9 @@ impl AttestedIdentity {
         admins: &pb::KeyringAdmins,
         binding: &[u8],
     ) -> Result<(), Error> {
-        let signed =
-            statement.ok_or(Error::Verification("keyring reply without an enclave statement"))?;
+        let signed = statement.ok_or(Error::Verification(
+            "keyring reply without an enclave statement",
+        ))?;
         self.open(signed, KEYRING_STATEMENT_DOMAIN)?;
         let statement = pb::KeyringStatement::decode(signed.statement.as_slice())
             .map_err(|_| Error::Verification("malformed keyring statement"))?;
@@ -122,7 +126,9 @@ impl AttestedIdentity {
             || statement.admins_hash != admins_hash
             || statement.request_binding != binding
         {
-            return Err(Error::Verification("keyring reply differs from the enclave's statement"));
+            return Err(Error::Verification(
+                "keyring reply differs from the enclave's statement",
+            ));
         }
         Ok(())
     }

@@ -36,7 +36,10 @@ pub struct Identity {
 impl core::fmt::Debug for Identity {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Identity")
-            .field("signing_public_key", &hex::encode(self.signing.verifying_key().as_bytes()))
+            .field(
+                "signing_public_key",
+                &hex::encode(self.signing.verifying_key().as_bytes()),
+            )
             .field("hpke_public_key", &hex::encode(self.hpke_public))
             .finish_non_exhaustive()
     }

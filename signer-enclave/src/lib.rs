@@ -13,9 +13,9 @@ pub mod ratelimit;
 pub mod replay;
 pub mod request;
 pub mod seal;
-pub mod stamp;
 pub mod secret;
 pub mod service;
+pub mod stamp;
 pub mod vault;
 
 use std::future::Future;
@@ -69,7 +69,12 @@ async fn serve_with<B: Backend>(
     parts: Parts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let api = EnclaveApi::<B>::new(parts.provider, parts.attestor, parts.credentials, parts.guard)?;
+    let api = EnclaveApi::<B>::new(
+        parts.provider,
+        parts.attestor,
+        parts.credentials,
+        parts.guard,
+    )?;
     let api = EnclaveServiceServer::new(api)
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);

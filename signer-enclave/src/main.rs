@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use signer_enclave::replay::ReplayGuard;
 use signer_enclave::attestation::Attestor;
 use signer_enclave::attestation::nsm::NsmAttestor;
 use signer_enclave::backend::BackendKind;
 use signer_enclave::provider::KeyWrapper;
 use signer_enclave::provider::kms::{HostCredentials, KmsConfig, KmsProvider};
 use signer_enclave::provider::local::LocalProvider;
+use signer_enclave::replay::ReplayGuard;
 use signer_proto::transport::{Address, Listener};
 
 /// The signer's enclave process.

@@ -27,7 +27,11 @@ impl Quorum {
     /// # Errors
     /// [`Error::InvalidArgument`] for malformed or repeated keys, more than [`MAX_MEMBERS`], or a
     /// threshold outside 1..=N.
-    pub fn parse(members: &[pb::ApiKey], threshold: u32, what: &'static str) -> Result<Self, Error> {
+    pub fn parse(
+        members: &[pb::ApiKey],
+        threshold: u32,
+        what: &'static str,
+    ) -> Result<Self, Error> {
         if members.len() > MAX_MEMBERS {
             return Err(Error::InvalidArgument(what));
         }

@@ -68,7 +68,9 @@ impl ReplayGuard {
     /// [`Error::Unauthenticated`].
     pub fn check_time(&self, timestamp_ms: u64, now: u64) -> Result<(), Error> {
         if timestamp_ms.abs_diff(now) > self.window_ms {
-            return Err(Error::Unauthenticated("timestamp outside the replay window"));
+            return Err(Error::Unauthenticated(
+                "timestamp outside the replay window",
+            ));
         }
         Ok(())
     }

@@ -151,7 +151,11 @@ pub struct CreateOp {
     pub policy: Option<KeyPolicy>,
 }
 
-fn create_op(keyring_id: &str, label: String, policy: Option<&pb::Policy>) -> Result<CreateOp, Error> {
+fn create_op(
+    keyring_id: &str,
+    label: String,
+    policy: Option<&pb::Policy>,
+) -> Result<CreateOp, Error> {
     if label.len() > MAX_LABEL {
         return Err(Error::InvalidArgument("label longer than 128 bytes"));
     }
@@ -202,7 +206,9 @@ pub fn import_key_op(operation: Operation) -> Result<ImportOp, Error> {
         return Err(WRONG_OPERATION);
     };
     if body.encapsulated_key.len() != 32 || body.ciphertext.len() != 48 {
-        return Err(Error::InvalidArgument("import ciphertext has the wrong size"));
+        return Err(Error::InvalidArgument(
+            "import ciphertext has the wrong size",
+        ));
     }
     Ok(ImportOp {
         aad: body.keyring_id.clone().into_bytes(),
@@ -317,16 +323,73 @@ mod tests {
     #[test]
     fn rejects_each_bad_field() {
         let cases: Vec<(pb::RequestBody, &str)> = vec![
-            (body(Operation::Sign(pb::SignBody { payload: vec![1; 31], ..good_sign() })), "32-byte"),
-            (body(Operation::Sign(pb::SignBody { payload: vec![1; 33], ..good_sign() })), "32-byte"),
-            (body(Operation::Sign(pb::SignBody { scheme: 0, ..good_sign() })), "scheme"),
-            (body(Operation::Sign(pb::SignBody { scheme: 99, ..good_sign() })), "scheme"),
-            (body(Operation::Sign(pb::SignBody { key_id: "nope".into(), ..good_sign() })), "KeyId"),
-            (pb::RequestBody { timestamp_ms: 0, ..body(Operation::Sign(good_sign())) }, "timestamp"),
-            (pb::RequestBody { nonce: vec![0; 15], ..body(Operation::Sign(good_sign())) }, "nonce"),
-            (pb::RequestBody { nonce: vec![0; 33], ..body(Operation::Sign(good_sign())) }, "nonce"),
-            (pb::RequestBody { operation: None, ..body(Operation::Sign(good_sign())) }, "no operation"),
-            (body(Operation::CreateKey(pb::CreateKeyBody::default())), "another operation"),
+            (
+                body(Operation::Sign(pb::SignBody {
+                    payload: vec![1; 31],
+                    ..good_sign()
+                })),
+                "32-byte",
+            ),
+            (
+                body(Operation::Sign(pb::SignBody {
+                    payload: vec![1; 33],
+                    ..good_sign()
+                })),
+                "32-byte",
+            ),
+            (
+                body(Operation::Sign(pb::SignBody {
+                    scheme: 0,
+                    ..good_sign()
+                })),
+                "scheme",
+            ),
+            (
+                body(Operation::Sign(pb::SignBody {
+                    scheme: 99,
+                    ..good_sign()
+                })),
+                "scheme",
+            ),
+            (
+                body(Operation::Sign(pb::SignBody {
+                    key_id: "nope".into(),
+                    ..good_sign()
+                })),
+                "KeyId",
+            ),
+            (
+                pb::RequestBody {
+                    timestamp_ms: 0,
+                    ..body(Operation::Sign(good_sign()))
+                },
+                "timestamp",
+            ),
+            (
+                pb::RequestBody {
+                    nonce: vec![0; 15],
+                    ..body(Operation::Sign(good_sign()))
+                },
+                "nonce",
+            ),
+            (
+                pb::RequestBody {
+                    nonce: vec![0; 33],
+                    ..body(Operation::Sign(good_sign()))
+                },
+                "nonce",
+            ),
+            (
+                pb::RequestBody {
+                    operation: None,
+                    ..body(Operation::Sign(good_sign()))
+                },
+                "no operation",
+            ),
+            (
+                body(Operation::CreateKey(pb::CreateKeyBody::default())),
+                "another operation",
+            ),
         ];
         for (body, expect) in cases {
             match decode_sign(&body) {
@@ -341,8 +404,14 @@ mod tests {
     #[test]
     fn stale_and_future_bodies_are_unauthenticated() {
         for timestamp_ms in [NOW - 120_001, NOW + 120_001] {
-            let stale = pb::RequestBody { timestamp_ms, ..body(Operation::Sign(good_sign())) };
-            assert!(matches!(decode_sign(&stale), Err(Error::Unauthenticated(_))));
+            let stale = pb::RequestBody {
+                timestamp_ms,
+                ..body(Operation::Sign(good_sign()))
+            };
+            assert!(matches!(
+                decode_sign(&stale),
+                Err(Error::Unauthenticated(_))
+            ));
         }
     }
 

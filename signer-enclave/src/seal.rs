@@ -145,7 +145,13 @@ pub fn seal_admins(
     getrandom::fill(&mut nonce)?;
     let aad = admins_aad(keyring_id, admins_hash);
     let tag = cipher(key)
-        .encrypt(&nonce.into(), Payload { msg: &[], aad: &aad })
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: &[],
+                aad: &aad,
+            },
+        )
         .map_err(|_| Error::Internal)?;
     let mut out = Vec::with_capacity(ADMINS_SEAL_LEN);
     out.push(RECORD_VERSION);
@@ -170,7 +176,13 @@ pub fn open_admins(
     let nonce: [u8; 12] = seal[1..13].try_into().map_err(|_| Error::SealCheckFailed)?;
     let aad = admins_aad(keyring_id, admins_hash);
     cipher(key)
-        .decrypt(&nonce.into(), Payload { msg: &seal[13..], aad: &aad })
+        .decrypt(
+            &nonce.into(),
+            Payload {
+                msg: &seal[13..],
+                aad: &aad,
+            },
+        )
         .map_err(|_| Error::SealCheckFailed)
         .map(drop)
 }

@@ -325,4 +325,3 @@ impl<B: Backend> EnclaveApi<B> {
         })
     }
 }
-

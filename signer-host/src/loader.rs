@@ -15,7 +15,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::Error;
 use crate::relay::Relay;
-use crate::store::{KeyStore};
+use crate::store::KeyStore;
 use crate::supervisor::stopped;
 
 /// Longest wait between two failed loads.

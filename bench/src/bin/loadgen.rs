@@ -203,7 +203,12 @@ async fn main() {
     wait_serving(&host.address).await;
     // The harness's client creates the keyring and verifies the key against the attested
     // enclave; the measured client stamps with the same admin key.
-    let key = host.client().await.create_key("bench").await.expect("create key");
+    let key = host
+        .client()
+        .await
+        .create_key("bench")
+        .await
+        .expect("create key");
     let signer_client = client(&host.address, host.admin_stamper()).await;
     signer_client.trust_key(key.clone());
     let signer = Target {

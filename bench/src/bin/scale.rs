@@ -115,8 +115,12 @@ async fn prepare(dir: &Path, count: usize) {
             provider: "local".into(),
             wrapped_key: wrapped,
             admins: admins.clone(),
-            admins_seal: seal::seal_admins(&keyring_key, &keyring_id, &policy::admins_hash(&admins))
-                .expect("admin seal"),
+            admins_seal: seal::seal_admins(
+                &keyring_key,
+                &keyring_id,
+                &policy::admins_hash(&admins),
+            )
+            .expect("admin seal"),
         })
         .expect("insert keyring");
     let keyring_key = Arc::new(keyring_key);

@@ -42,7 +42,12 @@ struct Cli {
     api_key: Option<std::path::PathBuf>,
     /// An allowed enclave PCR0 (hex, 48 bytes); repeat for rolling deployments. Calls that
     /// return public keys verify them against an enclave attested with one of these.
-    #[arg(long = "allow-pcr0", global = true, env = "SIGNER_ALLOW_PCR0", value_delimiter = ',')]
+    #[arg(
+        long = "allow-pcr0",
+        global = true,
+        env = "SIGNER_ALLOW_PCR0",
+        value_delimiter = ','
+    )]
     allow_pcr0: Vec<String>,
     /// Trust this development root (DER or PEM certificate) instead of the AWS Nitro root.
     /// Only for the local stack's development attestor.
@@ -273,18 +278,17 @@ fn attestation_policy(cli: &Cli) -> Result<Option<AttestationPolicy>, Error> {
         .allow_pcr0
         .iter()
         .map(|hex_pcr| {
-            let value = hex::decode(hex_pcr)
-                .ok()
-                .filter(|v| v.len() == 48)
-                .ok_or(Error::InvalidArgument("--allow-pcr0 must be 48 bytes of hex"))?;
+            let value = hex::decode(hex_pcr).ok().filter(|v| v.len() == 48).ok_or(
+                Error::InvalidArgument("--allow-pcr0 must be 48 bytes of hex"),
+            )?;
             Ok(std::collections::BTreeMap::from([(0u16, value)]))
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let root = match &cli.dev_root {
         None => TrustAnchor::aws_nitro_g1(),
         Some(path) => {
-            let bytes =
-                std::fs::read(path).map_err(|_| Error::InvalidArgument("cannot read --dev-root"))?;
+            let bytes = std::fs::read(path)
+                .map_err(|_| Error::InvalidArgument("cannot read --dev-root"))?;
             TrustAnchor::development_from_der_or_pem(&bytes)
                 .ok_or(Error::InvalidArgument("--dev-root is not a certificate"))?
         }

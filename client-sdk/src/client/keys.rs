@@ -100,10 +100,8 @@ impl Client {
             .map_err(Error::from)?
             .into_inner();
         let info = self.checked_key(response.key, &binding, None).await?;
-        let compressed = k256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(
-            expected.as_affine(),
-            true,
-        );
+        let compressed =
+            k256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(expected.as_affine(), true);
         if compressed.as_bytes() != info.public_key_compressed {
             return Err(Error::Verification(
                 "imported key's public key is not the secret's",

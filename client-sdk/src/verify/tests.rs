@@ -25,6 +25,7 @@ fn info_for(secret_hex: &str) -> pb::KeyInfo {
         ethereum_address: ethereum_address(&uncompressed),
         policy_hash: vec![0; 32],
         label: String::new(),
+        ..Default::default()
     }
 }
 
@@ -154,7 +155,7 @@ fn wycheproof(doc: &str, normalize: bool) -> usize {
 
 fn sha2_256(data: &[u8]) -> [u8; 32] {
     // The SDK does not need SHA-256 itself; k256 re-exports it for tests.
-    k256::sha2::Sha256::digest(data).into()
+    sha2::Sha256::digest(data).into()
 }
 
 #[test]

@@ -45,11 +45,20 @@ fn two_of_three() -> pb::Policy {
 fn two_of_three_needs_two_distinct_approvers() {
     let policy = KeyPolicy::parse(&two_of_three()).unwrap();
     assert!(!policy.approvers.satisfied_by(&approvals(&[1])));
-    assert!(!policy.approvers.satisfied_by(&approvals(&[1, 1])), "same approver twice is one");
-    assert!(!policy.approvers.satisfied_by(&approvals(&[1, 7, 8])), "strangers do not count");
+    assert!(
+        !policy.approvers.satisfied_by(&approvals(&[1, 1])),
+        "same approver twice is one"
+    );
+    assert!(
+        !policy.approvers.satisfied_by(&approvals(&[1, 7, 8])),
+        "strangers do not count"
+    );
     assert!(policy.approvers.satisfied_by(&approvals(&[1, 3])));
     assert!(policy.approvers.satisfied_by(&approvals(&[3, 2, 1, 7])));
-    assert!(!policy.admins.satisfied_by(&approvals(&[1, 2, 3])), "approvers are not admins");
+    assert!(
+        !policy.admins.satisfied_by(&approvals(&[1, 2, 3])),
+        "approvers are not admins"
+    );
     assert!(policy.admins.satisfied_by(&approvals(&[9])));
     assert!(policy.allows(pb::SignatureScheme::EcdsaSecp256k1));
     assert!(!policy.allows(pb::SignatureScheme::Bip340Schnorr));
@@ -66,18 +75,53 @@ fn encoding_round_trips_and_is_canonical() {
 #[test]
 fn invalid_policies_are_refused() {
     let cases: Vec<pb::Policy> = vec![
-        pb::Policy { threshold: 0, ..two_of_three() },
-        pb::Policy { threshold: 4, ..two_of_three() },
-        pb::Policy { approvers: vec![], threshold: 0, ..two_of_three() },
-        pb::Policy { approvers: vec![api(1), api(1)], ..two_of_three() },
-        pb::Policy { schemes: vec![], ..two_of_three() },
-        pb::Policy { schemes: vec![0], ..two_of_three() },
-        pb::Policy { schemes: vec![1, 1], ..two_of_three() },
-        pb::Policy { admin_threshold: 0, ..two_of_three() },
-        pb::Policy { admins: vec![], admin_threshold: 1, ..two_of_three() },
-        pb::Policy { approvers: (1..=17).map(api).collect(), ..two_of_three() },
         pb::Policy {
-            approvers: vec![pb::ApiKey { scheme: 2, public_key: vec![0; 31] }],
+            threshold: 0,
+            ..two_of_three()
+        },
+        pb::Policy {
+            threshold: 4,
+            ..two_of_three()
+        },
+        pb::Policy {
+            approvers: vec![],
+            threshold: 0,
+            ..two_of_three()
+        },
+        pb::Policy {
+            approvers: vec![api(1), api(1)],
+            ..two_of_three()
+        },
+        pb::Policy {
+            schemes: vec![],
+            ..two_of_three()
+        },
+        pb::Policy {
+            schemes: vec![0],
+            ..two_of_three()
+        },
+        pb::Policy {
+            schemes: vec![1, 1],
+            ..two_of_three()
+        },
+        pb::Policy {
+            admin_threshold: 0,
+            ..two_of_three()
+        },
+        pb::Policy {
+            admins: vec![],
+            admin_threshold: 1,
+            ..two_of_three()
+        },
+        pb::Policy {
+            approvers: (1..=17).map(api).collect(),
+            ..two_of_three()
+        },
+        pb::Policy {
+            approvers: vec![pb::ApiKey {
+                scheme: 2,
+                public_key: vec![0; 31],
+            }],
             threshold: 1,
             ..two_of_three()
         },
@@ -85,14 +129,27 @@ fn invalid_policies_are_refused() {
     for (i, case) in cases.iter().enumerate() {
         assert!(KeyPolicy::parse(case).is_err(), "case {i} accepted");
     }
-    let permanent = pb::Policy { admins: vec![], admin_threshold: 0, ..two_of_three() };
+    let permanent = pb::Policy {
+        admins: vec![],
+        admin_threshold: 0,
+        ..two_of_three()
+    };
     let permanent = KeyPolicy::parse(&permanent).unwrap();
-    assert!(!permanent.admins.satisfied_by(&approvals(&[1, 2, 3, 9])), "nobody may change it");
+    assert!(
+        !permanent.admins.satisfied_by(&approvals(&[1, 2, 3, 9])),
+        "nobody may change it"
+    );
 }
 
 #[test]
 fn keyring_admins_need_a_member() {
-    assert!(KeyringAdmins::parse(&pb::KeyringAdmins { admins: vec![], threshold: 0 }).is_err());
+    assert!(
+        KeyringAdmins::parse(&pb::KeyringAdmins {
+            admins: vec![],
+            threshold: 0
+        })
+        .is_err()
+    );
     let admins = KeyringAdmins::parse(&pb::KeyringAdmins {
         admins: vec![api(1), api(2)],
         threshold: 2,

@@ -72,7 +72,6 @@ pub(super) fn merge(
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

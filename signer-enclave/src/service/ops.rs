@@ -170,17 +170,15 @@ pub(super) fn update_policy<B: Backend>(
     let now = replay::now_ms();
     let (auth, operation) = request::authenticate(request, &shared.guard, now)?;
     let op = request::update_policy_op(operation)?;
-    let (record, _) = shared.vault.update_policy(
-        &op.key_id,
-        &op.current_policy_hash,
-        op.policy,
-        |current| {
-            if !current.admins.satisfied_by(&auth.approvals) {
-                return Err(Error::Denied("policy admin quorum not met"));
-            }
-            auth.spend_nonce(&shared.guard, now)
-        },
-    )?;
+    let (record, _) =
+        shared
+            .vault
+            .update_policy(&op.key_id, &op.current_policy_hash, op.policy, |current| {
+                if !current.admins.satisfied_by(&auth.approvals) {
+                    return Err(Error::Denied("policy admin quorum not met"));
+                }
+                auth.spend_nonce(&shared.guard, now)
+            })?;
     shared.limiter.reset(&op.key_id);
     tracing::info!(key_id = %record.key_id, "policy changed");
     created_reply(shared, record, &auth.body_hash)
@@ -237,7 +235,10 @@ pub(super) fn public_key<B: Backend>(
 }
 
 /// Shared state for a new enclave.
-pub(super) fn shared<B: Backend>(guard: ReplayGuard, boot_id: [u8; 16]) -> Result<Arc<Shared<B>>, Error> {
+pub(super) fn shared<B: Backend>(
+    guard: ReplayGuard,
+    boot_id: [u8; 16],
+) -> Result<Arc<Shared<B>>, Error> {
     Ok(Arc::new(Shared {
         vault: Vault::default(),
         guard,

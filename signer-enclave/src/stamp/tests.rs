@@ -52,7 +52,10 @@ fn python_cryptography_vectors() {
             invalid += 1;
         }
     }
-    assert!(valid >= 16 && invalid >= 15, "{valid} valid, {invalid} invalid");
+    assert!(
+        valid >= 16 && invalid >= 15,
+        "{valid} valid, {invalid} invalid"
+    );
 }
 
 fn ed25519_key(seed: u8) -> ed25519_dalek::SigningKey {
@@ -102,10 +105,8 @@ fn p256_keys_have_one_identity_in_either_encoding() {
         "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
     )
     .unwrap();
-    let compressed = hex::decode(
-        "036b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
-    )
-    .unwrap();
+    let compressed =
+        hex::decode("036b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296").unwrap();
     let (a, _) = ApiKeyId::parse(pb::StampScheme::P256Sha256.into(), &uncompressed).unwrap();
     let (b, _) = ApiKeyId::parse(pb::StampScheme::P256Sha256.into(), &compressed).unwrap();
     assert_eq!(a, b);

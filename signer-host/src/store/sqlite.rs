@@ -114,7 +114,10 @@ impl KeyStore for SqliteStore {
         if changed == 1 {
             Ok(())
         } else {
-            Err(Error::StoreState(format!("no stored key {} to update", key.key_id)))
+            Err(Error::StoreState(format!(
+                "no stored key {} to update",
+                key.key_id
+            )))
         }
     }
 
@@ -286,7 +289,10 @@ mod tests {
             public_key: vec![3; 33],
             ..changed.clone()
         };
-        assert!(store.update_key(&other_public).is_err(), "only the same key");
+        assert!(
+            store.update_key(&other_public).is_err(),
+            "only the same key"
+        );
         assert!(store.update_key(&key(200)).is_err(), "unknown key");
     }
 
@@ -299,6 +305,9 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", 1)
             .unwrap();
-        assert!(matches!(SqliteStore::open(&path), Err(Error::StoreState(_))));
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(Error::StoreState(_))
+        ));
     }
 }

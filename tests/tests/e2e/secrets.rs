@@ -11,7 +11,7 @@ use signer_enclave::seal::{self, Binding};
 use tests::Stack;
 
 /// Every readable region of a process's memory, concatenated.
-fn process_memory(pid: u32) -> Vec<u8> {
+pub(super) fn process_memory(pid: u32) -> Vec<u8> {
     use std::io::{Read as _, Seek as _, SeekFrom};
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
@@ -37,7 +37,7 @@ fn process_memory(pid: u32) -> Vec<u8> {
     all
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 

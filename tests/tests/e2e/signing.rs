@@ -72,8 +72,7 @@ async fn sign_stream_answers_every_item_and_survives_bad_ones() {
     let mut stream = client.sign_stream().await.unwrap();
     let mut expected = std::collections::HashMap::new();
     for i in 0..200u32 {
-        let digest: [u8; 32] =
-            <sha2::Sha256 as sha2::Digest>::digest(i.to_be_bytes()).into();
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(i.to_be_bytes()).into();
         let id = if i % 2 == 0 {
             stream.submit_digest(&key.key_id, digest).await.unwrap()
         } else {
