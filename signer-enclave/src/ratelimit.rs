@@ -9,8 +9,9 @@ use crate::ids::KeyId;
 
 #[derive(Debug)]
 struct Bucket {
-    /// Tokens, in thousandths of a signature.
-    milli_tokens: u64,
+    /// Tokens, in units of 1/60,000 of a signature: a limit of N per minute refills exactly N
+    /// units per millisecond, so no time is lost to rounding.
+    units: u64,
     updated_ms: u64,
 }
 
@@ -29,21 +30,21 @@ impl RateLimiter {
         if per_minute == 0 {
             return Ok(());
         }
-        let capacity = u64::from(per_minute) * 1_000;
+        const ONE: u64 = 60_000;
+        let capacity = u64::from(per_minute) * ONE;
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let bucket = buckets.entry(*key).or_insert(Bucket {
-            milli_tokens: capacity,
+            units: capacity,
             updated_ms: now_ms,
         });
-        // per_minute tokens per 60,000 ms is per_minute / 60 milli-tokens per millisecond.
         let elapsed = now_ms.saturating_sub(bucket.updated_ms);
-        let refill = elapsed.saturating_mul(u64::from(per_minute)) / 60;
-        bucket.milli_tokens = bucket.milli_tokens.saturating_add(refill).min(capacity);
+        let refill = elapsed.saturating_mul(u64::from(per_minute));
+        bucket.units = bucket.units.saturating_add(refill).min(capacity);
         bucket.updated_ms = now_ms.max(bucket.updated_ms);
-        if bucket.milli_tokens < 1_000 {
+        if bucket.units < ONE {
             return Err(Error::RateLimited);
         }
-        bucket.milli_tokens -= 1_000;
+        bucket.units -= ONE;
         Ok(())
     }
 
