@@ -52,6 +52,8 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 async fn client(stack: &Stack, ca: &str, identity: Option<&(String, String)>) -> Client {
     let mut config = ClientConfig::new(stack.address.clone());
     config.retry.max_attempts = 1;
+    config.stamper = Some(std::sync::Arc::new(stack.admin_stamper()));
+    config.enclave = Some(stack.attestation_policy());
     config.tls = Some(ClientTls {
         ca_pem: ca.as_bytes().to_vec(),
         domain: "localhost".into(),
@@ -93,6 +95,10 @@ async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
         signer_proto::transport::dial_with(&stack.address, Default::default(), Some(health_tls))
             .unwrap();
     tokio::time::timeout(tests::READY_TIMEOUT, tests::wait_serving_on(channel))
+        .await
+        .unwrap();
+    admitted
+        .create_keyring(vec![stack.admin_key().public()], 1)
         .await
         .unwrap();
     let key = admitted.create_key("over mTLS").await.unwrap();
