@@ -192,15 +192,13 @@ impl Client {
     /// # Errors
     /// [`Error::NotConfigured`] without an attestation policy; [`Error::Attestation`].
     pub async fn enclave_identity(&self, refresh: bool) -> Result<AttestedIdentity, Error> {
-        if !refresh {
-            if let Some(identity) = self
-                .identity
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-            {
-                return Ok(identity);
-            }
+        let cached = self
+            .identity
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(identity) = cached.filter(|_| !refresh) {
+            return Ok(identity);
         }
         let policy = self.enclave.as_ref().ok_or(Error::NotConfigured(
             "an enclave attestation policy is required",
