@@ -3,17 +3,13 @@
 //! substitutes a public key, a policy or a keyring's admins cannot produce the signature.
 
 use prost::Message as _;
-use sha2::{Digest as _, Sha256};
+use signer_proto::canonical::{KEY_STATEMENT_DOMAIN, KEYRING_STATEMENT_DOMAIN, admins_hash};
 use signer_proto::pb;
 
 use crate::Error;
 use crate::attestation::VerifiedAttestation;
 
-/// Domain strings and hashes, as in the enclave's `SPEC.md`.
-const KEY_STATEMENT_DOMAIN: &[u8] = b"signer.v1 key statement\0";
-const KEYRING_STATEMENT_DOMAIN: &[u8] = b"signer.v1 keyring statement\0";
-const POLICY_DOMAIN: &[u8] = b"signer.v1 policy\0";
-const ADMINS_DOMAIN: &[u8] = b"signer.v1 keyring admins\0";
+pub use signer_proto::canonical::policy_hash;
 
 /// The enclave identity bound into a verified attestation document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,13 +113,8 @@ impl AttestedIdentity {
         self.open(signed, KEYRING_STATEMENT_DOMAIN)?;
         let statement = pb::KeyringStatement::decode(signed.statement.as_slice())
             .map_err(|_| Error::Verification("malformed keyring statement"))?;
-        let admins_hash: [u8; 32] = Sha256::new()
-            .chain_update(ADMINS_DOMAIN)
-            .chain_update(admins.encode_to_vec())
-            .finalize()
-            .into();
         if statement.keyring_id != keyring_id
-            || statement.admins_hash != admins_hash
+            || statement.admins_hash != admins_hash(&admins.encode_to_vec())
             || statement.request_binding != binding
         {
             return Err(Error::Verification(
@@ -132,13 +123,4 @@ impl AttestedIdentity {
         }
         Ok(())
     }
-}
-
-/// SHA-256 over the policy domain string and the encoded policy.
-pub fn policy_hash(policy: &[u8]) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(POLICY_DOMAIN)
-        .chain_update(policy)
-        .finalize()
-        .into()
 }

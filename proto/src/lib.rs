@@ -16,6 +16,7 @@ mod generated {
     tonic::include_proto!("signer.v1");
 }
 
+pub mod canonical;
 pub mod transport;
 
 /// The generated messages, clients and servers of package `signer.v1`.

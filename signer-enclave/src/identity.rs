@@ -14,12 +14,7 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::secret::{SECRET_LEN, WalletSecret};
 
-/// Domain string signed before an encoded `KeyStatement`.
-pub const KEY_STATEMENT_DOMAIN: &[u8] = b"signer.v1 key statement\0";
-/// Domain string signed before an encoded `KeyringStatement`.
-pub const KEYRING_STATEMENT_DOMAIN: &[u8] = b"signer.v1 keyring statement\0";
-/// HPKE `info` for key import.
-pub const IMPORT_INFO: &[u8] = b"signer.v1 key import\0";
+pub use signer_proto::canonical::{IMPORT_INFO, KEY_STATEMENT_DOMAIN, KEYRING_STATEMENT_DOMAIN};
 
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;

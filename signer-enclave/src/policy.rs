@@ -2,7 +2,6 @@
 //! that stamped a request. Formats and hashes in `SPEC.md`.
 
 use prost::Message as _;
-use sha2::{Digest as _, Sha256};
 use signer_proto::pb;
 
 use crate::Error;
@@ -10,8 +9,6 @@ use crate::stamp::{ApiKeyId, Approvals};
 
 /// Most members of one quorum (the most stamps a request can carry).
 pub const MAX_MEMBERS: usize = signer_proto::MAX_STAMPS;
-
-const ADMINS_DOMAIN: &[u8] = b"signer.v1 keyring admins\0";
 
 /// M of N distinct API keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,14 +215,7 @@ impl KeyringAdmins {
     }
 }
 
-/// SHA-256 over the admin-set domain string and the encoded admin set.
-pub fn admins_hash(encoded: &[u8]) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(ADMINS_DOMAIN)
-        .chain_update(encoded)
-        .finalize()
-        .into()
-}
+pub use signer_proto::canonical::admins_hash;
 
 #[cfg(test)]
 mod tests;

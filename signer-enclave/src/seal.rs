@@ -3,7 +3,6 @@
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -16,19 +15,11 @@ pub const RECORD_VERSION: u8 = 1;
 pub const RECORD_LEN: usize = 1 + 12 + SECRET_LEN + 16;
 
 const RECORD_DOMAIN: &[u8] = b"signer.v1 wallet record\0";
-const POLICY_DOMAIN: &[u8] = b"signer.v1 policy\0";
 const ADMINS_SEAL_DOMAIN: &[u8] = b"signer.v1 keyring admins seal\0";
 /// Length of a keyring's admin seal: version, 12-byte nonce, 16-byte tag.
 pub const ADMINS_SEAL_LEN: usize = 1 + 12 + 16;
 
-/// SHA-256 over the domain string and the encoded policy. The empty policy is the default.
-pub fn policy_hash(policy: &[u8]) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(POLICY_DOMAIN)
-        .chain_update(policy)
-        .finalize()
-        .into()
-}
+pub use signer_proto::canonical::policy_hash;
 
 /// What a sealed record is bound to: any change to these makes it fail to open.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 use getrandom_sys_rng::SysRng;
 use hpke::{Deserializable as _, Serializable as _};
 use rand_core::UnwrapErr;
+use signer_proto::canonical::IMPORT_INFO;
 use signer_proto::pb;
 use signer_proto::pb::request_body::Operation;
 
@@ -14,7 +15,6 @@ use crate::verify::KeyInfo;
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
 type Aead = hpke::aead::ChaCha20Poly1305;
-const IMPORT_INFO: &[u8] = b"signer.v1 key import\0";
 
 impl Client {
     /// Creates a keyring administered by `admins` (`threshold` of them authorise each key

@@ -58,8 +58,8 @@ impl Backend for K256 {
     }
 
     fn secret(key: &K256Key) -> WalletSecret {
-        let mut bytes = key.scalar.to_bytes();
-        let secret = WalletSecret::from_bytes(&bytes.into());
+        let mut bytes: [u8; 32] = key.scalar.to_bytes().into();
+        let secret = WalletSecret::from_bytes(&bytes);
         bytes.zeroize();
         secret
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use signer_proto::pb;
 
 use crate::Error;
-use crate::backend::Backend;
+use crate::backend::{Backend, PublicKey};
 use crate::identity::Identity;
 use crate::ids::KeyId;
 use crate::keyinfo::key_info;
@@ -32,16 +32,16 @@ pub(super) struct Shared<B: Backend> {
 /// A created, imported or re-policied key: its signed public identity and its sealed record.
 pub(super) fn created_reply<B: Backend>(
     shared: &Shared<B>,
-    record: SealedRecord,
+    (record, public): (SealedRecord, PublicKey),
     binding: &[u8],
 ) -> Result<pb::EnclaveCreateKeyResponse, Error> {
-    let identity = shared.vault.identity(&record.key_id)?;
+    let policy = shared.vault.policy(&record.key_id)?;
     let info = key_info(
         &shared.identity,
         &record.key_id,
         &record.keyring_id,
-        &identity.public,
-        &identity.policy,
+        &public,
+        &policy,
         binding,
     );
     Ok(pb::EnclaveCreateKeyResponse {
@@ -130,9 +130,9 @@ pub(super) fn create_key<B: Backend>(
     let (auth, operation) = request::authenticate(request, &shared.guard, now)?;
     let op = request::create_key_op(operation)?;
     let (keyring_id, policy, label) = authorize_new_key(shared, &auth, op, now)?;
-    let (record, _) = shared.vault.create_key(keyring_id, &label, policy)?;
-    tracing::info!(key_id = %record.key_id, keyring = %record.keyring_id, "key created");
-    created_reply(shared, record, &auth.body_hash)
+    let created = shared.vault.create_key(keyring_id, &label, policy)?;
+    tracing::info!(key_id = %created.0.key_id, keyring = %created.0.keyring_id, "key created");
+    created_reply(shared, created, &auth.body_hash)
 }
 
 /// Imports a key sent HPKE-encrypted to this enclave.
@@ -154,12 +154,12 @@ pub(super) fn import_key<B: Backend>(
     let secret = shared
         .identity
         .open_import(&encapsulated_key, &ciphertext, &aad)?;
-    let (record, _) = shared
+    let imported = shared
         .vault
         .import_key(keyring_id, &label, policy, &secret)?;
     drop(secret);
-    tracing::info!(key_id = %record.key_id, keyring = %record.keyring_id, "key imported");
-    created_reply(shared, record, &auth.body_hash)
+    tracing::info!(key_id = %imported.0.key_id, keyring = %imported.0.keyring_id, "key imported");
+    created_reply(shared, imported, &auth.body_hash)
 }
 
 /// Replaces a key's policy with its admins' quorum.
@@ -170,7 +170,7 @@ pub(super) fn update_policy<B: Backend>(
     let now = replay::now_ms();
     let (auth, operation) = request::authenticate(request, &shared.guard, now)?;
     let op = request::update_policy_op(operation)?;
-    let (record, _) =
+    let changed =
         shared
             .vault
             .update_policy(&op.key_id, &op.current_policy_hash, op.policy, |current| {
@@ -180,8 +180,8 @@ pub(super) fn update_policy<B: Backend>(
                 auth.spend_nonce(&shared.guard, now)
             })?;
     shared.limiter.reset(&op.key_id);
-    tracing::info!(key_id = %record.key_id, "policy changed");
-    created_reply(shared, record, &auth.body_hash)
+    tracing::info!(key_id = %op.key_id, "policy changed");
+    created_reply(shared, changed, &auth.body_hash)
 }
 
 /// Creates a keyring whose admins stamped the request.
