@@ -40,6 +40,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Maximum number of stamps on one request.
 pub const MAX_STAMPS: usize = 16;
 
+/// The `UNAUTHENTICATED` message for a body whose timestamp the enclave's time rules refuse (too
+/// old, dated too far ahead, or from before the enclave's boot). Unlike every other
+/// authentication failure it is worth retrying: stamp a new body with a current timestamp.
+pub const STALE_MESSAGE: &str = "request expired; stamp it again";
+
 impl core::fmt::Debug for pb::AwsCredentials {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("AwsCredentials")

@@ -16,15 +16,23 @@ pub enum Error {
     /// is static and goes only to the enclave's log.
     #[error("not authenticated: {0}")]
     Unauthenticated(&'static str),
+    /// The body's timestamp breaks the time rules (older than the window, dated beyond the
+    /// future skew, or before this boot). Retryable by stamping a new body.
+    #[error("stale: {0}")]
+    Stale(&'static str),
     /// The stamps verified but do not satisfy the policy (quorum, approvers, scheme).
     #[error("not permitted: {0}")]
     Denied(&'static str),
     /// The key's rate limit is used up.
     #[error("rate limit exceeded")]
     RateLimited,
-    /// The replay cache is full of live nonces; accepting more would mean forgetting some.
-    #[error("replay cache full")]
-    ReplayCacheFull,
+    /// The nonce cache, or one API key's quota in it, is full of live nonces; accepting more
+    /// would mean forgetting some.
+    #[error("replay cache: {0}")]
+    ReplayCacheFull(&'static str),
+    /// The enclave holds as many keyrings, keys or policies as it is configured for.
+    #[error("capacity: {0}")]
+    Capacity(&'static str),
     /// No such key is loaded.
     #[error("key not found")]
     KeyNotFound,
@@ -72,9 +80,13 @@ impl From<Error> for Status {
         match error {
             Error::InvalidArgument(field) => Status::invalid_argument(field),
             Error::Unauthenticated(_) => Status::unauthenticated("request not authenticated"),
+            Error::Stale(_) => Status::unauthenticated(signer_proto::STALE_MESSAGE),
             Error::Denied(_) => Status::permission_denied("request not permitted"),
             Error::RateLimited => Status::resource_exhausted("rate limit exceeded"),
-            Error::ReplayCacheFull => Status::resource_exhausted("too many requests; retry later"),
+            Error::ReplayCacheFull(_) => {
+                Status::resource_exhausted("too many requests; retry later")
+            }
+            Error::Capacity(_) => Status::resource_exhausted("enclave capacity reached"),
             Error::KeyNotFound => Status::not_found("key not found"),
             Error::KeyringNotFound => Status::not_found("keyring not found"),
             Error::NotReady => Status::unavailable("enclave is loading keys"),

@@ -20,12 +20,25 @@ type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
 type Aead = hpke::aead::ChaCha20Poly1305;
 
+/// What a boot is, as attested alongside the identity keys.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// Random id of this boot.
+    pub id: [u8; 16],
+    /// When it began, by the enclave's clock (ms).
+    pub time_ms: u64,
+    /// The deployment served.
+    pub deployment_id: String,
+    /// SHA-256 of the encoded configuration.
+    pub config_hash: [u8; 32],
+}
+
 /// The identity keys. Both private halves wipe themselves on drop.
 pub struct Identity {
     signing: ed25519_dalek::SigningKey,
     hpke_private: <Kem as hpke::Kem>::PrivateKey,
     hpke_public: [u8; 32],
-    boot_id: [u8; 16],
+    boot: Boot,
 }
 
 impl core::fmt::Debug for Identity {
@@ -45,7 +58,7 @@ impl Identity {
     ///
     /// # Errors
     /// [`Error::Rng`].
-    pub fn generate(boot_id: [u8; 16]) -> Result<Self, Error> {
+    pub fn generate(boot: Boot) -> Result<Self, Error> {
         let mut seed = Zeroizing::new([0u8; 32]);
         getrandom::fill(seed.as_mut())?;
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -59,8 +72,13 @@ impl Identity {
             signing,
             hpke_private,
             hpke_public,
-            boot_id,
+            boot,
         })
+    }
+
+    /// The boot this identity belongs to.
+    pub fn boot(&self) -> &Boot {
+        &self.boot
     }
 
     /// The encoded `EnclaveIdentity`, bound into attestation documents as `user_data`.
@@ -68,7 +86,10 @@ impl Identity {
         pb::EnclaveIdentity {
             signing_public_key: self.signing.verifying_key().to_bytes().to_vec(),
             hpke_public_key: self.hpke_public.to_vec(),
-            boot_id: self.boot_id.to_vec(),
+            boot_id: self.boot.id.to_vec(),
+            boot_time_ms: self.boot.time_ms,
+            deployment_id: self.boot.deployment_id.clone(),
+            config_hash: self.boot.config_hash.to_vec(),
         }
         .encode_to_vec()
     }
@@ -133,9 +154,34 @@ impl Identity {
 mod tests {
     use super::*;
 
+    fn test_boot() -> Boot {
+        Boot {
+            id: [7; 16],
+            time_ms: 1,
+            deployment_id: "test".into(),
+            config_hash: [0; 32],
+        }
+    }
+
+    #[test]
+    fn user_data_carries_the_boot_and_configuration() {
+        let identity = Identity::generate(test_boot()).unwrap();
+        let attested = pb::EnclaveIdentity::decode(identity.user_data().as_slice()).unwrap();
+        assert_eq!(attested.boot_time_ms, 1);
+        assert_eq!(attested.deployment_id, "test");
+        assert_eq!(attested.config_hash, vec![0; 32]);
+        // The NSM caps user_data at 512 bytes; a deployment id at its longest still fits.
+        let long = Identity::generate(Boot {
+            deployment_id: "a".repeat(64),
+            ..test_boot()
+        })
+        .unwrap();
+        assert!(long.user_data().len() <= 512);
+    }
+
     #[test]
     fn statements_verify_under_the_attested_key_and_nothing_else() {
-        let identity = Identity::generate([7; 16]).unwrap();
+        let identity = Identity::generate(test_boot()).unwrap();
         let attested = pb::EnclaveIdentity::decode(identity.user_data().as_slice()).unwrap();
         let statement = pb::KeyStatement {
             key_id: "k-00".into(),
@@ -160,7 +206,7 @@ mod tests {
 
     #[test]
     fn import_opens_only_what_was_sealed_to_this_enclave_with_this_aad() {
-        let identity = Identity::generate([7; 16]).unwrap();
+        let identity = Identity::generate(test_boot()).unwrap();
         let secret = [0x42u8; 32];
         let public = <Kem as hpke::Kem>::PublicKey::from_bytes(identity.hpke_public()).unwrap();
         let (encapped, ciphertext) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(
@@ -179,7 +225,7 @@ mod tests {
         let mut tampered = ciphertext.clone();
         tampered[0] ^= 1;
         assert!(identity.open_import(&enc, &tampered, b"kr-1").is_err());
-        let other = Identity::generate([8; 16]).unwrap();
+        let other = Identity::generate(test_boot()).unwrap();
         assert!(other.open_import(&enc, &ciphertext, b"kr-1").is_err());
     }
 }

@@ -2,20 +2,24 @@
 #![doc = include_str!("../README.md")]
 
 pub mod attestation;
+pub mod auth;
 pub mod backend;
+pub mod config;
 mod error;
 pub mod identity;
 pub mod ids;
+pub mod intake;
 pub mod keyinfo;
 pub mod policy;
 pub mod provider;
 pub mod ratelimit;
 pub mod replay;
-pub mod request;
 pub mod seal;
 pub mod secret;
 pub mod service;
 pub mod stamp;
+#[cfg(test)]
+mod testing;
 pub mod vault;
 
 use std::future::Future;
@@ -29,9 +33,9 @@ use tonic::transport::Server;
 
 use crate::attestation::Attestor;
 use crate::backend::{Backend, BackendKind, K256, Libsecp256k1};
+use crate::config::Settings;
 use crate::provider::KeyWrapper;
 use crate::provider::kms::HostCredentials;
-use crate::replay::ReplayGuard;
 use crate::service::EnclaveApi;
 
 /// What an enclave serves with.
@@ -44,8 +48,8 @@ pub struct Parts {
     pub attestor: Arc<dyn Attestor>,
     /// AWS credentials handed over by the host.
     pub credentials: HostCredentials,
-    /// Replay window and nonce cache.
-    pub guard: ReplayGuard,
+    /// The measured configuration.
+    pub settings: Settings,
 }
 
 /// Serves the enclave API on `listener` until `shutdown` completes.
@@ -70,10 +74,10 @@ async fn serve_with<B: Backend>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let api = EnclaveApi::<B>::new(
+        parts.settings,
         parts.provider,
         parts.attestor,
         parts.credentials,
-        parts.guard,
     )?;
     let api = EnclaveServiceServer::new(api)
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)

@@ -8,13 +8,15 @@ use clap::Parser;
 use signer_enclave::attestation::Attestor;
 use signer_enclave::attestation::nsm::NsmAttestor;
 use signer_enclave::backend::BackendKind;
+use signer_enclave::config::{Capacity, Settings};
 use signer_enclave::provider::KeyWrapper;
-use signer_enclave::provider::kms::{HostCredentials, KmsConfig, KmsProvider};
+use signer_enclave::provider::kms::{HostCredentials, KeyArn, KmsConfig, KmsProvider};
 use signer_enclave::provider::local::LocalProvider;
-use signer_enclave::replay::ReplayGuard;
+use signer_enclave::replay;
 use signer_proto::transport::{Address, Listener};
 
-/// The signer's enclave process.
+/// The signer's enclave process. In production every option comes from the enclave image's
+/// command line, so it is measured into PCR0; the host cannot change it.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -28,12 +30,10 @@ struct Cli {
     /// stand-in: a master key in a 0600 file).
     #[arg(long, default_value = "kms", env = "SIGNER_ENCLAVE_PROVIDER")]
     provider: String,
-    /// KMS key id or ARN that wraps keyring keys (provider kms).
-    #[arg(long, env = "SIGNER_ENCLAVE_KMS_KEY_ID")]
-    kms_key_id: Option<String>,
-    /// AWS region of the KMS key (provider kms).
-    #[arg(long, env = "SIGNER_ENCLAVE_KMS_REGION")]
-    kms_region: Option<String>,
+    /// The KMS key that wraps keyring keys, as a full ARN
+    /// (arn:aws:kms:REGION:ACCOUNT:key/ID; provider kms). Every KMS answer must name it.
+    #[arg(long, env = "SIGNER_ENCLAVE_KMS_KEY_ARN")]
+    kms_key_arn: Option<KeyArn>,
     /// KMS endpoint URL (provider kms); default https://kms.REGION.amazonaws.com. Set it to a
     /// KMS-API test server on a developer machine.
     #[arg(long, env = "SIGNER_ENCLAVE_KMS_ENDPOINT")]
@@ -60,14 +60,52 @@ struct Cli {
     /// outlives it (and never keeps keys in RAM after it), even if the host is killed.
     #[arg(long)]
     exit_with_parent: bool,
-    /// Replay window: bodies stamped more than this many seconds before or after the enclave's
-    /// clock are refused (see SPEC.md on clock drift).
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600), env = "SIGNER_ENCLAVE_REPLAY_WINDOW_SECS")]
+    /// The deployment this enclave serves (1 to 64 of a-z 0-9 . _ -). Stamps sign it, so a
+    /// body stamped for another deployment (staging, say) is refused here.
+    #[arg(long, env = "SIGNER_ENCLAVE_DEPLOYMENT_ID")]
+    deployment_id: String,
+    /// An API key allowed to create keyrings (`ed25519:<hex>` or `p256:<hex>`); repeat or
+    /// separate with commas. None: no keyring can be created (existing ones still load).
+    #[arg(
+        long = "keyring-creator",
+        env = "SIGNER_ENCLAVE_KEYRING_CREATORS",
+        value_delimiter = ','
+    )]
+    keyring_creators: Vec<String>,
+    /// How many of the keyring creators must stamp each `CreateKeyring`.
+    #[arg(
+        long,
+        default_value_t = 1,
+        env = "SIGNER_ENCLAVE_KEYRING_CREATOR_THRESHOLD"
+    )]
+    keyring_creator_threshold: u32,
+    /// Most keyrings open at once (each costs one KMS call per boot).
+    #[arg(long, default_value_t = Capacity::default().keyrings, env = "SIGNER_ENCLAVE_MAX_KEYRINGS")]
+    max_keyrings: usize,
+    /// Most wallet keys held at once.
+    #[arg(long, default_value_t = Capacity::default().keys, env = "SIGNER_ENCLAVE_MAX_KEYS")]
+    max_keys: usize,
+    /// Most distinct key policies held at once.
+    #[arg(long, default_value_t = Capacity::default().policies, env = "SIGNER_ENCLAVE_MAX_POLICIES")]
+    max_policies: usize,
+    /// Replay window: bodies stamped more than this many seconds before the enclave's clock
+    /// are refused (see SPEC.md on clock drift).
+    #[arg(long, default_value_t = replay::DEFAULT_WINDOW_MS / 1_000, value_parser = clap::value_parser!(u64).range(1..=3600), env = "SIGNER_ENCLAVE_REPLAY_WINDOW_SECS")]
     replay_window_secs: u64,
-    /// Most nonces remembered at once (about 64 bytes each); when full, new requests are
+    /// Bodies stamped more than this many seconds after the enclave's clock are refused.
+    #[arg(long, default_value_t = replay::DEFAULT_FUTURE_SKEW_MS / 1_000, value_parser = clap::value_parser!(u64).range(0..=600), env = "SIGNER_ENCLAVE_FUTURE_SKEW_SECS")]
+    future_skew_secs: u64,
+    /// Bodies stamped more than this many seconds before this boot are refused, so a restart
+    /// does not reopen the last window's requests.
+    #[arg(long, default_value_t = replay::DEFAULT_BOOT_SKEW_MS / 1_000, value_parser = clap::value_parser!(u64).range(0..=600), env = "SIGNER_ENCLAVE_BOOT_SKEW_SECS")]
+    boot_skew_secs: u64,
+    /// Most nonces remembered at once (about 80 bytes each); when full, new requests are
     /// refused with RESOURCE_EXHAUSTED until old ones leave the window.
-    #[arg(long, default_value_t = signer_enclave::replay::DEFAULT_CAPACITY, env = "SIGNER_ENCLAVE_NONCE_CAPACITY")]
+    #[arg(long, default_value_t = replay::DEFAULT_CAPACITY, env = "SIGNER_ENCLAVE_NONCE_CAPACITY")]
     nonce_capacity: usize,
+    /// Most nonces one API key may hold at once, so one client cannot fill the cache.
+    #[arg(long, default_value_t = replay::DEFAULT_QUOTA_PER_KEY, env = "SIGNER_ENCLAVE_NONCE_QUOTA_PER_KEY")]
+    nonce_quota_per_key: usize,
 }
 
 #[tokio::main]
@@ -95,18 +133,16 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
     let credentials = HostCredentials::default();
     let provider: Arc<dyn KeyWrapper> = match cli.provider.as_str() {
         "kms" => {
-            let missing = signer_enclave::Error::InvalidArgument(
-                "--provider kms needs --kms-key-id and --kms-region",
-            );
-            let config =
-                KmsConfig {
-                    key_id: cli.kms_key_id.clone().ok_or(missing)?,
-                    region: cli.kms_region.clone().ok_or(
-                        signer_enclave::Error::InvalidArgument("--provider kms needs --kms-region"),
-                    )?,
-                    endpoint: cli.kms_endpoint.clone(),
-                    vsock_proxy: cli.kms_vsock_proxy.clone(),
-                };
+            let config = KmsConfig {
+                key_arn: cli
+                    .kms_key_arn
+                    .clone()
+                    .ok_or(signer_enclave::Error::InvalidArgument(
+                        "--provider kms needs --kms-key-arn",
+                    ))?,
+                endpoint: cli.kms_endpoint.clone(),
+                vsock_proxy: cli.kms_vsock_proxy.clone(),
+            };
             if let Some(proxy) = &config.vsock_proxy {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:443").await.map_err(|_| {
                     signer_enclave::Error::Provider("cannot listen on 127.0.0.1:443 for the KMS forwarder (loopback interface down?)")
@@ -117,12 +153,12 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
                     proxy.clone(),
                 ));
             }
-            tracing::info!(key_id = %config.key_id, region = %config.region, endpoint = ?config.endpoint, "key-wrapping provider: AWS KMS with attestation");
+            tracing::info!(key_arn = %config.key_arn, endpoint = ?config.endpoint, "key-wrapping provider: AWS KMS with attestation");
             Arc::new(KmsProvider::new(
                 config,
                 credentials.clone(),
                 Arc::clone(&attestor),
-            ))
+            )?)
         }
         "local" => {
             tracing::warn!(
@@ -150,14 +186,41 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
         .local_address()
         .map_or_else(|| cli.listen.to_string(), |a| a.to_string());
     tracing::info!(address = %bound, backend = ?cli.backend, "listening");
+    let settings = settings(&cli, provider.name())?;
     let parts = signer_enclave::Parts {
         backend: cli.backend,
         provider,
         attestor,
         credentials,
-        guard: ReplayGuard::new(cli.replay_window_secs * 1_000, cli.nonce_capacity),
+        settings,
     };
     signer_enclave::serve(listener, parts, shutdown_signal(cli.exit_with_parent)).await
+}
+
+fn settings(cli: &Cli, provider: &str) -> Result<Settings, signer_enclave::Error> {
+    let settings = Settings {
+        deployment_id: cli.deployment_id.clone(),
+        creators: Settings::creators(&cli.keyring_creators, cli.keyring_creator_threshold)?,
+        capacity: Capacity {
+            keyrings: cli.max_keyrings,
+            keys: cli.max_keys,
+            policies: cli.max_policies,
+        },
+        window_ms: cli.replay_window_secs * 1_000,
+        future_skew_ms: cli.future_skew_secs * 1_000,
+        boot_skew_ms: cli.boot_skew_secs * 1_000,
+        nonce_capacity: cli.nonce_capacity,
+        nonce_quota_per_key: cli.nonce_quota_per_key,
+        provider: provider.to_owned(),
+        kms_key_arn: cli
+            .kms_key_arn
+            .as_ref()
+            .filter(|_| provider == "aws-kms")
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    };
+    settings.validate()?;
+    Ok(settings)
 }
 
 fn attestor(cli: &Cli) -> Result<Arc<dyn Attestor>, signer_enclave::Error> {

@@ -58,20 +58,38 @@ impl Quorum {
     /// Whether at least `threshold` distinct members stamped. Stamps by non-members do not count
     /// (and do not hurt). The empty quorum is never satisfied.
     pub fn satisfied_by(&self, approvals: &Approvals) -> bool {
-        let approving = self
-            .members
-            .iter()
-            .filter(|m| approvals.contains(m))
-            .count();
-        self.threshold > 0 && approving >= self.threshold
+        self.threshold > 0 && self.approving(approvals).count() >= self.threshold
+    }
+
+    /// Whether `key` is a member.
+    pub fn has_member(&self, key: &ApiKeyId) -> bool {
+        self.members.contains(key)
+    }
+
+    /// The members, in the order given.
+    pub fn members(&self) -> &[ApiKeyId] {
+        &self.members
+    }
+
+    /// The quorum of every member of `self` (N of N): for proofs of possession.
+    pub fn everyone(&self) -> Self {
+        Self {
+            members: self.members.clone(),
+            threshold: self.members.len(),
+        }
+    }
+
+    /// The members that stamped, in member order.
+    pub fn approving<'a>(&'a self, approvals: &'a Approvals) -> impl Iterator<Item = &'a ApiKeyId> {
+        self.members.iter().filter(|m| approvals.contains(m))
     }
 
     /// Canonical members (normalised keys), for re-encoding.
-    fn to_proto(&self) -> Vec<pb::ApiKey> {
+    pub(crate) fn to_proto(&self) -> Vec<pb::ApiKey> {
         self.members.iter().map(|k| k.to_proto()).collect()
     }
 
-    fn threshold_u32(&self) -> u32 {
+    pub(crate) fn threshold_u32(&self) -> u32 {
         u32::try_from(self.threshold).expect("threshold ≤ 16 qed")
     }
 }
@@ -149,26 +167,6 @@ impl KeyPolicy {
         .encode_to_vec()
     }
 
-    /// The policy a key gets when its creator sends none: the creating API keys approve (any
-    /// one of them) and administer (any one), every scheme allowed, no rate limit.
-    pub fn default_for(approvals: &Approvals) -> Self {
-        let members: Vec<ApiKeyId> = approvals.keys().take(MAX_MEMBERS).copied().collect();
-        let quorum = Quorum {
-            members,
-            threshold: 1,
-        };
-        Self {
-            version: 1,
-            approvers: quorum.clone(),
-            schemes: vec![
-                pb::SignatureScheme::EcdsaSecp256k1,
-                pb::SignatureScheme::Bip340Schnorr,
-            ],
-            max_per_minute: 0,
-            admins: quorum,
-        }
-    }
-
     /// Whether the policy lets `scheme` sign.
     pub fn allows(&self, scheme: pb::SignatureScheme) -> bool {
         self.schemes.contains(&scheme)
@@ -207,11 +205,15 @@ impl KeyringAdmins {
 
     /// Canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    /// The canonical wire form.
+    pub fn to_proto(&self) -> pb::KeyringAdmins {
         pb::KeyringAdmins {
             admins: self.quorum.to_proto(),
             threshold: self.quorum.threshold_u32(),
         }
-        .encode_to_vec()
     }
 }
 

@@ -1,28 +1,40 @@
-//! Replay protection: a body is accepted only inside a time window around the enclave's clock,
-//! and each nonce only once while its body could still be accepted. Memory is bounded: when the
-//! cache is full of live nonces, new requests are refused rather than old nonces forgotten.
+//! Replay protection. A body is accepted only while its timestamp is inside the enclave's time
+//! rules ([`TimeRules`]): not older than the replay window, not further in the future than a
+//! small skew, and not older than this boot (beyond a small skew), so a restart does not reopen
+//! the bodies of the last window. Within those rules each nonce is accepted once
+//! ([`ReplayGuard`]).
+//!
+//! A nonce is first *reserved*, when the request is authorised, and *committed* only when the
+//! operation is certain to run; a reservation dropped uncommitted is released, so a request
+//! refused for a retryable reason (enclave still loading, rate limit, KMS down) can be sent again
+//! unchanged. Memory is bounded twice: by the cache's capacity, and by a quota per API key (the
+//! first counted member of the quorum that authorised the request), so one client cannot fill
+//! the cache for everyone. A full cache refuses; it never forgets a live nonce.
 //!
 //! Clock drift: the enclave's clock comes from the Nitro hypervisor and drifts (seconds per week
-//! have been reported); the host cannot set it. The window is symmetric, `now ± window`, so a
-//! client whose clock differs from the enclave's by `d` keeps working while `d` plus its
-//! request's transit time stays under the window. The default window (120 s) absorbs weeks of
-//! drift; the enclave reports its clock in `Status.clock_ms` so operators can watch the offset
-//! against the parent's NTP-synced clock, and clients may read it from an attestation document.
-//! A nonce is remembered until its body's timestamp leaves the window, so no replay is possible
-//! however the clocks drift.
+//! have been reported); the host cannot set it. `Status.clock_ms` and every attestation document
+//! carry the enclave's clock, so clients can stamp by it (the SDK does) and operators can alarm
+//! on drift.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 
 use crate::Error;
+use crate::stamp::ApiKeyId;
 
-/// Default half-width of the window.
+/// Default replay window: bodies older than this are refused.
 pub const DEFAULT_WINDOW_MS: u64 = 120_000;
-/// Default number of live nonces remembered (about 64 MiB at most).
+/// Default future skew: bodies dated further ahead than this are refused.
+pub const DEFAULT_FUTURE_SKEW_MS: u64 = 10_000;
+/// Default boot skew: bodies dated earlier than this before the boot are refused.
+pub const DEFAULT_BOOT_SKEW_MS: u64 = 5_000;
+/// Default number of live nonces remembered (about 80 MiB at most).
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
+/// Default number of live nonces one API key may hold.
+pub const DEFAULT_QUOTA_PER_KEY: usize = 250_000;
 
 /// Milliseconds since the Unix epoch by the enclave's clock.
 pub fn now_ms() -> u64 {
@@ -31,82 +43,154 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The window and the nonces seen inside it.
+/// Which body timestamps the enclave accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeRules {
+    /// Oldest accepted body, relative to the enclave's clock.
+    pub window_ms: u64,
+    /// Furthest-ahead accepted body, relative to the enclave's clock.
+    pub future_skew_ms: u64,
+    /// Oldest accepted body relative to the boot.
+    pub boot_skew_ms: u64,
+    /// When this boot began.
+    pub boot_ms: u64,
+}
+
+impl TimeRules {
+    /// Refuses a body whose timestamp breaks a rule.
+    ///
+    /// # Errors
+    /// [`Error::Stale`] naming the rule.
+    pub fn check(&self, timestamp_ms: u64, now: u64) -> Result<(), Error> {
+        if timestamp_ms.saturating_add(self.window_ms) < now {
+            return Err(Error::Stale("body older than the replay window"));
+        }
+        if timestamp_ms > now.saturating_add(self.future_skew_ms) {
+            return Err(Error::Stale("body dated beyond the future skew"));
+        }
+        if timestamp_ms.saturating_add(self.boot_skew_ms) < self.boot_ms {
+            return Err(Error::Stale("body predates this enclave boot"));
+        }
+        Ok(())
+    }
+
+    /// When a body stamped at `timestamp_ms` leaves the window: its nonce can be forgotten then.
+    fn expiry(&self, timestamp_ms: u64) -> u64 {
+        timestamp_ms.saturating_add(self.window_ms)
+    }
+}
+
+/// The time rules and the nonces seen under them.
 #[derive(Debug)]
 pub struct ReplayGuard {
-    window_ms: u64,
+    rules: TimeRules,
     capacity: usize,
+    quota: usize,
     seen: Mutex<Seen>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    owner: u64,
+    expires: u64,
 }
 
 #[derive(Debug, Default)]
 struct Seen {
-    nonces: HashSet<[u8; 16]>,
+    nonces: HashMap<[u8; 16], Entry>,
     /// Nonces by the time (ms) after which their body is outside the window.
     expiry: BTreeMap<u64, Vec<[u8; 16]>>,
+    /// Live nonces per owner (a fingerprint of the API key charged).
+    per_owner: HashMap<u64, usize>,
+}
+
+/// A nonce held for a request that is authorised but not yet carried out. Commit it when the
+/// operation is certain to run; dropping it uncommitted releases the nonce.
+#[must_use = "a reservation dropped uncommitted releases its nonce"]
+#[derive(Debug)]
+pub struct Reservation<'g> {
+    guard: &'g ReplayGuard,
+    key: [u8; 16],
+    committed: bool,
+}
+
+impl Reservation<'_> {
+    /// Spends the nonce for good.
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.guard.lock().release(&self.key);
+        }
+    }
 }
 
 impl ReplayGuard {
-    /// A guard accepting bodies within `window_ms` of the clock, remembering up to `capacity`
-    /// nonces.
-    pub fn new(window_ms: u64, capacity: usize) -> Self {
+    /// A guard under `rules` remembering up to `capacity` nonces, at most `quota` per API key.
+    pub fn new(rules: TimeRules, capacity: usize, quota: usize) -> Self {
         Self {
-            window_ms,
+            rules,
             capacity,
+            quota,
             seen: Mutex::default(),
         }
     }
 
-    /// The window's half-width in milliseconds.
-    pub fn window_ms(&self) -> u64 {
-        self.window_ms
+    /// The time rules.
+    pub fn rules(&self) -> &TimeRules {
+        &self.rules
     }
 
-    /// Refuses a body whose timestamp is outside `now ± window`.
-    ///
-    /// # Errors
-    /// [`Error::Unauthenticated`].
-    pub fn check_time(&self, timestamp_ms: u64, now: u64) -> Result<(), Error> {
-        if timestamp_ms.abs_diff(now) > self.window_ms {
-            return Err(Error::Unauthenticated(
-                "timestamp outside the replay window",
-            ));
-        }
-        Ok(())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records `nonce` for a body stamped at `timestamp_ms` (already inside the window), or
-    /// refuses it if it was seen.
+    /// Reserves `nonce` for a body stamped at `timestamp_ms`, charged to `owner`.
     ///
     /// # Errors
-    /// [`Error::Unauthenticated`] for a replay; [`Error::ReplayCacheFull`] when full.
-    pub fn admit(&self, timestamp_ms: u64, nonce: &[u8], now: u64) -> Result<(), Error> {
-        self.check_time(timestamp_ms, now)?;
+    /// [`Error::Stale`] outside the time rules; [`Error::Unauthenticated`] for a nonce already
+    /// seen; [`Error::ReplayCacheFull`] when the cache or the owner's quota is full.
+    pub fn reserve(
+        &self,
+        timestamp_ms: u64,
+        nonce: &[u8],
+        owner: &ApiKeyId,
+        now: u64,
+    ) -> Result<Reservation<'_>, Error> {
+        self.rules.check(timestamp_ms, now)?;
         // Fixed-size keys: nonces are 16 to 32 client-chosen bytes inside stamped bodies.
-        let digest = Sha256::digest(nonce);
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = fingerprint::<16>(nonce);
+        let owner = u64::from_be_bytes(fingerprint::<8>(owner.as_bytes()));
+        let mut seen = self.lock();
         seen.expire(now);
-        if seen.nonces.contains(&key) {
+        if seen.nonces.contains_key(&key) {
             return Err(Error::Unauthenticated("nonce replayed"));
         }
         if seen.nonces.len() >= self.capacity {
-            return Err(Error::ReplayCacheFull);
+            return Err(Error::ReplayCacheFull("nonce cache full"));
         }
-        seen.nonces.insert(key);
-        let expires = timestamp_ms.saturating_add(self.window_ms);
+        let charged = seen.per_owner.entry(owner).or_default();
+        if *charged >= self.quota {
+            return Err(Error::ReplayCacheFull("API key's nonce quota full"));
+        }
+        *charged += 1;
+        let expires = self.rules.expiry(timestamp_ms);
+        seen.nonces.insert(key, Entry { owner, expires });
         seen.expiry.entry(expires).or_default().push(key);
-        Ok(())
+        Ok(Reservation {
+            guard: self,
+            key,
+            committed: false,
+        })
     }
 
-    /// Live nonces remembered.
+    /// Live nonces remembered (reserved or committed).
     pub fn len(&self) -> usize {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .nonces
-            .len()
+        self.lock().nonces.len()
     }
 
     /// Whether no nonce is remembered.
@@ -115,64 +199,44 @@ impl ReplayGuard {
     }
 }
 
+fn fingerprint<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let digest = Sha256::digest(bytes);
+    let mut out = [0u8; N];
+    out.copy_from_slice(&digest[..N]);
+    out
+}
+
 impl Seen {
+    fn forget(&mut self, key: &[u8; 16]) -> Option<Entry> {
+        let entry = self.nonces.remove(key)?;
+        if let Some(count) = self.per_owner.get_mut(&entry.owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_owner.remove(&entry.owner);
+            }
+        }
+        Some(entry)
+    }
+
+    fn release(&mut self, key: &[u8; 16]) {
+        // Its expiry slot stays; `expire` skips keys no longer held under that expiry.
+        self.forget(key);
+    }
+
     fn expire(&mut self, now: u64) {
-        while let Some(entry) = self.expiry.first_entry() {
-            if *entry.key() >= now {
+        while let Some(slot) = self.expiry.first_entry() {
+            if *slot.key() >= now {
                 break;
             }
-            for key in entry.remove() {
-                self.nonces.remove(&key);
+            let expires = *slot.key();
+            for key in slot.remove() {
+                if self.nonces.get(&key).is_some_and(|e| e.expires == expires) {
+                    self.forget(&key);
+                }
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: u64 = 1_800_000_000_000;
-
-    #[test]
-    fn window_is_symmetric() {
-        let guard = ReplayGuard::new(1_000, 10);
-        assert!(guard.check_time(NOW - 1_000, NOW).is_ok());
-        assert!(guard.check_time(NOW + 1_000, NOW).is_ok());
-        assert!(guard.check_time(NOW - 1_001, NOW).is_err());
-        assert!(guard.check_time(NOW + 1_001, NOW).is_err());
-        assert!(guard.check_time(0, NOW).is_err());
-    }
-
-    #[test]
-    fn a_nonce_is_accepted_once_until_its_body_expires() {
-        let guard = ReplayGuard::new(1_000, 10);
-        guard.admit(NOW, &[1; 16], NOW).unwrap();
-        assert!(matches!(
-            guard.admit(NOW, &[1; 16], NOW + 500),
-            Err(Error::Unauthenticated("nonce replayed"))
-        ));
-        // Same nonce under a new timestamp is still a replay while the first is remembered.
-        assert!(guard.admit(NOW + 900, &[1; 16], NOW + 900).is_err());
-        guard.admit(NOW, &[2; 16], NOW).unwrap();
-        assert_eq!(guard.len(), 2);
-        // Once the first body is outside the window its nonce is forgotten, and that body
-        // itself can no longer be replayed: the timestamp check refuses it.
-        assert!(guard.admit(NOW, &[1; 16], NOW + 1_001).is_err());
-        guard.admit(NOW + 1_001, &[3; 16], NOW + 1_001).unwrap();
-        assert_eq!(guard.len(), 1, "expired nonces are dropped");
-    }
-
-    #[test]
-    fn a_full_cache_refuses_rather_than_forgets() {
-        let guard = ReplayGuard::new(1_000, 2);
-        guard.admit(NOW, &[1; 16], NOW).unwrap();
-        guard.admit(NOW, &[2; 16], NOW).unwrap();
-        assert!(matches!(
-            guard.admit(NOW, &[3; 16], NOW),
-            Err(Error::ReplayCacheFull)
-        ));
-        assert!(guard.admit(NOW, &[1; 16], NOW).is_err(), "still remembered");
-        guard.admit(NOW + 1_001, &[3; 16], NOW + 1_001).unwrap();
-    }
-}
+mod tests;

@@ -18,10 +18,12 @@ use self::ops::Shared;
 use crate::Error;
 use crate::attestation::{AttestRequest, Attestor};
 use crate::backend::Backend;
-use crate::ids::KeyringId;
+use crate::config::Settings;
+use crate::identity::{Boot, Identity};
+use crate::intake;
 use crate::provider::KeyWrapper;
 use crate::provider::kms::{self, HostCredentials};
-use crate::replay::{self, ReplayGuard};
+use crate::replay::{self, ReplayGuard, TimeRules};
 use crate::vault::Phase;
 
 /// The enclave service over a chosen backend.
@@ -30,28 +32,45 @@ pub struct EnclaveApi<B: Backend> {
     provider: Arc<dyn KeyWrapper>,
     attestor: Arc<dyn Attestor>,
     credentials: HostCredentials,
-    boot_id: [u8; 16],
 }
 
 impl<B: Backend> EnclaveApi<B> {
-    /// A new, empty enclave awaiting keyrings, with a fresh identity.
+    /// A new, empty enclave awaiting keyrings, with a fresh identity; this boot begins now.
     ///
     /// # Errors
     /// [`Error::Rng`] if the boot id or identity keys cannot be drawn.
     pub fn new(
+        settings: Settings,
         provider: Arc<dyn KeyWrapper>,
         attestor: Arc<dyn Attestor>,
         credentials: HostCredentials,
-        guard: ReplayGuard,
     ) -> Result<Self, Error> {
-        let mut boot_id = [0u8; 16];
-        getrandom::fill(&mut boot_id)?;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id)?;
+        let boot = Boot {
+            id,
+            time_ms: replay::now_ms(),
+            deployment_id: settings.deployment_id.clone(),
+            config_hash: signer_proto::canonical::config_hash(&settings.encode()),
+        };
+        let rules = TimeRules {
+            window_ms: settings.window_ms,
+            future_skew_ms: settings.future_skew_ms,
+            boot_skew_ms: settings.boot_skew_ms,
+            boot_ms: boot.time_ms,
+        };
+        let guard = ReplayGuard::new(rules, settings.nonce_capacity, settings.nonce_quota_per_key);
+        tracing::info!(
+            deployment = %settings.deployment_id,
+            creators = settings.creators.members().len(),
+            config_hash = %hex::encode(boot.config_hash),
+            "configuration"
+        );
         Ok(Self {
-            shared: ops::shared(guard, boot_id)?,
+            shared: ops::shared(settings, guard, Identity::generate(boot)?),
             provider,
             attestor,
             credentials,
-            boot_id,
         })
     }
 }
@@ -64,9 +83,11 @@ pub(crate) fn status(call: &'static str, error: Error) -> Status {
         }
         // Refusals of authentication and authorisation: the reason is logged here only.
         Error::Unauthenticated(_)
+        | Error::Stale(_)
         | Error::Denied(_)
         | Error::RateLimited
-        | Error::ReplayCacheFull => tracing::info!(call, %error, "refused"),
+        | Error::ReplayCacheFull(_)
+        | Error::Capacity(_) => tracing::info!(call, %error, "refused"),
         _ => tracing::warn!(call, %error, "failed"),
     }
     Status::from(error)
@@ -87,9 +108,12 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             Phase::Unrecoverable => pb::Phase::Unrecoverable,
         };
         let (keyrings, keys) = vault.counts();
+        let boot = self.shared.identity.boot();
         Ok(Response::new(pb::StatusResponse {
             phase: phase.into(),
-            boot_id: self.boot_id.to_vec(),
+            boot_id: boot.id.to_vec(),
+            boot_time_ms: boot.time_ms,
+            deployment_id: boot.deployment_id.clone(),
             backend: B::NAME.to_owned(),
             provider: self.provider.name().to_owned(),
             keyrings: u32::try_from(keyrings).unwrap_or(u32::MAX),
@@ -114,17 +138,11 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::LoadKeyringRequest>,
     ) -> Result<Response<pb::LoadKeyringResponse>, Status> {
-        let request = request.into_inner();
-        let id = KeyringId::parse(&request.keyring_id).map_err(|e| status("LoadKeyring", e))?;
+        let stored =
+            intake::host::keyring(request.into_inner()).map_err(|e| status("LoadKeyring", e))?;
         self.shared
             .vault
-            .load_keyring(
-                self.provider.as_ref(),
-                id,
-                &request.wrapped_key,
-                &request.admins,
-                &request.admins_seal,
-            )
+            .load_keyring(self.provider.as_ref(), &stored)
             .await
             .map_err(|e| status("LoadKeyring", e))?;
         Ok(Response::new(pb::LoadKeyringResponse {}))
@@ -238,7 +256,10 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         .await
         .map_err(|_| Status::internal("internal error"))?
         .map_err(|e| status("Attest", e))?;
-        Ok(Response::new(pb::AttestResponse { document }))
+        Ok(Response::new(pb::AttestResponse {
+            document,
+            config: self.shared.config.clone(),
+        }))
     }
 
     async fn set_credentials(
@@ -246,17 +267,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         request: Request<pb::AwsCredentials>,
     ) -> Result<Response<pb::SetCredentialsResponse>, Status> {
         let c = request.into_inner();
-        if c.access_key_id.is_empty()
-            || c.secret_access_key.is_empty()
-            || c.access_key_id.len() > 256
-            || c.secret_access_key.len() > 256
-            || c.session_token.len() > 8192
-        {
-            return Err(status(
-                "SetCredentials",
-                Error::InvalidArgument("malformed credentials"),
-            ));
-        }
+        intake::host::credentials(&c).map_err(|e| status("SetCredentials", e))?;
         self.credentials.set(kms::credentials(
             c.access_key_id,
             c.secret_access_key,

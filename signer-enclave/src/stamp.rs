@@ -1,6 +1,6 @@
-//! Stamps: client API-key signatures over the exact body bytes. Every stamp on a request is
-//! verified before anything is decoded from its body; what survives is the set of API keys that
-//! signed it, which policies then count.
+//! Stamps: client API-key signatures over a domain string, the deployment id and the exact body
+//! bytes. Only stamps by keys in the set an operation is authorised by are verified; what
+//! survives is the set of those API keys that signed, which quorums then count.
 
 use std::collections::BTreeSet;
 
@@ -55,6 +55,14 @@ impl ApiKeyId {
         }
     }
 
+    /// The key's bytes (scheme-specific length).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ApiKeyId::P256(key) => key,
+            ApiKeyId::Ed25519(key) => key,
+        }
+    }
+
     /// The key as it appears in a policy.
     pub fn to_proto(self) -> pb::ApiKey {
         match self {
@@ -80,15 +88,15 @@ pub enum Verifier {
 }
 
 impl Verifier {
-    /// Whether `signature` is this key's valid signature over `body`: P-256 ECDSA over SHA-256
-    /// (64-byte r‖s; high-S accepted, as P-256 ECDSA is not normalised), or strict Ed25519
-    /// (canonical S, no small-order R or key).
-    pub fn verify(&self, body: &[u8], signature: &[u8]) -> bool {
+    /// Whether `signature` is this key's valid signature over `message`: P-256 ECDSA over
+    /// SHA-256 (64-byte r‖s; high-S accepted, as P-256 ECDSA is not normalised), or strict
+    /// Ed25519 (canonical S, no small-order R or key).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match self {
             Verifier::P256(key) => p256::ecdsa::Signature::from_slice(signature)
-                .is_ok_and(|sig| key.verify(body, &sig).is_ok()),
+                .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
             Verifier::Ed25519(key) => <[u8; 64]>::try_from(signature).is_ok_and(|bytes| {
-                key.verify_strict(body, &ed25519_dalek::Signature::from_bytes(&bytes))
+                key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&bytes))
                     .is_ok()
             }),
         }
@@ -109,25 +117,76 @@ impl Approvals {
     pub fn keys(&self) -> impl Iterator<Item = &ApiKeyId> {
         self.0.iter()
     }
+
+    /// Approvals by exactly `keys`, for tests of the policy arithmetic.
+    #[cfg(test)]
+    pub fn of(keys: impl IntoIterator<Item = ApiKeyId>) -> Self {
+        Self(keys.into_iter().collect())
+    }
 }
 
-/// Verifies every stamp over `body`. All must verify: a relay that adds, edits or mangles one
-/// gets the request refused. The same key stamping twice counts once.
+impl ApiKeyId {
+    /// A stamp's key id from its canonical wire form, without curve arithmetic: P-256 keys are
+    /// 33-byte SEC1 compressed points, Ed25519 keys 32 bytes. Lets the enclave decide whether a
+    /// stamp is relevant before spending anything on it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown scheme or a key in another form.
+    pub fn from_stamp(scheme: i32, public_key: &[u8]) -> Result<Self, Error> {
+        match pb::StampScheme::try_from(scheme) {
+            Ok(pb::StampScheme::P256Sha256) => match <[u8; 33]>::try_from(public_key) {
+                Ok(bytes) if matches!(bytes[0], 0x02 | 0x03) => Ok(ApiKeyId::P256(bytes)),
+                _ => Err(Error::InvalidArgument(
+                    "P-256 stamp keys must be SEC1 compressed (33 bytes)",
+                )),
+            },
+            Ok(pb::StampScheme::Ed25519) => <[u8; 32]>::try_from(public_key)
+                .map(ApiKeyId::Ed25519)
+                .map_err(|_| Error::InvalidArgument("Ed25519 API key must be 32 bytes")),
+            Ok(pb::StampScheme::Unspecified) | Err(_) => {
+                Err(Error::InvalidArgument("unknown stamp scheme"))
+            }
+        }
+    }
+}
+
+/// Verifies the stamps over `message` (the stamp message: domain, deployment id and body) of
+/// every API key for which `relevant` holds; stamps by other keys count for nothing and are
+/// ignored without being verified, so a stranger's stamps cost the enclave nothing. Every
+/// relevant stamp must verify: a relay that edits or mangles one gets the request refused. The
+/// same key stamping twice counts once.
 ///
-/// Every stamp is verified even after one fails, so the time taken does not say which failed.
+/// Every relevant stamp is verified even after one fails, so the time taken does not say which
+/// failed.
 ///
 /// # Errors
-/// [`Error::Unauthenticated`] when there are no stamps or any stamp fails.
-pub fn verify_stamps(body: &[u8], stamps: &[pb::Stamp]) -> Result<Approvals, Error> {
+/// [`Error::Unauthenticated`] when there are no stamps or a relevant stamp fails;
+/// [`Error::InvalidArgument`] for a stamp key that is not in canonical form.
+pub fn verify_relevant(
+    message: impl FnOnce() -> Vec<u8>,
+    stamps: &[pb::Stamp],
+    relevant: impl Fn(&ApiKeyId) -> bool,
+) -> Result<Approvals, Error> {
     if stamps.is_empty() {
         return Err(Error::Unauthenticated("no stamps"));
     }
-    let mut approvals = BTreeSet::new();
-    let mut all_valid = true;
+    let mut candidates = Vec::with_capacity(stamps.len());
     for stamp in stamps {
+        let id = ApiKeyId::from_stamp(stamp.scheme, &stamp.public_key)?;
+        if relevant(&id) {
+            candidates.push((id, stamp));
+        }
+    }
+    let mut approvals = BTreeSet::new();
+    if candidates.is_empty() {
+        return Ok(Approvals(approvals));
+    }
+    let message = message();
+    let mut all_valid = true;
+    for (id, stamp) in candidates {
         match ApiKeyId::parse(stamp.scheme, &stamp.public_key) {
-            Ok((id, verifier)) => {
-                all_valid &= verifier.verify(body, &stamp.signature);
+            Ok((_, verifier)) => {
+                all_valid &= verifier.verify(&message, &stamp.signature);
                 approvals.insert(id);
             }
             Err(_) => all_valid = false,

@@ -1,8 +1,14 @@
 //! The in-RAM vault: open keyrings, loaded wallet keys, and the lifecycle phase.
 //!
 //! Secrets enter only through [`Vault::load_keyring`] / [`Vault::create_keyring`] (keyring keys,
-//! from the provider) and [`Vault::load_key`] / [`Vault::create_key`] (wallet secrets, opened or
-//! generated here). Nothing in this module returns or logs a secret.
+//! from the provider) and [`Vault::load_key`] / [`Vault::create_key`] / [`Vault::import_key`]
+//! (wallet secrets, opened or generated here). Every method that signs, creates or changes a key
+//! requires an [`Authorized`] proof, and commits it only at the point of no return; signing and
+//! policy changes check the policy and act under one lookup. Nothing in this module returns or
+//! logs a secret.
+
+mod keyrings;
+mod policies;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -11,13 +17,18 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use subtle::ConstantTimeEq as _;
 
+pub use self::keyrings::NewKeyring;
+use self::keyrings::OpenKeyring;
+pub use self::policies::PolicyEntry;
+use self::policies::{Interned, PolicyTable};
 use crate::Error;
+use crate::auth::{Authorized, Committed};
 use crate::backend::{Backend, PublicKey};
+use crate::config::Capacity;
 use crate::ids::{KeyId, KeyringId};
-use crate::policy::{self, KeyPolicy, KeyringAdmins};
-use crate::provider::KeyWrapper;
+use crate::policy::KeyPolicy;
 use crate::seal::{self, Binding};
-use crate::secret::{KeyringKey, WalletSecret};
+use crate::secret::WalletSecret;
 
 /// Lifecycle phase. Only [`Phase::Ready`] signs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,10 +52,9 @@ impl Phase {
 }
 
 /// A wallet key held in RAM: kept small, since a vault holds millions of them. Keyrings and
-/// policy hashes are shared by many keys and stored once; labels stay with the host.
+/// policies are shared by many keys and stored once; labels stay with the host.
 pub struct LoadedKey<B: Backend> {
-    /// The backend's prepared key (wipes its secret on drop).
-    pub key: B::Key,
+    key: B::Key,
     keyring: u32,
     policy: u32,
 }
@@ -58,78 +68,6 @@ pub struct KeyIdentity {
     pub keyring_id: KeyringId,
     /// Its policy.
     pub policy: Arc<PolicyEntry>,
-}
-
-/// A policy in force for one or more keys: parsed once, shared by every key that has it.
-#[derive(Debug)]
-pub struct PolicyEntry {
-    /// SHA-256 of `bytes` (see [`seal::policy_hash`]).
-    pub hash: [u8; 32],
-    /// The encoded policy, as sealed.
-    pub bytes: Vec<u8>,
-    /// The parsed policy.
-    pub policy: KeyPolicy,
-}
-
-#[derive(Debug, Default)]
-struct PolicyTable {
-    index: HashMap<[u8; 32], u32>,
-    entries: Vec<Arc<PolicyEntry>>,
-}
-
-/// An open keyring: its key and its admin set.
-struct OpenKeyring {
-    key: KeyringKey,
-    admins: Arc<KeyringAdmins>,
-    admins_hash: [u8; 32],
-}
-
-/// A keyring made by [`Vault::create_keyring`], for the host to store.
-#[derive(Debug)]
-pub struct NewKeyring {
-    /// Its id.
-    pub id: KeyringId,
-    /// The provider-wrapped keyring key.
-    pub wrapped: Vec<u8>,
-    /// The encoded admin set.
-    pub admins: Vec<u8>,
-    /// SHA-256 of the admin set (see [`policy::admins_hash`]).
-    pub admins_hash: [u8; 32],
-    /// The seal binding the admin set to the keyring key.
-    pub admins_seal: Vec<u8>,
-}
-
-/// Values shared by many keys, each stored once and referred to by index.
-#[derive(Debug)]
-struct Interned<T> {
-    index: HashMap<T, u32>,
-    values: Vec<T>,
-}
-
-impl<T> Default for Interned<T> {
-    fn default() -> Self {
-        Self {
-            index: HashMap::new(),
-            values: Vec::new(),
-        }
-    }
-}
-
-impl<T: Copy + Eq + std::hash::Hash> Interned<T> {
-    fn intern(&mut self, value: T) -> u32 {
-        if let Some(&i) = self.index.get(&value) {
-            return i;
-        }
-        let i = u32::try_from(self.values.len())
-            .expect("fewer than 2^32 distinct keyrings or policies qed");
-        self.values.push(value);
-        self.index.insert(value, i);
-        i
-    }
-
-    fn get(&self, i: u32) -> T {
-        self.values[usize::try_from(i).expect("u32 fits in usize qed")]
-    }
 }
 
 /// A sealed record as it travels between host and enclave.
@@ -149,6 +87,20 @@ pub struct SealedRecord {
     pub sealed: Vec<u8>,
 }
 
+/// A key just created, imported or re-policied: its record for the host, its public key and
+/// policy for the signed reply, and the committed request it answers.
+#[derive(Debug)]
+pub struct Changed {
+    /// The sealed record to store.
+    pub record: SealedRecord,
+    /// The public key.
+    pub public: PublicKey,
+    /// The policy now in force.
+    pub policy: Arc<PolicyEntry>,
+    /// The request, committed.
+    pub committed: Committed,
+}
+
 /// Why a stored record was refused at load. Generic on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -160,6 +112,8 @@ pub enum Rejection {
     SealCheckFailed,
     /// Its policy does not decode or validate.
     InvalidPolicy,
+    /// The vault holds as many keys (or distinct policies) as it is configured for.
+    OverCapacity,
 }
 
 impl Rejection {
@@ -170,6 +124,7 @@ impl Rejection {
             Rejection::Duplicate => "duplicate key id",
             Rejection::SealCheckFailed => "seal check failed",
             Rejection::InvalidPolicy => "invalid policy",
+            Rejection::OverCapacity => "over capacity",
         }
     }
 }
@@ -178,6 +133,7 @@ impl Rejection {
 pub struct Vault<B: Backend> {
     phase: AtomicU8,
     provider_calls: AtomicU64,
+    capacity: Capacity,
     keyrings: RwLock<HashMap<KeyringId, OpenKeyring>>,
     keyring_ids: RwLock<Interned<KeyringId>>,
     policies: RwLock<PolicyTable>,
@@ -186,18 +142,24 @@ pub struct Vault<B: Backend> {
 
 impl<B: Backend> Default for Vault<B> {
     fn default() -> Self {
-        Self {
-            phase: AtomicU8::new(Phase::AwaitingKeyrings.code()),
-            provider_calls: AtomicU64::new(0),
-            keyrings: RwLock::default(),
-            keyring_ids: RwLock::default(),
-            policies: RwLock::default(),
-            keys: RwLock::default(),
-        }
+        Self::new(Capacity::default())
     }
 }
 
 impl<B: Backend> Vault<B> {
+    /// An empty vault awaiting keyrings, holding at most `capacity`.
+    pub fn new(capacity: Capacity) -> Self {
+        Self {
+            phase: AtomicU8::new(Phase::AwaitingKeyrings.code()),
+            provider_calls: AtomicU64::new(0),
+            capacity,
+            keyrings: RwLock::default(),
+            keyring_ids: RwLock::default(),
+            policies: RwLock::new(PolicyTable::new(capacity.policies)),
+            keys: RwLock::default(),
+        }
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
@@ -205,6 +167,14 @@ impl<B: Backend> Vault<B> {
             2 => Phase::Ready,
             _ => Phase::Unrecoverable,
         }
+    }
+
+    /// Refuses unless the vault is ready (a cheap check before costlier work).
+    ///
+    /// # Errors
+    /// [`Error::NotReady`]; [`Error::Unrecoverable`].
+    pub fn ready(&self) -> Result<(), Error> {
+        self.require(Phase::Ready)
     }
 
     fn require(&self, wanted: Phase) -> Result<(), Error> {
@@ -231,109 +201,6 @@ impl<B: Backend> Vault<B> {
     /// Calls made to the key-wrapping provider since start-up.
     pub fn provider_calls(&self) -> u64 {
         self.provider_calls.load(Ordering::Relaxed)
-    }
-
-    /// Makes a new keyring through the provider, administered by `admins`. Allowed while
-    /// awaiting keyrings and when ready.
-    ///
-    /// # Errors
-    /// Provider failures, or [`Error::Unrecoverable`].
-    pub async fn create_keyring(
-        &self,
-        provider: &dyn KeyWrapper,
-        admins: KeyringAdmins,
-    ) -> Result<NewKeyring, Error> {
-        if self.phase() == Phase::Unrecoverable {
-            return Err(Error::Unrecoverable);
-        }
-        let id = KeyringId::random()?;
-        self.provider_calls.fetch_add(1, Ordering::Relaxed);
-        let (key, wrapped) = provider.generate(&id).await?;
-        let encoded = admins.encode();
-        let admins_hash = policy::admins_hash(&encoded);
-        let admins_seal = seal::seal_admins(&key, &id, &admins_hash)?;
-        write(&self.keyrings).insert(
-            id,
-            OpenKeyring {
-                key,
-                admins: Arc::new(admins),
-                admins_hash,
-            },
-        );
-        tracing::info!(keyring = %id, provider = provider.name(), "keyring created");
-        Ok(NewKeyring {
-            id,
-            wrapped,
-            admins: encoded,
-            admins_hash,
-            admins_seal,
-        })
-    }
-
-    /// Unwraps a stored keyring through the provider and checks its admin set's seal. Loading
-    /// the same keyring twice is allowed only with the same key and admin set.
-    ///
-    /// # Errors
-    /// [`Error::WrongPhase`] unless awaiting keyrings; provider failures;
-    /// [`Error::SealCheckFailed`] for an admin set that is not the keyring's.
-    pub async fn load_keyring(
-        &self,
-        provider: &dyn KeyWrapper,
-        id: KeyringId,
-        wrapped: &[u8],
-        admins: &[u8],
-        admins_seal: &[u8],
-    ) -> Result<(), Error> {
-        self.require(Phase::AwaitingKeyrings)?;
-        let parsed = KeyringAdmins::decode(admins)?;
-        let admins_hash = policy::admins_hash(admins);
-        self.provider_calls.fetch_add(1, Ordering::Relaxed);
-        let key = provider.unwrap(&id, wrapped).await?;
-        seal::open_admins(&key, &id, &admins_hash, admins_seal)?;
-        let mut keyrings = write(&self.keyrings);
-        if let Some(existing) = keyrings.get(&id) {
-            return if existing.key.ct_eq(&key) && existing.admins_hash == admins_hash {
-                Ok(())
-            } else {
-                Err(Error::SealCheckFailed)
-            };
-        }
-        keyrings.insert(
-            id,
-            OpenKeyring {
-                key,
-                admins: Arc::new(parsed),
-                admins_hash,
-            },
-        );
-        tracing::info!(keyring = %id, "keyring opened");
-        Ok(())
-    }
-
-    /// Resolves a keyring (`None`: the only open one) and returns its admin set.
-    ///
-    /// # Errors
-    /// [`Error::KeyringNotFound`]; [`Error::InvalidArgument`] when none is named and several are
-    /// open.
-    pub fn keyring_admins(
-        &self,
-        keyring: Option<KeyringId>,
-    ) -> Result<(KeyringId, Arc<KeyringAdmins>), Error> {
-        if self.phase() == Phase::Unrecoverable {
-            return Err(Error::Unrecoverable);
-        }
-        let keyrings = read(&self.keyrings);
-        let (id, open) = match keyring {
-            Some(id) => keyrings.get_key_value(&id).ok_or(Error::KeyringNotFound)?,
-            None if keyrings.len() == 1 => keyrings.iter().next().expect("one keyring qed"),
-            None if keyrings.is_empty() => return Err(Error::KeyringNotFound),
-            None => {
-                return Err(Error::InvalidArgument(
-                    "keyring_id is required when several keyrings are open",
-                ));
-            }
-        };
-        Ok((*id, Arc::clone(&open.admins)))
     }
 
     /// Opens one sealed record, re-derives its public key and keeps it.
@@ -371,23 +238,29 @@ impl<B: Backend> Vault<B> {
             self.fail_closed("authenticated record's public key does not match its secret");
             return Err(Error::Unrecoverable);
         }
-        // Interned only once authenticated, so a hostile host cannot fill the table.
-        let Ok(policy) = self.intern_policy(&record.policy) else {
-            return Ok(Err(Rejection::InvalidPolicy));
+        // Loads run on several threads: the checks that count are these, under the lock.
+        let mut keys = write(&self.keys);
+        if keys.len() >= self.capacity.keys {
+            return Ok(Err(Rejection::OverCapacity));
+        }
+        let Entry::Vacant(slot) = keys.entry(record.key_id) else {
+            return Ok(Err(Rejection::Duplicate));
         };
-        let loaded = LoadedKey {
+        // Taken only once authenticated, so a hostile host cannot fill the table.
+        let policy = write(&self.policies).acquire(policy_hash, &record.policy, || {
+            KeyPolicy::decode(&record.policy)
+        });
+        let policy = match policy {
+            Ok(policy) => policy,
+            Err(Error::Capacity(_)) => return Ok(Err(Rejection::OverCapacity)),
+            Err(_) => return Ok(Err(Rejection::InvalidPolicy)),
+        };
+        slot.insert(LoadedKey {
             key,
             keyring: write(&self.keyring_ids).intern(record.keyring_id),
             policy,
-        };
-        // Loads run on several threads: the duplicate check that counts is this one, under the lock.
-        match write(&self.keys).entry(record.key_id) {
-            Entry::Occupied(_) => Ok(Err(Rejection::Duplicate)),
-            Entry::Vacant(slot) => {
-                slot.insert(loaded);
-                Ok(Ok(()))
-            }
-        }
+        });
+        Ok(Ok(()))
     }
 
     /// Ends loading; the vault starts signing.
@@ -407,17 +280,18 @@ impl<B: Backend> Vault<B> {
         Ok(())
     }
 
-    /// Generates a wallet key from the OS RNG in `keyring_id` under `policy` (version 1),
-    /// seals it and keeps it.
+    /// Generates a wallet key from the OS RNG in `keyring_id` under `policy` (given at version
+    /// 1), seals it and keeps it, spending `authorized`.
     ///
     /// # Errors
-    /// [`Error::NotReady`], [`Error::KeyringNotFound`].
+    /// [`Error::NotReady`], [`Error::KeyringNotFound`], [`Error::Capacity`].
     pub fn create_key(
         &self,
         keyring_id: KeyringId,
         label: &str,
         policy: KeyPolicy,
-    ) -> Result<(SealedRecord, PublicKey), Error> {
+        authorized: Authorized<'_>,
+    ) -> Result<Changed, Error> {
         self.require(Phase::Ready)?;
         let (secret, key) = loop {
             let secret = WalletSecret::random()?;
@@ -426,25 +300,27 @@ impl<B: Backend> Vault<B> {
                 break (secret, key);
             }
         };
-        self.insert_new(keyring_id, label, policy, &secret, key)
+        self.insert_new(keyring_id, label, policy, &secret, key, authorized)
     }
 
-    /// Keeps an imported secret as a new key in `keyring_id` under `policy` (version 1).
+    /// Keeps an imported secret as a new key in `keyring_id` under `policy` (version 1),
+    /// spending `authorized`.
     ///
     /// # Errors
-    /// [`Error::NotReady`], [`Error::KeyringNotFound`], [`Error::InvalidArgument`] for a value
-    /// that is not a valid secp256k1 secret.
+    /// [`Error::NotReady`], [`Error::KeyringNotFound`], [`Error::Capacity`],
+    /// [`Error::InvalidArgument`] for a value that is not a valid secp256k1 secret.
     pub fn import_key(
         &self,
         keyring_id: KeyringId,
         label: &str,
         policy: KeyPolicy,
         secret: &WalletSecret,
-    ) -> Result<(SealedRecord, PublicKey), Error> {
+        authorized: Authorized<'_>,
+    ) -> Result<Changed, Error> {
         self.require(Phase::Ready)?;
         let key = B::load(secret)
             .map_err(|_| Error::InvalidArgument("imported secret is not a valid key"))?;
-        self.insert_new(keyring_id, label, policy, secret, key)
+        self.insert_new(keyring_id, label, policy, secret, key, authorized)
     }
 
     fn insert_new(
@@ -454,29 +330,44 @@ impl<B: Backend> Vault<B> {
         mut policy: KeyPolicy,
         secret: &WalletSecret,
         key: B::Key,
-    ) -> Result<(SealedRecord, PublicKey), Error> {
+        authorized: Authorized<'_>,
+    ) -> Result<Changed, Error> {
         policy.version = 1;
         let policy_bytes = policy.encode();
-        let policy_index = self.intern_policy(&policy_bytes)?;
+        let policy_hash = seal::policy_hash(&policy_bytes);
         let public = B::public_key(&key);
         let key_id = KeyId::random()?;
         let public_key = B::public_key_compressed(&key);
-        let sealed = self.seal_record(&key_id, &keyring_id, &public_key, &policy_bytes, secret)?;
-        let loaded = LoadedKey {
-            key,
-            keyring: write(&self.keyring_ids).intern(keyring_id),
-            policy: policy_index,
-        };
-        write(&self.keys).insert(key_id, loaded);
-        let record = SealedRecord {
+        let sealed = self.seal_record(&key_id, &keyring_id, &public_key, &policy_hash, secret)?;
+        let mut keys = write(&self.keys);
+        if keys.len() >= self.capacity.keys {
+            return Err(Error::Capacity("key capacity reached"));
+        }
+        let policy_index =
+            write(&self.policies).acquire(policy_hash, &policy_bytes, || Ok(policy))?;
+        let keyring = write(&self.keyring_ids).intern(keyring_id);
+        keys.insert(
             key_id,
-            keyring_id,
-            public_key,
-            policy: policy_bytes,
-            label: label.to_owned(),
-            sealed,
-        };
-        Ok((record, public))
+            LoadedKey {
+                key,
+                keyring,
+                policy: policy_index,
+            },
+        );
+        let committed = authorized.commit();
+        Ok(Changed {
+            record: SealedRecord {
+                key_id,
+                keyring_id,
+                public_key,
+                policy: policy_bytes,
+                label: label.to_owned(),
+                sealed,
+            },
+            public,
+            policy: read(&self.policies).get(policy_index),
+            committed,
+        })
     }
 
     fn seal_record(
@@ -484,61 +375,70 @@ impl<B: Backend> Vault<B> {
         key_id: &KeyId,
         keyring_id: &KeyringId,
         public_key: &[u8; 33],
-        policy: &[u8],
+        policy_hash: &[u8; 32],
         secret: &WalletSecret,
     ) -> Result<Vec<u8>, Error> {
         let keyrings = read(&self.keyrings);
         let keyring = keyrings.get(keyring_id).ok_or(Error::KeyringNotFound)?;
-        let policy_hash = seal::policy_hash(policy);
         let binding = Binding {
             key_id,
             keyring_id,
             public_key,
-            policy_hash: &policy_hash,
+            policy_hash,
         };
         seal::seal(&keyring.key, &binding, secret)
     }
 
-    /// Replaces a key's policy, if its current policy hashes to `current_hash` and `authorize`
-    /// accepts the current policy (the admin quorum check). The new policy's version is the
-    /// current one's plus one. Returns the new sealed record.
+    /// Replaces a key's policy, if its current policy hashes to `current_hash` and `authorize`,
+    /// given the current policy under the same lock as the change, returns the proof (the admin
+    /// quorum check). The new policy's version is the current one's plus one. Returns the new
+    /// sealed record.
     ///
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyNotFound`], [`Error::Denied`] when the current policy is
-    /// not the one named, and whatever `authorize` returns.
-    pub fn update_policy(
+    /// not the one named, [`Error::Capacity`], and whatever `authorize` returns.
+    pub fn update_policy<'g>(
         &self,
         key_id: &KeyId,
         current_hash: &[u8; 32],
         mut policy: KeyPolicy,
-        authorize: impl FnOnce(&KeyPolicy) -> Result<(), Error>,
-    ) -> Result<(SealedRecord, PublicKey), Error> {
+        authorize: impl FnOnce(&PolicyEntry) -> Result<Authorized<'g>, Error>,
+    ) -> Result<Changed, Error> {
         self.require(Phase::Ready)?;
-        // The write lock makes check-and-replace atomic: two concurrent changes to one key
-        // cannot both apply to the same current policy.
+        // The write lock makes check-and-replace atomic against concurrent changes and signs.
         let mut keys = write(&self.keys);
         let loaded = keys.get_mut(key_id).ok_or(Error::KeyNotFound)?;
-        let current = self.policy_entry(loaded.policy);
+        let current = read(&self.policies).get(loaded.policy);
         if &current.hash != current_hash {
             return Err(Error::Denied("change names a policy that is not current"));
         }
-        authorize(&current.policy)?;
         policy.version = current
             .policy
             .version
             .checked_add(1)
             .ok_or(Error::InvalidArgument("policy version exhausted"))?;
         let policy_bytes = policy.encode();
-        let policy_index = self.intern_policy(&policy_bytes)?;
+        let policy_hash = seal::policy_hash(&policy_bytes);
+        if !read(&self.policies).has_room_replacing(&policy_hash, loaded.policy) {
+            return Err(Error::Capacity("policy capacity reached"));
+        }
         let keyring_id = read(&self.keyring_ids).get(loaded.keyring);
         let public_key = B::public_key_compressed(&loaded.key);
         let secret = B::secret(&loaded.key);
-        let sealed = self.seal_record(key_id, &keyring_id, &public_key, &policy_bytes, &secret)?;
+        let sealed = self.seal_record(key_id, &keyring_id, &public_key, &policy_hash, &secret)?;
         drop(secret);
+        let authorized = authorize(&current)?;
+        // Released first, so a key that was its old policy's last user can always move on;
+        // the room check above (under the same keys lock) makes the acquire succeed.
+        let policy_index = {
+            let mut policies = write(&self.policies);
+            policies.release(loaded.policy);
+            policies.acquire(policy_hash, &policy_bytes, || Ok(policy))?
+        };
         loaded.policy = policy_index;
-        let public = B::public_key(&loaded.key);
-        Ok((
-            SealedRecord {
+        let committed = authorized.commit();
+        Ok(Changed {
+            record: SealedRecord {
                 key_id: *key_id,
                 keyring_id,
                 public_key,
@@ -546,43 +446,42 @@ impl<B: Backend> Vault<B> {
                 label: String::new(),
                 sealed,
             },
-            public,
-        ))
+            public: B::public_key(&loaded.key),
+            policy: read(&self.policies).get(policy_index),
+            committed,
+        })
     }
 
-    /// Parses (once per distinct policy) and interns a policy.
-    fn intern_policy(&self, bytes: &[u8]) -> Result<u32, Error> {
-        let hash = seal::policy_hash(bytes);
-        if let Some(&i) = read(&self.policies).index.get(&hash) {
-            return Ok(i);
-        }
-        let policy = KeyPolicy::decode(bytes)?;
-        let mut table = write(&self.policies);
-        if let Some(&i) = table.index.get(&hash) {
-            return Ok(i);
-        }
-        let i = u32::try_from(table.entries.len())
-            .map_err(|_| Error::InvalidArgument("too many distinct policies"))?;
-        table.entries.push(Arc::new(PolicyEntry {
-            hash,
-            bytes: bytes.to_vec(),
-            policy,
-        }));
-        table.index.insert(hash, i);
-        Ok(i)
+    /// Signs with a loaded key: `authorize` is given the key's current policy and must return
+    /// the proof (quorum, scheme, rate limit, nonce), and `sign` runs under the same lookup, so a
+    /// policy change cannot land between the check and the signature.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`], [`Error::KeyNotFound`], and whatever `authorize` returns.
+    pub fn sign<'g, T>(
+        &self,
+        key_id: &KeyId,
+        authorize: impl FnOnce(&PolicyEntry) -> Result<Authorized<'g>, Error>,
+        sign: impl FnOnce(&B::Key) -> T,
+    ) -> Result<(T, Committed), Error> {
+        self.require(Phase::Ready)?;
+        let keys = read(&self.keys);
+        let loaded = keys.get(key_id).ok_or(Error::KeyNotFound)?;
+        let policy = read(&self.policies).get(loaded.policy);
+        let committed = authorize(&policy)?.commit();
+        Ok((sign(&loaded.key), committed))
     }
 
-    fn policy_entry(&self, i: u32) -> Arc<PolicyEntry> {
-        Arc::clone(&read(&self.policies).entries[usize::try_from(i).expect("u32 fits usize qed")])
-    }
-
-    /// A loaded key's policy.
+    /// A loaded key's current policy (a snapshot: it may change before the caller acts, so
+    /// decisions that matter are made again under [`Vault::sign`] or [`Vault::update_policy`]).
     ///
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyNotFound`].
     pub fn policy(&self, id: &KeyId) -> Result<Arc<PolicyEntry>, Error> {
-        let index = self.with_key(id, |k| k.policy)?;
-        Ok(self.policy_entry(index))
+        self.require(Phase::Ready)?;
+        let keys = read(&self.keys);
+        let loaded = keys.get(id).ok_or(Error::KeyNotFound)?;
+        Ok(read(&self.policies).get(loaded.policy))
     }
 
     /// A loaded key's public identity.
@@ -590,22 +489,14 @@ impl<B: Backend> Vault<B> {
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyNotFound`].
     pub fn identity(&self, id: &KeyId) -> Result<KeyIdentity, Error> {
-        let (public, keyring, policy) =
-            self.with_key(id, |k| (B::public_key(&k.key), k.keyring, k.policy))?;
-        Ok(KeyIdentity {
-            public,
-            keyring_id: read(&self.keyring_ids).get(keyring),
-            policy: self.policy_entry(policy),
-        })
-    }
-
-    /// Runs `f` on a loaded key.
-    ///
-    /// # Errors
-    /// [`Error::NotReady`], [`Error::KeyNotFound`].
-    pub fn with_key<T>(&self, id: &KeyId, f: impl FnOnce(&LoadedKey<B>) -> T) -> Result<T, Error> {
         self.require(Phase::Ready)?;
-        read(&self.keys).get(id).map(f).ok_or(Error::KeyNotFound)
+        let keys = read(&self.keys);
+        let loaded = keys.get(id).ok_or(Error::KeyNotFound)?;
+        Ok(KeyIdentity {
+            public: B::public_key(&loaded.key),
+            keyring_id: read(&self.keyring_ids).get(loaded.keyring),
+            policy: read(&self.policies).get(loaded.policy),
+        })
     }
 }
 

@@ -1,32 +1,13 @@
 //! Quorum arithmetic and policy validation.
 
-use ed25519_dalek::Signer as _;
-
 use super::*;
-use crate::stamp::verify_stamps;
-
-fn key(seed: u8) -> ed25519_dalek::SigningKey {
-    ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
-}
-
-fn api(seed: u8) -> pb::ApiKey {
-    pb::ApiKey {
-        scheme: pb::StampScheme::Ed25519.into(),
-        public_key: key(seed).verifying_key().to_bytes().to_vec(),
-    }
-}
+use crate::testing::api;
 
 fn approvals(seeds: &[u8]) -> Approvals {
-    let body = b"body";
-    let stamps: Vec<pb::Stamp> = seeds
-        .iter()
-        .map(|&s| pb::Stamp {
-            scheme: pb::StampScheme::Ed25519.into(),
-            public_key: key(s).verifying_key().to_bytes().to_vec(),
-            signature: key(s).sign(body).to_bytes().to_vec(),
-        })
-        .collect();
-    verify_stamps(body, &stamps).unwrap()
+    Approvals::of(seeds.iter().map(|&s| {
+        let key = api(s);
+        ApiKeyId::parse(key.scheme, &key.public_key).unwrap().0
+    }))
 }
 
 fn two_of_three() -> pb::Policy {
@@ -158,4 +139,23 @@ fn keyring_admins_need_a_member() {
     assert!(!admins.quorum.satisfied_by(&approvals(&[2])));
     assert!(admins.quorum.satisfied_by(&approvals(&[1, 2])));
     assert_eq!(KeyringAdmins::decode(&admins.encode()).unwrap(), admins);
+}
+
+#[test]
+fn everyone_means_every_member() {
+    let admins = KeyringAdmins::parse(&pb::KeyringAdmins {
+        admins: vec![api(1), api(2), api(3)],
+        threshold: 1,
+    })
+    .unwrap();
+    let everyone = admins.quorum.everyone();
+    assert!(admins.quorum.satisfied_by(&approvals(&[2])));
+    assert!(!everyone.satisfied_by(&approvals(&[1, 2])));
+    assert!(!everyone.satisfied_by(&approvals(&[1, 2, 9])));
+    assert!(everyone.satisfied_by(&approvals(&[3, 1, 2])));
+    assert_eq!(
+        everyone.approving(&approvals(&[3, 1])).count(),
+        2,
+        "counted in member order"
+    );
 }

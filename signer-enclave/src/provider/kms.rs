@@ -30,7 +30,11 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use super::KeyWrapper;
+mod arn;
+pub mod roots;
 pub mod vsock;
+
+pub use self::arn::KeyArn;
 
 use super::recipient::Recipient;
 use crate::Error;
@@ -71,10 +75,8 @@ impl ProvideCredentials for HostCredentials {
 /// Where and how to call KMS.
 #[derive(Clone, Debug)]
 pub struct KmsConfig {
-    /// AWS region, e.g. `eu-central-1`.
-    pub region: String,
-    /// Key id or ARN of the KMS key that wraps keyring keys.
-    pub key_id: String,
+    /// The KMS key that wraps keyring keys; its region is the one called.
+    pub key_arn: KeyArn,
     /// Endpoint URL; `None` for `https://kms.<region>.amazonaws.com`.
     pub endpoint: Option<String>,
     /// Inside Nitro: reach KMS through this vsock-proxy address (the parent, e.g. `vsock://3:8000`)
@@ -85,7 +87,7 @@ pub struct KmsConfig {
 /// The AWS KMS provider.
 pub struct KmsProvider {
     client: aws_sdk_kms::Client,
-    key_id: String,
+    key_arn: KeyArn,
     endpoint: String,
     attestor: Arc<dyn Attestor>,
 }
@@ -93,7 +95,7 @@ pub struct KmsProvider {
 impl core::fmt::Debug for KmsProvider {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("KmsProvider")
-            .field("key_id", &self.key_id)
+            .field("key_arn", &self.key_arn)
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
@@ -101,19 +103,23 @@ impl core::fmt::Debug for KmsProvider {
 
 impl KmsProvider {
     /// A provider calling KMS with the host's credentials and this enclave's attestations.
+    /// TLS to KMS trusts only the built-in Amazon Trust Services roots ([`roots`]).
+    ///
+    /// # Errors
+    /// [`Error::Provider`] if the TLS context cannot be built.
     pub fn new(
         config: KmsConfig,
         credentials: HostCredentials,
         attestor: Arc<dyn Attestor>,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        let region = config.key_arn.region().to_owned();
         let endpoint = config
             .endpoint
             .clone()
-            .unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", config.region));
-        let region = config.region.clone();
+            .unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"));
         let mut builder = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(config.region))
+            .region(Region::new(region.clone()))
             .credentials_provider(credentials)
             // One quick retry for transient faults; the host's loader retries whole loads with
             // its own growing backoff.
@@ -128,22 +134,37 @@ impl KmsProvider {
         if let Some(url) = config.endpoint {
             builder = builder.endpoint_url(url);
         }
-        if config.vsock_proxy.is_some() {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(roots::tls_context()?);
+        let client = if config.vsock_proxy.is_some() {
             // TLS to the real KMS host name, over a TCP connection the loopback forwarder carries
             // to the vsock-proxy (started by the caller with `vsock::forward`).
-            let client = aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .build_with_resolver(vsock::KmsResolver::new(&region));
-            builder = builder.http_client(client);
-        }
-        Self {
+            http.build_with_resolver(vsock::KmsResolver::new(&region))
+        } else {
+            http.build_https()
+        };
+        builder = builder.http_client(client);
+        Ok(Self {
             client: aws_sdk_kms::Client::from_conf(builder.build()),
-            key_id: config.key_id,
+            key_arn: config.key_arn,
             endpoint,
             attestor,
+        })
+    }
+
+    /// Refuses an answer about any key but the configured one (a KMS endpoint the host
+    /// redirected, or a grant on another key).
+    fn check_key(&self, call: &'static str, answered: Option<&str>) -> Result<(), Error> {
+        if answered == Some(self.key_arn.as_str()) {
+            return Ok(());
         }
+        tracing::error!(call, expected = %self.key_arn, answered = ?answered, "KMS answered for another key");
+        Err(Error::Provider(
+            "KMS answered for another key than the configured ARN: refused",
+        ))
     }
 
     /// A fresh recipient key and the attestation document carrying its public half.
@@ -251,13 +272,14 @@ impl KeyWrapper for KmsProvider {
         let output = self
             .client
             .generate_data_key()
-            .key_id(&self.key_id)
+            .key_id(self.key_arn.as_str())
             .key_spec(DataKeySpec::Aes256)
             .encryption_context(CONTEXT_KEYRING, keyring_id.to_string())
             .recipient(info)
             .send()
             .await
             .map_err(|e| self.explain("GenerateDataKey", &e))?;
+        self.check_key("GenerateDataKey", output.key_id())?;
         let key = Self::keyring_key(
             &recipient,
             output.plaintext(),
@@ -274,13 +296,14 @@ impl KeyWrapper for KmsProvider {
         let output = self
             .client
             .decrypt()
-            .key_id(&self.key_id)
+            .key_id(self.key_arn.as_str())
             .ciphertext_blob(Blob::new(wrapped))
             .encryption_context(CONTEXT_KEYRING, keyring_id.to_string())
             .recipient(info)
             .send()
             .await
             .map_err(|e| self.explain("Decrypt", &e))?;
+        self.check_key("Decrypt", output.key_id())?;
         Self::keyring_key(
             &recipient,
             output.plaintext(),

@@ -5,25 +5,9 @@ use signer_proto::pb;
 use tonic::Status;
 
 use super::status;
-use crate::Error;
 use crate::backend::Backend;
-use crate::ids::{KeyId, KeyringId};
-use crate::vault::{Rejection, SealedRecord, Vault};
-
-fn parse_record(key: pb::SealedKey) -> Result<SealedRecord, Error> {
-    Ok(SealedRecord {
-        key_id: KeyId::parse(&key.key_id)?,
-        keyring_id: KeyringId::parse(&key.keyring_id)?,
-        public_key: key
-            .public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::InvalidArgument("public key"))?,
-        policy: key.policy,
-        label: key.label,
-        sealed: key.sealed,
-    })
-}
+use crate::intake;
+use crate::vault::{Rejection, Vault};
 
 /// Records opened per blocking task during `LoadKeys`.
 pub(super) const LOAD_BATCH: usize = 1024;
@@ -36,7 +20,7 @@ pub(super) fn load_batch<B: Backend>(
     let mut outcome = pb::LoadKeysResponse::default();
     for key in records {
         let claimed: String = key.key_id.chars().take(64).collect();
-        let result = match parse_record(key) {
+        let result = match intake::host::record(key) {
             Ok(record) => match vault.load_key(&record).map_err(|e| status("LoadKeys", e))? {
                 // Already in RAM (a load retried after an interrupted stream): nothing to report.
                 Err(Rejection::Duplicate) => {
@@ -76,8 +60,9 @@ pub(super) fn merge(
 mod tests {
     use super::*;
     use crate::backend::K256;
-    use crate::policy::{KeyPolicy, KeyringAdmins};
+    use crate::ids::KeyId;
     use crate::provider::local::LocalProvider;
+    use crate::testing::{admins, authorized, guard, policy, stored};
 
     /// A load retried after an interrupted stream sends records that are already in RAM: they
     /// are not reported as refused (the host would tell operators they are lost).
@@ -85,29 +70,17 @@ mod tests {
     async fn reloading_a_loaded_record_is_not_a_refusal() {
         let dir = tempfile::tempdir().unwrap();
         let provider = LocalProvider::open(&dir.path().join("master.key"), true).unwrap();
-        let admin = pb::ApiKey {
-            scheme: pb::StampScheme::Ed25519.into(),
-            public_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-                .verifying_key()
-                .to_bytes()
-                .to_vec(),
-        };
-        let admins = KeyringAdmins::parse(&pb::KeyringAdmins {
-            admins: vec![admin.clone()],
-            threshold: 1,
-        })
-        .unwrap();
-        let policy = KeyPolicy::parse(&pb::Policy {
-            approvers: vec![admin],
-            threshold: 1,
-            schemes: vec![1],
-            ..Default::default()
-        })
-        .unwrap();
+        let guard = guard();
         let first = Vault::<K256>::default();
-        let created = first.create_keyring(&provider, admins).await.unwrap();
         first.finish_loading().unwrap();
-        let (record, _) = first.create_key(created.id, "", policy).unwrap();
+        let (created, _) = first
+            .create_keyring(&provider, admins(), authorized(&guard))
+            .await
+            .unwrap();
+        let record = first
+            .create_key(created.id, "", policy(1), authorized(&guard))
+            .unwrap()
+            .record;
         let wire = pb::SealedKey {
             key_id: record.key_id.to_string(),
             keyring_id: record.keyring_id.to_string(),
@@ -121,13 +94,7 @@ mod tests {
 
         let second = Vault::<K256>::default();
         second
-            .load_keyring(
-                &provider,
-                created.id,
-                &created.wrapped,
-                &created.admins,
-                &created.admins_seal,
-            )
+            .load_keyring(&provider, &stored(&created))
             .await
             .unwrap();
         let outcome = load_batch(&second, vec![wire.clone(), wire, tampered]).unwrap();

@@ -1,50 +1,65 @@
-//! The stamped operations: authenticate, authorise against the key's policy or the keyring's
-//! admins, spend the nonce, act. Every refusal is an [`Error`] with its detail for the log.
+//! The stamped operations. Each one: opens the request (envelope, canonical body, time rules),
+//! resolves the set its operation is authorised by, verifies those stamps, authorises (quorums,
+//! then the nonce is reserved), and acts through a vault method that demands the proof and
+//! commits it at the point of no return. A refusal for a retryable reason (loading, rate limit,
+//! KMS down) leaves the nonce unspent, so the same stamped body can be sent again.
 
 use std::sync::Arc;
 
 use signer_proto::pb;
 
 use crate::Error;
-use crate::backend::{Backend, PublicKey};
+use crate::auth::Requirement;
+use crate::backend::Backend;
+use crate::config::Settings;
 use crate::identity::Identity;
 use crate::ids::KeyId;
+use crate::intake::stamped::{self, SignKind};
 use crate::keyinfo::key_info;
-use crate::policy::KeyPolicy;
 use crate::provider::KeyWrapper;
 use crate::ratelimit::RateLimiter;
 use crate::replay::{self, ReplayGuard};
-use crate::request::{self, Authenticated, CreateOp, SignKind};
-use crate::vault::{SealedRecord, Vault};
+use crate::vault::{Changed, Vault};
 
 /// What every operation needs, shared with streaming tasks.
 pub(super) struct Shared<B: Backend> {
     /// Keys and keyrings.
     pub(super) vault: Vault<B>,
-    /// Replay window and nonces.
+    /// Time rules and nonces.
     pub(super) guard: ReplayGuard,
     /// Per-key rate limits.
     pub(super) limiter: RateLimiter,
-    /// The enclave's identity keys.
+    /// The enclave's identity keys and boot.
     pub(super) identity: Identity,
+    /// The measured configuration.
+    pub(super) settings: Settings,
+    /// Its encoding, as attested.
+    pub(super) config: Vec<u8>,
+}
+
+impl<B: Backend> Shared<B> {
+    fn deployment(&self) -> &str {
+        &self.settings.deployment_id
+    }
 }
 
 /// A created, imported or re-policied key: its signed public identity and its sealed record.
-pub(super) fn created_reply<B: Backend>(
-    shared: &Shared<B>,
-    (record, public): (SealedRecord, PublicKey),
-    binding: &[u8],
-) -> Result<pb::EnclaveCreateKeyResponse, Error> {
-    let policy = shared.vault.policy(&record.key_id)?;
+fn changed_reply<B: Backend>(shared: &Shared<B>, changed: Changed) -> pb::EnclaveCreateKeyResponse {
+    let Changed {
+        record,
+        public,
+        policy,
+        committed,
+    } = changed;
     let info = key_info(
         &shared.identity,
         &record.key_id,
         &record.keyring_id,
         &public,
         &policy,
-        binding,
+        &committed.body_hash,
     );
-    Ok(pb::EnclaveCreateKeyResponse {
+    pb::EnclaveCreateKeyResponse {
         key: Some(info),
         sealed: Some(pb::SealedKey {
             key_id: record.key_id.to_string(),
@@ -54,7 +69,12 @@ pub(super) fn created_reply<B: Backend>(
             label: record.label,
             sealed: record.sealed,
         }),
-    })
+    }
+}
+
+enum Signed {
+    Ecdsa(crate::backend::EcdsaSignature),
+    Schnorr([u8; 64]),
 }
 
 /// Signs one stamped request.
@@ -63,146 +83,191 @@ pub(super) fn sign<B: Backend>(
     request: &pb::SignedRequest,
 ) -> Result<pb::SignResponse, Error> {
     let now = replay::now_ms();
-    let (auth, operation) = request::authenticate(request, &shared.guard, now)?;
-    let op = request::sign_op(operation)?;
-    let policy = shared.vault.policy(&op.key_id)?;
-    if !policy.policy.approvers.satisfied_by(&auth.approvals) {
-        return Err(Error::Denied("approver quorum not met"));
-    }
-    if !policy.policy.allows(op.scheme()) {
+    let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
+    let op = stamped::sign_op(operation)?;
+    let scheme = op.scheme();
+    // The stamps worth verifying are the approvers' of the policy in force now; the decision is
+    // taken again, against the policy current at signing time, under the vault's lookup.
+    let snapshot = shared.vault.policy(&op.key_id)?;
+    if !snapshot.policy.allows(scheme) {
         return Err(Error::Denied("scheme not allowed by the key's policy"));
     }
-    auth.spend_nonce(&shared.guard, now)?;
-    shared
-        .limiter
-        .take(&op.key_id, policy.policy.max_per_minute, now)?;
-    let vault = &shared.vault;
+    let auth = received.authenticate(shared.deployment(), &[&snapshot.policy.approvers])?;
+    drop(snapshot);
+    // Drawn before anything is spent: an RNG failure leaves the request retryable.
+    let mut aux = [0u8; 32];
+    if matches!(op.kind, SignKind::Schnorr(_)) {
+        getrandom::fill(&mut aux)?;
+    }
+    let (signed, _) = shared.vault.sign(
+        &op.key_id,
+        |current| {
+            if !current.policy.allows(scheme) {
+                return Err(Error::Denied("scheme not allowed by the key's policy"));
+            }
+            let approvers = Requirement {
+                quorum: &current.policy.approvers,
+                refusal: "approver quorum not met",
+            };
+            let authorized = auth.authorize(&[approvers], &shared.guard, now)?;
+            // A spent rate limit drops `authorized`, which releases the nonce.
+            shared
+                .limiter
+                .take(&op.key_id, current.policy.max_per_minute, now)?;
+            Ok(authorized)
+        },
+        |key| match &op.kind {
+            SignKind::Ecdsa(digest) => Ok(Signed::Ecdsa(B::sign_ecdsa(key, digest))),
+            SignKind::Schnorr(message) => B::sign_schnorr(key, message, &aux).map(Signed::Schnorr),
+        },
+    )?;
     let key_id = op.key_id.to_string();
-    match op.kind {
-        SignKind::Ecdsa(digest) => {
-            let signature = vault.with_key(&op.key_id, |k| B::sign_ecdsa(&k.key, &digest))?;
-            Ok(pb::SignResponse {
-                key_id,
-                scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
-                signature: signature.rs.to_vec(),
-                recovery_id: u32::from(signature.recovery_id),
-            })
-        }
-        SignKind::Schnorr(message) => {
-            let mut aux = [0u8; 32];
-            getrandom::fill(&mut aux)?;
-            let signature =
-                vault.with_key(&op.key_id, |k| B::sign_schnorr(&k.key, &message, &aux))??;
-            Ok(pb::SignResponse {
-                key_id,
-                scheme: pb::SignatureScheme::Bip340Schnorr.into(),
-                signature: signature.to_vec(),
-                recovery_id: 0,
-            })
-        }
-    }
+    Ok(match signed? {
+        Signed::Ecdsa(signature) => pb::SignResponse {
+            key_id,
+            scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+            signature: signature.rs.to_vec(),
+            recovery_id: u32::from(signature.recovery_id),
+        },
+        Signed::Schnorr(signature) => pb::SignResponse {
+            key_id,
+            scheme: pb::SignatureScheme::Bip340Schnorr.into(),
+            signature: signature.to_vec(),
+            recovery_id: 0,
+        },
+    })
 }
 
-/// Checks a create or import against the keyring's admins; returns the keyring and policy.
-fn authorize_new_key<B: Backend>(
-    shared: &Shared<B>,
-    auth: &Authenticated,
-    op: CreateOp,
-    now: u64,
-) -> Result<(crate::ids::KeyringId, KeyPolicy, String), Error> {
-    let (keyring_id, admins) = shared.vault.keyring_admins(op.keyring_id)?;
-    if !admins.quorum.satisfied_by(&auth.approvals) {
-        return Err(Error::Denied("keyring admin quorum not met"));
-    }
-    auth.spend_nonce(&shared.guard, now)?;
-    let policy = op
-        .policy
-        .unwrap_or_else(|| KeyPolicy::default_for(&auth.approvals));
-    Ok((keyring_id, policy, op.label))
-}
+const KEYRING_ADMINS: &str = "keyring admin quorum not met";
 
-/// Creates a key.
+/// Creates a key under the policy its stamped body names, with the keyring admins' quorum.
 pub(super) fn create_key<B: Backend>(
     shared: &Shared<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::EnclaveCreateKeyResponse, Error> {
     let now = replay::now_ms();
-    let (auth, operation) = request::authenticate(request, &shared.guard, now)?;
-    let op = request::create_key_op(operation)?;
-    let (keyring_id, policy, label) = authorize_new_key(shared, &auth, op, now)?;
-    let created = shared.vault.create_key(keyring_id, &label, policy)?;
-    tracing::info!(key_id = %created.0.key_id, keyring = %created.0.keyring_id, "key created");
-    created_reply(shared, created, &auth.body_hash)
+    let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
+    let op = stamped::create_key_op(operation)?;
+    let admins = shared.vault.keyring_admins(&op.keyring_id)?;
+    let auth = received.authenticate(shared.deployment(), &[&admins.quorum])?;
+    let requirement = Requirement {
+        quorum: &admins.quorum,
+        refusal: KEYRING_ADMINS,
+    };
+    let authorized = auth.authorize(&[requirement], &shared.guard, now)?;
+    let created = shared
+        .vault
+        .create_key(op.keyring_id, &op.label, op.policy, authorized)?;
+    tracing::info!(key_id = %created.record.key_id, keyring = %created.record.keyring_id, "key created");
+    Ok(changed_reply(shared, created))
 }
 
-/// Imports a key sent HPKE-encrypted to this enclave.
+/// Imports a key sent HPKE-encrypted to this enclave, bound to this request's keyring, policy
+/// and nonce.
 pub(super) fn import_key<B: Backend>(
     shared: &Shared<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::EnclaveCreateKeyResponse, Error> {
     let now = replay::now_ms();
-    let (auth, operation) = request::authenticate(request, &shared.guard, now)?;
-    let op = request::import_key_op(operation)?;
+    let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
+    let op = stamped::import_key_op(operation)?;
     if op.hpke_public_key.as_slice() != shared.identity.hpke_public().as_slice() {
         // Encrypted to another boot of the enclave (or to someone else): it cannot open here.
         return Err(Error::InvalidArgument(
             "import encrypted to another enclave identity; attest again",
         ));
     }
-    let (encapsulated_key, ciphertext, aad) = (op.encapsulated_key, op.ciphertext, op.aad);
-    let (keyring_id, policy, label) = authorize_new_key(shared, &auth, op.create, now)?;
-    let secret = shared
-        .identity
-        .open_import(&encapsulated_key, &ciphertext, &aad)?;
-    let imported = shared
-        .vault
-        .import_key(keyring_id, &label, policy, &secret)?;
+    let admins = shared.vault.keyring_admins(&op.create.keyring_id)?;
+    let auth = received.authenticate(shared.deployment(), &[&admins.quorum])?;
+    let requirement = Requirement {
+        quorum: &admins.quorum,
+        refusal: KEYRING_ADMINS,
+    };
+    let authorized = auth.authorize(&[requirement], &shared.guard, now)?;
+    // A ciphertext lifted from another request (other keyring, policy or nonce) does not open;
+    // the refusal drops `authorized` and so spends nothing.
+    let secret =
+        shared
+            .identity
+            .open_import(&op.encapsulated_key, &op.ciphertext, &op.aad(auth.nonce()))?;
+    let create = op.create;
+    let imported = shared.vault.import_key(
+        create.keyring_id,
+        &create.label,
+        create.policy,
+        &secret,
+        authorized,
+    )?;
     drop(secret);
-    tracing::info!(key_id = %imported.0.key_id, keyring = %imported.0.keyring_id, "key imported");
-    created_reply(shared, imported, &auth.body_hash)
+    tracing::info!(key_id = %imported.record.key_id, keyring = %imported.record.keyring_id, "key imported");
+    Ok(changed_reply(shared, imported))
 }
 
-/// Replaces a key's policy with its admins' quorum.
+/// Replaces a key's policy with the admin quorum of the policy current at the change.
 pub(super) fn update_policy<B: Backend>(
     shared: &Shared<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::EnclaveCreateKeyResponse, Error> {
     let now = replay::now_ms();
-    let (auth, operation) = request::authenticate(request, &shared.guard, now)?;
-    let op = request::update_policy_op(operation)?;
+    let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
+    let op = stamped::update_policy_op(operation)?;
+    let snapshot = shared.vault.policy(&op.key_id)?;
+    let auth = received.authenticate(shared.deployment(), &[&snapshot.policy.admins])?;
+    drop(snapshot);
     let changed =
         shared
             .vault
             .update_policy(&op.key_id, &op.current_policy_hash, op.policy, |current| {
-                if !current.admins.satisfied_by(&auth.approvals) {
-                    return Err(Error::Denied("policy admin quorum not met"));
-                }
-                auth.spend_nonce(&shared.guard, now)
+                let admins = Requirement {
+                    quorum: &current.policy.admins,
+                    refusal: "policy admin quorum not met",
+                };
+                auth.authorize(&[admins], &shared.guard, now)
             })?;
     shared.limiter.reset(&op.key_id);
-    tracing::info!(key_id = %op.key_id, "policy changed");
-    created_reply(shared, changed, &auth.body_hash)
+    tracing::info!(key_id = %op.key_id, version = changed.policy.policy.version, "policy changed");
+    Ok(changed_reply(shared, changed))
 }
 
-/// Creates a keyring whose admins stamped the request.
+/// Creates a keyring: stamped by a quorum of the configured creators and by every admin it
+/// names.
 pub(super) async fn create_keyring<B: Backend>(
     shared: &Shared<B>,
     provider: &dyn KeyWrapper,
     request: &pb::SignedRequest,
 ) -> Result<pb::EnclaveCreateKeyringResponse, Error> {
     let now = replay::now_ms();
-    let (auth, operation) = request::authenticate(request, &shared.guard, now)?;
-    let admins = request::create_keyring_op(operation)?;
-    // Proof of possession: a quorum of the named admins must have stamped the request.
-    if !admins.quorum.satisfied_by(&auth.approvals) {
-        return Err(Error::Denied("new keyring's admin quorum did not stamp"));
+    let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
+    let admins = stamped::create_keyring_op(operation)?;
+    let creators = &shared.settings.creators;
+    if creators.members().is_empty() {
+        return Err(Error::Denied(
+            "keyring creation is disabled: no creators configured",
+        ));
     }
-    auth.spend_nonce(&shared.guard, now)?;
-    let created = shared.vault.create_keyring(provider, admins).await?;
+    shared.vault.ready()?;
+    let everyone = admins.quorum.everyone();
+    let auth = received.authenticate(shared.deployment(), &[creators, &admins.quorum])?;
+    let requirements = [
+        Requirement {
+            quorum: creators,
+            refusal: "keyring creator quorum not met",
+        },
+        // Proof of possession and consent: nobody is made an admin without stamping.
+        Requirement {
+            quorum: &everyone,
+            refusal: "a named keyring admin did not stamp",
+        },
+    ];
+    let authorized = auth.authorize(&requirements, &shared.guard, now)?;
+    let (created, committed) = shared
+        .vault
+        .create_keyring(provider, admins, authorized)
+        .await?;
     let statement = shared.identity.keyring_statement(&pb::KeyringStatement {
         keyring_id: created.id.to_string(),
         admins_hash: created.admins_hash.to_vec(),
-        request_binding: auth.body_hash.to_vec(),
+        request_binding: committed.body_hash.to_vec(),
     });
     Ok(pb::EnclaveCreateKeyringResponse {
         keyring_id: created.id.to_string(),
@@ -236,13 +301,16 @@ pub(super) fn public_key<B: Backend>(
 
 /// Shared state for a new enclave.
 pub(super) fn shared<B: Backend>(
+    settings: Settings,
     guard: ReplayGuard,
-    boot_id: [u8; 16],
-) -> Result<Arc<Shared<B>>, Error> {
-    Ok(Arc::new(Shared {
-        vault: Vault::default(),
+    identity: Identity,
+) -> Arc<Shared<B>> {
+    Arc::new(Shared {
+        vault: Vault::new(settings.capacity),
         guard,
         limiter: RateLimiter::default(),
-        identity: Identity::generate(boot_id)?,
-    }))
+        identity,
+        config: settings.encode(),
+        settings,
+    })
 }

@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use super::*;
 use crate::backend::K256;
+use crate::config::Capacity;
+use crate::policy::KeyringAdmins;
 use crate::provider::local::LocalProvider;
+use crate::replay::ReplayGuard;
+use crate::testing::{admins, api, authorized, guard, policy, stored};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -20,92 +24,178 @@ fn env() -> Env {
     }
 }
 
-fn api(seed: u8) -> signer_proto::pb::ApiKey {
-    signer_proto::pb::ApiKey {
-        scheme: signer_proto::pb::StampScheme::Ed25519.into(),
-        public_key: ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
-            .verifying_key()
-            .to_bytes()
-            .to_vec(),
-    }
-}
-
-fn admins() -> KeyringAdmins {
-    KeyringAdmins::parse(&signer_proto::pb::KeyringAdmins {
-        admins: vec![api(1)],
-        threshold: 1,
-    })
-    .unwrap()
-}
-
-fn policy(approver: u8) -> KeyPolicy {
-    KeyPolicy::parse(&signer_proto::pb::Policy {
-        approvers: vec![api(approver)],
-        threshold: 1,
-        schemes: vec![1, 2],
-        admins: vec![api(1)],
-        admin_threshold: 1,
-        ..Default::default()
-    })
-    .unwrap()
-}
-
-async fn ready_vault(env: &Env) -> (Vault<K256>, KeyringId, NewKeyring) {
+async fn ready_vault(env: &Env, guard: &ReplayGuard) -> (Vault<K256>, KeyringId, NewKeyring) {
     let vault = Vault::<K256>::default();
-    let created = vault
-        .create_keyring(env.provider.as_ref(), admins())
+    vault.finish_loading().unwrap();
+    let (created, _) = vault
+        .create_keyring(env.provider.as_ref(), admins(), authorized(guard))
         .await
         .unwrap();
-    vault.finish_loading().unwrap();
     (vault, created.id, created)
 }
 
+fn create(vault: &Vault<K256>, guard: &ReplayGuard, keyring: KeyringId, approver: u8) -> Changed {
+    vault
+        .create_key(keyring, "", policy(approver), authorized(guard))
+        .unwrap()
+}
+
+fn sign_ecdsa(
+    vault: &Vault<K256>,
+    guard: &ReplayGuard,
+    id: &KeyId,
+) -> Result<crate::backend::EcdsaSignature, Error> {
+    let digest = crate::backend::Digest32([5; 32]);
+    vault
+        .sign(
+            id,
+            |_| Ok(authorized(guard)),
+            |k| K256::sign_ecdsa(k, &digest),
+        )
+        .map(|(signature, _)| signature)
+}
+
 #[tokio::test]
-async fn refuses_to_sign_until_ready() {
+async fn refuses_to_sign_or_create_until_ready_and_spends_nothing_when_refusing() {
     let env = env();
+    let guard = guard();
     let vault = Vault::<K256>::default();
     assert_eq!(vault.phase(), Phase::AwaitingKeyrings);
-    let ring = vault
-        .create_keyring(env.provider.as_ref(), admins())
-        .await
-        .unwrap()
-        .id;
+    // Keyring creation waits for ready too: a refusal while loading is retryable.
     assert!(matches!(
-        vault.create_key(ring, "", policy(2)),
+        vault
+            .create_keyring(env.provider.as_ref(), admins(), authorized(&guard))
+            .await,
+        Err(Error::NotReady)
+    ));
+    let ring = KeyringId::random().unwrap();
+    assert!(matches!(
+        vault.create_key(ring, "", policy(2), authorized(&guard)),
         Err(Error::NotReady)
     ));
     assert!(matches!(
-        vault.with_key(&KeyId::random().unwrap(), |_| ()),
+        sign_ecdsa(&vault, &guard, &KeyId::random().unwrap()),
         Err(Error::NotReady)
     ));
+    assert!(
+        guard.is_empty(),
+        "every refused authorisation released its nonce"
+    );
     vault.finish_loading().unwrap();
-    assert!(vault.create_key(ring, "", policy(2)).is_ok());
+    let (created, _) = vault
+        .create_keyring(env.provider.as_ref(), admins(), authorized(&guard))
+        .await
+        .unwrap();
+    assert!(matches!(
+        vault.create_key(ring, "", policy(2), authorized(&guard)),
+        Err(Error::KeyringNotFound)
+    ));
+    let key = create(&vault, &guard, created.id, 2);
+    sign_ecdsa(&vault, &guard, &key.record.key_id).unwrap();
+    assert_eq!(
+        guard.len(),
+        3,
+        "keyring, key and signature spent their nonces"
+    );
     // Loading is over: the host cannot inject records or keyrings into a ready enclave.
     assert!(matches!(vault.finish_loading(), Err(Error::WrongPhase)));
+    assert!(matches!(
+        vault
+            .load_keyring(env.provider.as_ref(), &stored(&created))
+            .await,
+        Err(Error::WrongPhase)
+    ));
+}
+
+#[tokio::test]
+async fn capacities_are_enforced_without_spending_the_nonce() {
+    let env = env();
+    let guard = guard();
+    let capacity = Capacity {
+        keyrings: 1,
+        keys: 2,
+        policies: 1,
+    };
+    let vault = Vault::<K256>::new(capacity);
+    vault.finish_loading().unwrap();
+    let (ring, _) = vault
+        .create_keyring(env.provider.as_ref(), admins(), authorized(&guard))
+        .await
+        .unwrap();
+    assert!(matches!(
+        vault
+            .create_keyring(env.provider.as_ref(), admins(), authorized(&guard))
+            .await,
+        Err(Error::Capacity(_))
+    ));
+    // Two keys under one policy hold one policy entry.
+    let first = create(&vault, &guard, ring.id, 2);
+    create(&vault, &guard, ring.id, 2);
+    let spent = guard.len();
+    assert!(matches!(
+        vault.create_key(ring.id, "", policy(2), authorized(&guard)),
+        Err(Error::Capacity("key capacity reached"))
+    ));
+    // A change needs a second entry while the other key still uses the first: refused.
+    let hash = first.policy.hash;
+    assert!(matches!(
+        vault.update_policy(&first.record.key_id, &hash, policy(3), |_| Ok(authorized(
+            &guard
+        ))),
+        Err(Error::Capacity("policy capacity reached"))
+    ));
+    assert_eq!(guard.len(), spent, "refusals spent nothing");
+}
+
+#[tokio::test]
+async fn a_superseded_policy_gives_its_place_back() {
+    let env = env();
+    let guard = guard();
+    let vault = Vault::<K256>::new(Capacity {
+        policies: 1,
+        ..Capacity::default()
+    });
+    vault.finish_loading().unwrap();
+    let (ring, _) = vault
+        .create_keyring(env.provider.as_ref(), admins(), authorized(&guard))
+        .await
+        .unwrap();
+    let key = create(&vault, &guard, ring.id, 2);
+    // One key changing its policy over and over never needs more than its own entry.
+    for to in [3, 4, 2, 3] {
+        let hash = vault.policy(&key.record.key_id).unwrap().hash;
+        vault
+            .update_policy(&key.record.key_id, &hash, policy(to), |_| {
+                Ok(authorized(&guard))
+            })
+            .unwrap();
+    }
+    assert_eq!(vault.policy(&key.record.key_id).unwrap().policy.version, 5);
+    // The table is full with the key's current policy; a new key under another is refused.
+    assert!(matches!(
+        vault.create_key(ring.id, "", policy(9), authorized(&guard)),
+        Err(Error::Capacity("policy capacity reached"))
+    ));
 }
 
 #[tokio::test]
 async fn reload_gives_the_same_keys_and_refuses_tampered_and_swapped_records() {
     let env = env();
-    let (vault, keyring, created) = ready_vault(&env).await;
-    let (a, pub_a) = vault.create_key(keyring, "a", policy(2)).unwrap();
-    let (b, _) = vault.create_key(keyring, "b", policy(2)).unwrap();
-    let (c, pub_c) = vault.create_key(keyring, "c", policy(2)).unwrap();
-    let digest = crate::backend::Digest32([5; 32]);
-    let sig_a = vault
-        .with_key(&a.key_id, |k| K256::sign_ecdsa(&k.key, &digest))
-        .unwrap();
+    let guard = guard();
+    let (vault, keyring, created) = ready_vault(&env, &guard).await;
+    let (a, b, c) = (
+        create(&vault, &guard, keyring, 2),
+        create(&vault, &guard, keyring, 2),
+        create(&vault, &guard, keyring, 2),
+    );
+    let (pub_a, pub_c) = (a.public, c.public);
+    let sig_a = sign_ecdsa(&vault, &guard, &a.record.key_id).unwrap();
+    let (a, b, c) = (a.record, b.record, c.record);
 
     // A fresh enclave after a restart.
     let fresh = Vault::<K256>::default();
     fresh
-        .load_keyring(
-            env.provider.as_ref(),
-            keyring,
-            &created.wrapped,
-            &created.admins,
-            &created.admins_seal,
-        )
+        .load_keyring(env.provider.as_ref(), &stored(&created))
         .await
         .unwrap();
     let mut tampered = SealedRecord {
@@ -158,26 +248,11 @@ async fn reload_gives_the_same_keys_and_refuses_tampered_and_swapped_records() {
     fresh.finish_loading().unwrap();
 
     assert_eq!(fresh.counts(), (1, 2));
-    assert_eq!(
-        fresh
-            .with_key(&a.key_id, |k| K256::public_key(&k.key))
-            .unwrap(),
-        pub_a
-    );
-    assert_eq!(
-        fresh
-            .with_key(&c.key_id, |k| K256::public_key(&k.key))
-            .unwrap(),
-        pub_c
-    );
-    assert_eq!(
-        fresh
-            .with_key(&a.key_id, |k| K256::sign_ecdsa(&k.key, &digest))
-            .unwrap(),
-        sig_a
-    );
+    assert_eq!(fresh.identity(&a.key_id).unwrap().public, pub_a);
+    assert_eq!(fresh.identity(&c.key_id).unwrap().public, pub_c);
+    assert_eq!(sign_ecdsa(&fresh, &guard, &a.key_id).unwrap(), sig_a);
     assert!(matches!(
-        fresh.with_key(&b.key_id, |_| ()),
+        sign_ecdsa(&fresh, &guard, &b.key_id),
         Err(Error::KeyNotFound)
     ));
 }
@@ -185,22 +260,18 @@ async fn reload_gives_the_same_keys_and_refuses_tampered_and_swapped_records() {
 #[tokio::test]
 async fn a_wrapped_keyring_does_not_open_under_another_id() {
     let env = env();
-    let (_, id, created) = ready_vault(&env).await;
+    let guard = guard();
+    let (_, id, created) = ready_vault(&env, &guard).await;
     let fresh = Vault::<K256>::default();
     let other = KeyringId::random().unwrap();
     let load = |id, admins: Vec<u8>| {
-        let (fresh, env, created) = (&fresh, &env, &created);
-        async move {
-            fresh
-                .load_keyring(
-                    env.provider.as_ref(),
-                    id,
-                    &created.wrapped,
-                    &admins,
-                    &created.admins_seal,
-                )
-                .await
-        }
+        let (fresh, env) = (&fresh, &env);
+        let stored = crate::intake::host::StoredKeyring {
+            id,
+            admins,
+            ..stored(&created)
+        };
+        async move { fresh.load_keyring(env.provider.as_ref(), &stored).await }
     };
     assert!(matches!(
         load(other, created.admins.clone()).await,
@@ -244,12 +315,17 @@ fn loaded_keys_stay_small() {
 #[tokio::test]
 async fn identity_reports_keyring_and_policy() {
     let env = env();
-    let (vault, keyring, _) = ready_vault(&env).await;
-    let (record, public) = vault.create_key(keyring, "x", policy(2)).unwrap();
-    let identity = vault.identity(&record.key_id).unwrap();
+    let guard = guard();
+    let (vault, keyring, _) = ready_vault(&env, &guard).await;
+    let created = create(&vault, &guard, keyring, 2);
+    let identity = vault.identity(&created.record.key_id).unwrap();
     assert_eq!(
         (identity.public, identity.keyring_id, identity.policy.hash),
-        (public, keyring, seal::policy_hash(&record.policy))
+        (
+            created.public,
+            keyring,
+            seal::policy_hash(&created.record.policy)
+        )
     );
     assert_eq!(identity.policy.policy.version, 1);
 }
@@ -257,37 +333,36 @@ async fn identity_reports_keyring_and_policy() {
 #[tokio::test]
 async fn policy_change_reseals_and_only_applies_to_the_named_policy() {
     let env = env();
-    let (vault, keyring, created) = ready_vault(&env).await;
-    let (first, public) = vault.create_key(keyring, "x", policy(2)).unwrap();
+    let guard = guard();
+    let (vault, keyring, created) = ready_vault(&env, &guard).await;
+    let first = create(&vault, &guard, keyring, 2);
+    let (public, first) = (first.public, first.record);
     let first_hash = seal::policy_hash(&first.policy);
     let refused = vault.update_policy(&first.key_id, &first_hash, policy(3), |_| {
         Err(Error::Denied("no quorum"))
     });
     assert!(matches!(refused, Err(Error::Denied(_))));
-    let (second, _) = vault
+    let second = vault
         .update_policy(&first.key_id, &first_hash, policy(3), |current| {
-            assert_eq!(current.version, 1);
-            Ok(())
+            assert_eq!(current.policy.version, 1);
+            Ok(authorized(&guard))
         })
-        .unwrap();
+        .unwrap()
+        .record;
     assert_eq!(vault.policy(&first.key_id).unwrap().policy.version, 2);
     assert_eq!(second.public_key, first.public_key);
     // Replaying the same change (naming the old policy) is refused.
     assert!(matches!(
-        vault.update_policy(&first.key_id, &first_hash, policy(4), |_| Ok(())),
+        vault.update_policy(&first.key_id, &first_hash, policy(4), |_| Ok(authorized(
+            &guard
+        ))),
         Err(Error::Denied(_))
     ));
     // The new record loads after a restart and carries the new policy; the old one still
     // opens (rollback across restarts is the documented limit, see SPEC.md).
     let fresh = Vault::<K256>::default();
     fresh
-        .load_keyring(
-            env.provider.as_ref(),
-            keyring,
-            &created.wrapped,
-            &created.admins,
-            &created.admins_seal,
-        )
+        .load_keyring(env.provider.as_ref(), &stored(&created))
         .await
         .unwrap();
     assert_eq!(fresh.load_key(&second).unwrap(), Ok(()));
@@ -300,4 +375,39 @@ async fn policy_change_reseals_and_only_applies_to_the_named_policy() {
         p.version = 2;
         p
     });
+}
+
+/// Signing decides against the policy current under the signing lookup: `authorize` sees the
+/// policy an `UpdatePolicy` just installed, never the one the caller looked at before.
+#[tokio::test]
+async fn signing_checks_the_policy_in_force_at_the_signature() {
+    let env = env();
+    let guard = guard();
+    let (vault, keyring, _) = ready_vault(&env, &guard).await;
+    let key = create(&vault, &guard, keyring, 2);
+    let id = key.record.key_id;
+    let snapshot = vault.policy(&id).unwrap();
+    vault
+        .update_policy(&id, &snapshot.hash, policy(3), |_| Ok(authorized(&guard)))
+        .unwrap();
+    let approver_2 = {
+        let k = api(2);
+        crate::stamp::ApiKeyId::parse(k.scheme, &k.public_key)
+            .unwrap()
+            .0
+    };
+    assert!(snapshot.policy.approvers.has_member(&approver_2));
+    let digest = crate::backend::Digest32([5; 32]);
+    let refused = vault.sign(
+        &id,
+        |current| {
+            if current.policy.approvers.has_member(&approver_2) {
+                Ok(authorized(&guard))
+            } else {
+                Err(Error::Denied("approver removed"))
+            }
+        },
+        |k| K256::sign_ecdsa(k, &digest),
+    );
+    assert!(matches!(refused, Err(Error::Denied("approver removed"))));
 }

@@ -1,0 +1,315 @@
+//! Stamped client requests: the envelope's limits, the body decoded and refused unless it is
+//! canonically encoded, the time rules, and each operation validated into a domain type. Stamps
+//! are verified by [`Received::authenticate`] against the set the operation is authorised by,
+//! which the caller resolves from the decoded operation (the key's policy, the keyring's admins,
+//! the creators).
+//!
+//! Why decode before verifying: the set of API keys whose stamps count depends on the body (which
+//! key, which keyring), and resolving it first lets the enclave ignore strangers' stamps without
+//! verifying them, so a request padded with 16 foreign stamps costs no more than an honest one.
+//! Decoding is bounded (a 64 KiB body, prost's recursion limit) and yields nothing that acts
+//! before the stamps verify.
+
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use signer_proto::pb;
+use signer_proto::pb::request_body::Operation;
+
+use crate::Error;
+use crate::auth::Authenticated;
+use crate::backend::Digest32;
+use crate::ids::{KeyId, KeyringId};
+use crate::policy::{KeyPolicy, KeyringAdmins, Quorum};
+use crate::replay::TimeRules;
+use crate::stamp;
+
+/// Largest BIP-340 message accepted (bodies are bounded anyway).
+pub const MAX_SCHNORR_MESSAGE: usize = 16 * 1024;
+/// Largest label accepted, in bytes.
+pub const MAX_LABEL: usize = 128;
+
+/// A request whose envelope, encoding and timestamp passed; its stamps are not yet verified.
+#[derive(Debug)]
+pub struct Received<'r> {
+    body: &'r [u8],
+    stamps: &'r [pb::Stamp],
+    timestamp_ms: u64,
+    nonce: Vec<u8>,
+}
+
+impl Received<'_> {
+    /// Verifies the stamps of every API key that is a member of one of `relevant` (strangers'
+    /// stamps are ignored unverified), over the stamp message for `deployment_id`.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] if a relevant stamp fails; [`Error::InvalidArgument`] for a
+    /// stamp key in a non-canonical form.
+    pub fn authenticate(
+        self,
+        deployment_id: &str,
+        relevant: &[&Quorum],
+    ) -> Result<Authenticated, Error> {
+        let body = self.body;
+        let approvals = stamp::verify_relevant(
+            || signer_proto::canonical::stamp_message(deployment_id, body),
+            self.stamps,
+            |id| relevant.iter().any(|q| q.has_member(id)),
+        )?;
+        Ok(Authenticated::new(
+            approvals,
+            self.timestamp_ms,
+            self.nonce,
+            Sha256::digest(body).into(),
+        ))
+    }
+
+    /// The body's nonce.
+    pub fn nonce(&self) -> &[u8] {
+        &self.nonce
+    }
+}
+
+/// Checks the envelope, decodes the body (refusing any encoding but the canonical one), and
+/// applies the time rules.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a malformed envelope or body; [`Error::Unauthenticated`]
+/// without stamps; [`Error::Stale`] for a timestamp the rules refuse.
+pub fn open<'r>(
+    request: &'r pb::SignedRequest,
+    rules: &TimeRules,
+    now_ms: u64,
+) -> Result<(Received<'r>, Operation), Error> {
+    if let Some(problem) = signer_proto::envelope_problem(request) {
+        return Err(Error::InvalidArgument(problem));
+    }
+    if request.stamps.is_empty() {
+        return Err(Error::Unauthenticated("no stamps"));
+    }
+    let body = pb::RequestBody::decode(request.body.as_slice())
+        .map_err(|_| Error::InvalidArgument("malformed body"))?;
+    // One body, one meaning: unknown fields, default values written out, or fields out of order
+    // would let approvers' tools and the enclave read the same bytes differently.
+    if body.encode_to_vec() != request.body {
+        return Err(Error::InvalidArgument("body is not canonically encoded"));
+    }
+    if body.timestamp_ms == 0 {
+        return Err(Error::InvalidArgument("timestamp_ms is required"));
+    }
+    if !(16..=32).contains(&body.nonce.len()) {
+        return Err(Error::InvalidArgument("nonce must be 16 to 32 bytes"));
+    }
+    rules.check(body.timestamp_ms, now_ms)?;
+    let operation = body
+        .operation
+        .ok_or(Error::InvalidArgument("body names no operation"))?;
+    Ok((
+        Received {
+            body: &request.body,
+            stamps: &request.stamps,
+            timestamp_ms: body.timestamp_ms,
+            nonce: body.nonce,
+        },
+        operation,
+    ))
+}
+
+const WRONG_OPERATION: Error = Error::InvalidArgument("body is for another operation");
+
+/// A validated sign request.
+#[derive(Debug)]
+pub struct SignOp {
+    /// The key to sign with.
+    pub key_id: KeyId,
+    /// What to sign.
+    pub kind: SignKind,
+}
+
+impl SignOp {
+    /// The scheme, as policies name it.
+    pub fn scheme(&self) -> pb::SignatureScheme {
+        match self.kind {
+            SignKind::Ecdsa(_) => pb::SignatureScheme::EcdsaSecp256k1,
+            SignKind::Schnorr(_) => pb::SignatureScheme::Bip340Schnorr,
+        }
+    }
+}
+
+/// What to sign, by scheme.
+#[derive(Debug)]
+pub enum SignKind {
+    /// ECDSA over a 32-byte digest.
+    Ecdsa(Digest32),
+    /// BIP-340 over a message.
+    Schnorr(Vec<u8>),
+}
+
+/// Validates a `SignBody`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the first problem found.
+pub fn sign_op(operation: Operation) -> Result<SignOp, Error> {
+    let Operation::Sign(body) = operation else {
+        return Err(WRONG_OPERATION);
+    };
+    let key_id = KeyId::parse(&body.key_id)?;
+    let kind = match pb::SignatureScheme::try_from(body.scheme) {
+        Ok(pb::SignatureScheme::EcdsaSecp256k1) => {
+            let digest: [u8; 32] =
+                body.payload.as_slice().try_into().map_err(|_| {
+                    Error::InvalidArgument("ECDSA payload must be a 32-byte digest")
+                })?;
+            SignKind::Ecdsa(Digest32(digest))
+        }
+        Ok(pb::SignatureScheme::Bip340Schnorr) => {
+            if body.payload.len() > MAX_SCHNORR_MESSAGE {
+                return Err(Error::InvalidArgument("BIP-340 message too long"));
+            }
+            SignKind::Schnorr(body.payload)
+        }
+        Ok(pb::SignatureScheme::Unspecified) | Err(_) => {
+            return Err(Error::InvalidArgument("unknown signature scheme"));
+        }
+    };
+    Ok(SignOp { key_id, kind })
+}
+
+/// A validated create-key (or the common part of an import) request.
+#[derive(Debug)]
+pub struct CreateOp {
+    /// The keyring.
+    pub keyring_id: KeyringId,
+    /// The caller's label.
+    pub label: String,
+    /// The new key's policy, at version 1.
+    pub policy: KeyPolicy,
+}
+
+fn create_op(
+    keyring_id: &str,
+    label: String,
+    policy: Option<&pb::Policy>,
+) -> Result<CreateOp, Error> {
+    if label.len() > MAX_LABEL {
+        return Err(Error::InvalidArgument("label longer than 128 bytes"));
+    }
+    if keyring_id.is_empty() {
+        return Err(Error::InvalidArgument("keyring_id is required"));
+    }
+    let mut policy = KeyPolicy::parse(policy.ok_or(Error::InvalidArgument("policy is required"))?)?;
+    policy.version = 1;
+    Ok(CreateOp {
+        keyring_id: KeyringId::parse(keyring_id)?,
+        label,
+        policy,
+    })
+}
+
+/// Validates a `CreateKeyBody`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the first problem found.
+pub fn create_key_op(operation: Operation) -> Result<CreateOp, Error> {
+    let Operation::CreateKey(body) = operation else {
+        return Err(WRONG_OPERATION);
+    };
+    create_op(&body.keyring_id, body.label, body.policy.as_ref())
+}
+
+/// A validated import request.
+#[derive(Debug)]
+pub struct ImportOp {
+    /// Keyring, label and policy.
+    pub create: CreateOp,
+    /// The HPKE key the client encrypted to.
+    pub hpke_public_key: Vec<u8>,
+    /// HPKE encapsulated key.
+    pub encapsulated_key: Vec<u8>,
+    /// HPKE ciphertext of the secret.
+    pub ciphertext: Vec<u8>,
+}
+
+impl ImportOp {
+    /// The HPKE associated data this import must have been sealed with: the keyring, the
+    /// canonical policy the key will get, and the body's nonce.
+    pub fn aad(&self, nonce: &[u8]) -> Vec<u8> {
+        signer_proto::canonical::import_aad(
+            &self.create.keyring_id.to_string(),
+            &self.create.policy.encode(),
+            nonce,
+        )
+    }
+}
+
+/// Validates an `ImportKeyBody`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the first problem found.
+pub fn import_key_op(operation: Operation) -> Result<ImportOp, Error> {
+    let Operation::ImportKey(body) = operation else {
+        return Err(WRONG_OPERATION);
+    };
+    if body.encapsulated_key.len() != 32 || body.ciphertext.len() != 48 {
+        return Err(Error::InvalidArgument(
+            "import ciphertext has the wrong size",
+        ));
+    }
+    Ok(ImportOp {
+        create: create_op(&body.keyring_id, body.label, body.policy.as_ref())?,
+        hpke_public_key: body.hpke_public_key,
+        encapsulated_key: body.encapsulated_key,
+        ciphertext: body.ciphertext,
+    })
+}
+
+/// Validates a `CreateKeyringBody`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the first problem found.
+pub fn create_keyring_op(operation: Operation) -> Result<KeyringAdmins, Error> {
+    let Operation::CreateKeyring(body) = operation else {
+        return Err(WRONG_OPERATION);
+    };
+    KeyringAdmins::parse(
+        body.admins
+            .as_ref()
+            .ok_or(Error::InvalidArgument("keyring admins are required"))?,
+    )
+}
+
+/// A validated policy change.
+#[derive(Debug)]
+pub struct UpdatePolicyOp {
+    /// The key.
+    pub key_id: KeyId,
+    /// Hash of the policy the change replaces.
+    pub current_policy_hash: [u8; 32],
+    /// The new policy (version still to be set).
+    pub policy: KeyPolicy,
+}
+
+/// Validates an `UpdatePolicyBody`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the first problem found.
+pub fn update_policy_op(operation: Operation) -> Result<UpdatePolicyOp, Error> {
+    let Operation::UpdatePolicy(body) = operation else {
+        return Err(WRONG_OPERATION);
+    };
+    Ok(UpdatePolicyOp {
+        key_id: KeyId::parse(&body.key_id)?,
+        current_policy_hash: body
+            .current_policy_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::InvalidArgument("current_policy_hash must be 32 bytes"))?,
+        policy: KeyPolicy::parse(
+            body.policy
+                .as_ref()
+                .ok_or(Error::InvalidArgument("policy is required"))?,
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! Shared fixtures for the enclave's unit tests: API keys from fixed seeds, a wide replay guard,
+//! and authorisations made through the real path (stamps verified, quorum checked, nonce
+//! reserved).
+
+use ed25519_dalek::Signer as _;
+use signer_proto::pb;
+
+use crate::auth::{Authorized, Requirement};
+use crate::intake::host::StoredKeyring;
+use crate::policy::{KeyPolicy, KeyringAdmins, Quorum};
+use crate::replay::{ReplayGuard, TimeRules, now_ms};
+use crate::vault::NewKeyring;
+
+/// The deployment the unit tests stamp for.
+pub(crate) const DEPLOYMENT: &str = "unit-test";
+
+/// An Ed25519 API key from a fixed seed.
+pub(crate) fn key(seed: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+}
+
+/// Its public half as policies name it.
+pub(crate) fn api(seed: u8) -> pb::ApiKey {
+    pb::ApiKey {
+        scheme: pb::StampScheme::Ed25519.into(),
+        public_key: key(seed).verifying_key().to_bytes().to_vec(),
+    }
+}
+
+/// `seed`'s stamp over `body` for [`DEPLOYMENT`].
+pub(crate) fn stamp(seed: u8, body: &[u8]) -> pb::Stamp {
+    let message = signer_proto::canonical::stamp_message(DEPLOYMENT, body);
+    pb::Stamp {
+        scheme: pb::StampScheme::Ed25519.into(),
+        public_key: key(seed).verifying_key().to_bytes().to_vec(),
+        signature: key(seed).sign(&message).to_bytes().to_vec(),
+    }
+}
+
+/// A guard around the real clock that accepts a minute either way and began long ago.
+pub(crate) fn guard() -> ReplayGuard {
+    let rules = TimeRules {
+        window_ms: 60_000,
+        future_skew_ms: 60_000,
+        boot_skew_ms: 60_000,
+        boot_ms: now_ms(),
+    };
+    ReplayGuard::new(rules, 1_000, 1_000)
+}
+
+/// A 1-of-1 admin set of key 1.
+pub(crate) fn admins() -> KeyringAdmins {
+    KeyringAdmins::parse(&pb::KeyringAdmins {
+        admins: vec![api(1)],
+        threshold: 1,
+    })
+    .expect("valid admins qed")
+}
+
+/// A policy approved by `approver`, administered by key 1, both schemes.
+pub(crate) fn policy(approver: u8) -> KeyPolicy {
+    KeyPolicy::parse(&pb::Policy {
+        approvers: vec![api(approver)],
+        threshold: 1,
+        schemes: vec![1, 2],
+        admins: vec![api(1)],
+        admin_threshold: 1,
+        ..Default::default()
+    })
+    .expect("valid policy qed")
+}
+
+/// A real authorisation by key 1 with a fresh nonce, under `guard`.
+pub(crate) fn authorized(guard: &ReplayGuard) -> Authorized<'_> {
+    let mut nonce = vec![0u8; 16];
+    getrandom::fill(&mut nonce).expect("RNG qed");
+    let body = pb::RequestBody {
+        timestamp_ms: now_ms(),
+        nonce,
+        operation: Some(pb::request_body::Operation::Sign(pb::SignBody::default())),
+    };
+    let request = pb::SignedRequest {
+        stamps: vec![stamp(1, &prost::Message::encode_to_vec(&body))],
+        body: prost::Message::encode_to_vec(&body),
+    };
+    let quorum = Quorum::parse(&[api(1)], 1, "test").expect("valid quorum qed");
+    let (received, _) =
+        crate::intake::stamped::open(&request, guard.rules(), now_ms()).expect("opens qed");
+    let auth = received
+        .authenticate(DEPLOYMENT, &[&quorum])
+        .expect("stamps verify qed");
+    let requirement = Requirement {
+        quorum: &quorum,
+        refusal: "test",
+    };
+    auth.authorize(&[requirement], guard, now_ms())
+        .expect("authorised qed")
+}
+
+/// A created keyring as the host would store it.
+pub(crate) fn stored(created: &NewKeyring) -> StoredKeyring {
+    StoredKeyring {
+        id: created.id,
+        wrapped: created.wrapped.clone(),
+        admins: created.admins.clone(),
+        admins_seal: created.admins_seal.clone(),
+    }
+}
