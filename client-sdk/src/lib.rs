@@ -4,11 +4,14 @@
 pub mod attestation;
 mod client;
 mod error;
+pub mod policy;
 pub mod stamper;
 pub mod trust;
 pub mod verify;
 
-pub use client::{Client, ClientConfig, ClientTls, RetryPolicy, SignStream, StreamSignature};
+pub use client::{
+    Client, ClientConfig, ClientTls, EnclaveAttestation, RetryPolicy, SignStream, StreamSignature,
+};
 pub use error::Error;
 pub use signer_proto::pb;
 pub use signer_proto::transport::Address;

@@ -153,18 +153,20 @@ impl ApiKeyPair {
         api_key_text(&self.public())
     }
 
-    /// This key's stamp over `body`.
-    pub fn stamp(&self, body: &[u8]) -> pb::Stamp {
+    /// This key's stamp over `body` for the deployment `deployment_id`: a signature over the
+    /// stamp message (domain string, deployment id, body; see the enclave's SPEC.md).
+    pub fn stamp(&self, deployment_id: &str, body: &[u8]) -> pb::Stamp {
         use p256::ecdsa::signature::Signer as _;
         let public = self.public();
+        let message = signer_proto::canonical::stamp_message(deployment_id, body);
         let signature = match &self.0 {
             Inner::P256(key) => {
-                let signature: p256::ecdsa::Signature = key.sign(body);
+                let signature: p256::ecdsa::Signature = key.sign(&message);
                 signature.to_bytes().to_vec()
             }
             Inner::Ed25519(key) => {
                 use ed25519_dalek::Signer as _;
-                key.sign(body).to_bytes().to_vec()
+                key.sign(&message).to_bytes().to_vec()
             }
         };
         pb::Stamp {
@@ -228,12 +230,27 @@ impl Stamper {
     /// # Errors
     /// [`Error::ApiKey`].
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        Ok(Self::new(vec![ApiKeyPair::load(path)?]))
+        Self::from_files(&[path])
     }
 
-    /// Every key's stamp over `body`.
-    pub fn stamp(&self, body: &[u8]) -> Vec<pb::Stamp> {
-        self.keys.iter().map(|k| k.stamp(body)).collect()
+    /// A stamper over keys read from PKCS#8 PEM files, in order.
+    ///
+    /// # Errors
+    /// [`Error::ApiKey`] naming the first file that fails.
+    pub fn from_files(paths: &[&Path]) -> Result<Self, Error> {
+        paths
+            .iter()
+            .map(|path| ApiKeyPair::load(path))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::new)
+    }
+
+    /// Every key's stamp over `body` for `deployment_id`.
+    pub fn stamp(&self, deployment_id: &str, body: &[u8]) -> Vec<pb::Stamp> {
+        self.keys
+            .iter()
+            .map(|k| k.stamp(deployment_id, body))
+            .collect()
     }
 
     /// The public halves, in order.
@@ -261,7 +278,7 @@ mod tests {
             assert_eq!(loaded.public(), key.public());
             assert_eq!(loaded.scheme(), scheme);
             assert_eq!(parse_api_key(&key.public_text()).unwrap(), key.public());
-            let stamp = loaded.stamp(b"body");
+            let stamp = loaded.stamp("test", b"body");
             assert_eq!(stamp.signature.len(), 64);
             assert!(!format!("{key:?}").contains("PRIVATE"));
         }

@@ -3,12 +3,13 @@
 
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use k256::elliptic_curve::sec1::ToSec1Point as _;
+use prost::Message as _;
 use signer_proto::pb;
 
 use crate::Error;
 
-/// A key's verified public identity.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// A key's verified public identity and the policy it is held under.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct KeyInfo {
     /// `k-` id.
     pub key_id: String,
@@ -28,6 +29,12 @@ pub struct KeyInfo {
     /// SHA-256 of the key's policy, hex.
     #[serde(serialize_with = "as_hex")]
     pub policy_hash: [u8; 32],
+    /// The policy in force: who approves, who administers, what may be signed.
+    #[serde(serialize_with = "crate::policy::serialize")]
+    pub policy: pb::Policy,
+    /// The policy's version (1 at creation, one more at each change). The SDK refuses a key
+    /// whose version is lower than one it has seen before.
+    pub policy_version: u64,
     /// Creation label.
     pub label: String,
     #[serde(skip)]
@@ -46,7 +53,8 @@ pub use signer_proto::ethereum_address;
 impl TryFrom<pb::KeyInfo> for KeyInfo {
     type Error = Error;
 
-    /// Checks that every form of the public key describes the same point.
+    /// Checks that every form of the public key describes the same point, and that the policy
+    /// decodes and matches its hash.
     fn try_from(info: pb::KeyInfo) -> Result<Self, Error> {
         let bad = Error::Verification;
         let verifying_key = VerifyingKey::from_sec1_bytes(&info.public_key_compressed)
@@ -68,6 +76,11 @@ impl TryFrom<pb::KeyInfo> for KeyInfo {
         if info.ethereum_address != ethereum_address(&uncompressed) {
             return Err(bad("Ethereum address disagrees with the public key"));
         }
+        if signer_proto::canonical::policy_hash(&info.policy).as_slice() != info.policy_hash {
+            return Err(bad("policy does not match its hash"));
+        }
+        let policy =
+            pb::Policy::decode(info.policy.as_slice()).map_err(|_| bad("malformed policy"))?;
         Ok(KeyInfo {
             public_key_compressed: info
                 .public_key_compressed
@@ -88,6 +101,8 @@ impl TryFrom<pb::KeyInfo> for KeyInfo {
             key_id: info.key_id,
             keyring_id: info.keyring_id,
             ethereum_address: info.ethereum_address,
+            policy_version: policy.version,
+            policy,
             label: info.label,
             verifying_key,
         })

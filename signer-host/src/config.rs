@@ -84,18 +84,44 @@ pub struct DevEnclave {
     /// Longest wait between restarts, in milliseconds (backoff doubles from 100 ms up to this).
     #[serde(default = "default_max_backoff_ms")]
     pub max_restart_backoff_ms: u64,
+    /// The deployment id the enclave serves (stamps name it).
+    #[serde(default = "default_deployment_id")]
+    pub deployment_id: String,
+    /// API keys that may create keyrings (`ed25519:<hex>` or `p256:<hex>`). In production
+    /// these are part of the enclave image's command line (measured); here the development
+    /// host passes them.
+    #[serde(default)]
+    pub keyring_creators: Vec<String>,
+    /// Further enclave options, passed through as given (limits, skews).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
 }
 
 /// The enclave's KMS key.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KmsSettings {
-    /// Key id or ARN.
-    pub key_id: String,
-    /// AWS region.
-    pub region: String,
+    /// The key's full ARN (its region is the one called).
+    pub key_arn: String,
     /// Endpoint URL (a KMS-API test server); absent for AWS.
     pub endpoint: Option<String>,
+}
+
+/// What `signer-host dev` is told about its enclave.
+#[derive(Debug)]
+pub struct DevEnclaveOptions {
+    /// The enclave binary.
+    pub binary: PathBuf,
+    /// Signing backend.
+    pub backend: String,
+    /// KMS instead of the local provider.
+    pub kms: Option<KmsSettings>,
+    /// The deployment id.
+    pub deployment_id: String,
+    /// Keyring creators.
+    pub keyring_creators: Vec<String>,
+    /// Further enclave options.
+    pub extra_args: Vec<String>,
 }
 
 /// Key store backend.
@@ -149,6 +175,9 @@ fn default_backend() -> String {
 }
 fn default_max_backoff_ms() -> u64 {
     5_000
+}
+fn default_deployment_id() -> String {
+    "local-dev".to_owned()
 }
 fn default_request_timeout_ms() -> u64 {
     10_000
@@ -211,13 +240,15 @@ impl Config {
     }
 
     /// The configuration `signer-host dev` uses: everything under one data directory.
-    pub fn dev(
-        data_dir: &Path,
-        listen: Address,
-        enclave_binary: PathBuf,
-        backend: &str,
-        kms: Option<KmsSettings>,
-    ) -> Self {
+    pub fn dev(data_dir: &Path, listen: Address, enclave: DevEnclaveOptions) -> Self {
+        let DevEnclaveOptions {
+            binary: enclave_binary,
+            backend,
+            kms,
+            deployment_id,
+            keyring_creators,
+            extra_args,
+        } = enclave;
         Config {
             listen,
             enclave: EnclaveConfig {
@@ -231,11 +262,14 @@ impl Config {
                 imds_address: default_imds(),
                 dev: Some(DevEnclave {
                     binary: enclave_binary,
-                    backend: backend.to_owned(),
+                    backend,
                     master_key_file: data_dir.join("master.key"),
                     dev_root_dir: data_dir.to_owned(),
                     kms,
                     max_restart_backoff_ms: default_max_backoff_ms(),
+                    deployment_id,
+                    keyring_creators,
+                    extra_args,
                 }),
             },
             store: StoreConfig {

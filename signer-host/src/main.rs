@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use signer_host::config::{Config, KmsSettings, TlsSettings};
+use signer_host::config::{Config, DevEnclaveOptions, KmsSettings, TlsSettings};
 use signer_proto::transport::Address;
 
 /// The signer's host process.
@@ -39,14 +39,12 @@ enum Command {
         /// The enclave binary; defaults to `signer-enclave` beside this binary.
         #[arg(long)]
         enclave_binary: Option<PathBuf>,
-        /// Use AWS KMS (with attestation) for keyring keys: the KMS key id. Without it the local
-        /// provider is used, a development stand-in. Credentials come from AWS_ACCESS_KEY_ID /
-        /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN in this process's environment.
-        #[arg(long, requires = "kms_region")]
-        kms_key_id: Option<String>,
-        /// AWS region of the KMS key.
+        /// Use AWS KMS (with attestation) for keyring keys: the KMS key's full ARN. Without it the
+        /// local provider is used, a development stand-in. Credentials come from
+        /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN in this process's
+        /// environment.
         #[arg(long)]
-        kms_region: Option<String>,
+        kms_key_arn: Option<String>,
         /// KMS endpoint URL, e.g. a KMS-API test server on loopback.
         #[arg(long)]
         kms_endpoint: Option<String>,
@@ -59,6 +57,17 @@ enum Command {
         /// Require client certificates from this CA (mutual TLS).
         #[arg(long, requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// The deployment id the enclave serves; clients stamp for it.
+        #[arg(long, default_value = "local-dev")]
+        deployment_id: String,
+        /// An API key allowed to create keyrings (`ed25519:<hex>` or `p256:<hex>`); repeat.
+        /// In production the enclave image fixes these; here this development host passes them.
+        #[arg(long = "keyring-creator")]
+        keyring_creators: Vec<String>,
+        /// A further option for the enclave (e.g. `--enclave-arg=--nonce-quota-per-key=100`);
+        /// repeat.
+        #[arg(long = "enclave-arg", allow_hyphen_values = true)]
+        enclave_args: Vec<String>,
     },
 }
 
@@ -88,12 +97,14 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             listen,
             backend,
             enclave_binary,
-            kms_key_id,
-            kms_region,
+            kms_key_arn,
             kms_endpoint,
             tls_cert,
             tls_key,
             tls_client_ca,
+            deployment_id,
+            keyring_creators,
+            enclave_args,
         } => {
             std::fs::create_dir_all(&data_dir)?;
             let data_dir = std::fs::canonicalize(&data_dir)?;
@@ -101,14 +112,19 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
                 Some(path) => path,
                 None => std::env::current_exe()?.with_file_name("signer-enclave"),
             };
-            let kms = kms_key_id
-                .zip(kms_region)
-                .map(|(key_id, region)| KmsSettings {
-                    key_id,
-                    region,
-                    endpoint: kms_endpoint,
-                });
-            let mut config = Config::dev(&data_dir, listen, binary, &backend, kms);
+            let kms = kms_key_arn.map(|key_arn| KmsSettings {
+                key_arn,
+                endpoint: kms_endpoint,
+            });
+            let enclave = DevEnclaveOptions {
+                binary,
+                backend,
+                kms,
+                deployment_id,
+                keyring_creators,
+                extra_args: enclave_args,
+            };
+            let mut config = Config::dev(&data_dir, listen, enclave);
             config.tls = tls_cert
                 .zip(tls_key)
                 .map(|(cert_file, key_file)| TlsSettings {

@@ -35,14 +35,7 @@ pub async fn supervise(
             .arg(&dev.backend);
         match &dev.kms {
             Some(kms) => {
-                command.args([
-                    "--provider",
-                    "kms",
-                    "--kms-key-id",
-                    &kms.key_id,
-                    "--kms-region",
-                    &kms.region,
-                ]);
+                command.args(["--provider", "kms", "--kms-key-arn", &kms.key_arn]);
                 if let Some(endpoint) = &kms.endpoint {
                     command.args(["--kms-endpoint", endpoint]);
                 }
@@ -58,6 +51,13 @@ pub async fn supervise(
                     .arg(&dev.master_key_file);
             }
         }
+        command.arg("--deployment-id").arg(&dev.deployment_id);
+        if !dev.keyring_creators.is_empty() {
+            command
+                .arg("--keyring-creator")
+                .arg(dev.keyring_creators.join(","));
+        }
+        command.args(&dev.extra_args);
         let spawned = command
             .arg("--attestor")
             .arg("dev")

@@ -5,6 +5,10 @@
 //! The binaries are found beside the test executable's target directory; `scripts/test` builds
 //! them first (`cargo build --workspace --bins`).
 
+pub mod relay;
+
+pub use relay::HostileRelay;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -154,8 +158,8 @@ impl Drop for KmsServer {
 /// How to start a stack beyond the defaults.
 #[derive(Clone, Debug, Default)]
 pub struct StackOptions {
-    /// Use AWS KMS at this endpoint with this key id (region eu-central-1) instead of the local
-    /// provider; the host gets test credentials in its environment.
+    /// Use AWS KMS at this endpoint with this key ARN instead of the local provider; the host
+    /// gets test credentials in its environment.
     pub kms: Option<(String, String)>,
     /// Run this enclave binary instead of the built one.
     pub enclave_binary: Option<PathBuf>,
@@ -164,6 +168,10 @@ pub struct StackOptions {
     /// Where `signer-host` and `signer-enclave` are (the benchmarks run release builds);
     /// `None` for the test build's.
     pub bin_dir: Option<PathBuf>,
+    /// Further enclave options (`--nonce-quota-per-key=5`, …).
+    pub enclave_args: Vec<String>,
+    /// Keyring creators instead of the stack's admin key (empty: keyring creation disabled).
+    pub keyring_creators: Option<Vec<String>>,
 }
 
 /// A running host + enclave pair.
@@ -175,6 +183,32 @@ pub struct Stack {
     pub address: Address,
     /// The enclave binary the stack runs (its SHA-384 is the development attestor's PCR0).
     pub enclave_binary: PathBuf,
+    /// The deployment id its enclave serves.
+    pub deployment_id: String,
+}
+
+/// The deployment id kept in `dir` (a fresh random one the first time).
+fn deployment_id_in(dir: &Path) -> String {
+    let path = dir.join("deployment-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return id;
+    }
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("RNG qed");
+    let id = format!("test-{}", hex::encode(bytes));
+    std::fs::write(&path, &id).expect("write deployment id qed");
+    id
+}
+
+/// The admin API key kept in `dir` (created the first time).
+fn admin_key_in(dir: &Path) -> ApiKeyPair {
+    let path = dir.join("admin-api-key.pem");
+    if !path.exists() {
+        ApiKeyPair::generate(ApiKeyScheme::Ed25519)
+            .and_then(|k| k.save(&path))
+            .expect("admin key qed");
+    }
+    ApiKeyPair::load(&path).expect("admin key qed")
 }
 
 impl Stack {
@@ -191,9 +225,24 @@ impl Stack {
         stack
     }
 
-    /// Starts a stack with options, without waiting for it to become SERVING.
+    /// Starts a stack over an existing data directory with options, and waits until SERVING.
+    pub async fn start_with(dir: tempfile::TempDir, options: &StackOptions) -> Stack {
+        let stack = tokio::task::block_in_place(|| Self::spawn(dir, "k256", options));
+        stack.wait_serving().await;
+        stack
+    }
+
+    /// Starts a stack with options, without waiting for it to become SERVING. The stack's
+    /// deployment id and admin API key live in its data directory, so a restart over the same
+    /// directory keeps them; the admin key is the keyring creator unless `options` says
+    /// otherwise.
     pub fn spawn(dir: tempfile::TempDir, backend: &str, options: &StackOptions) -> Stack {
         let bins = options.bin_dir.clone().unwrap_or_else(bin_dir);
+        let deployment_id = deployment_id_in(dir.path());
+        let creators = options
+            .keyring_creators
+            .clone()
+            .unwrap_or_else(|| vec![admin_key_in(dir.path()).public_text()]);
         // Each start has its own log: what a test reads is this stack's.
         let log = std::fs::File::create(dir.path().join("host.log")).expect("log file qed");
         let enclave_binary = options
@@ -212,14 +261,24 @@ impl Stack {
             .arg(dir.path())
             .arg("--enclave-binary")
             .arg(&enclave_binary)
-            .args(options.kms.iter().flat_map(|(endpoint, key_id)| {
+            .args(["--deployment-id", &deployment_id])
+            .args(
+                creators
+                    .iter()
+                    .flat_map(|c| ["--keyring-creator", c.as_str()]),
+            )
+            .args(
+                options
+                    .enclave_args
+                    .iter()
+                    .map(|a| format!("--enclave-arg={a}")),
+            )
+            .args(options.kms.iter().flat_map(|(endpoint, key_arn)| {
                 [
                     "--kms-endpoint",
                     endpoint.as_str(),
-                    "--kms-key-id",
-                    key_id.as_str(),
-                    "--kms-region",
-                    "eu-central-1",
+                    "--kms-key-arn",
+                    key_arn.as_str(),
                 ]
             }))
             .args(options.tls.iter().flat_map(|(cert, key, client_ca)| {
@@ -248,6 +307,7 @@ impl Stack {
             host,
             address,
             enclave_binary,
+            deployment_id,
         }
     }
 
@@ -260,7 +320,8 @@ impl Stack {
 
     /// A client stamping with this stack's admin API key (kept in the data directory), verifying
     /// the enclave against the development root and the enclave binary's PCR0, with a generous
-    /// retry budget (restarts take a moment). The first call on a new stack creates its keyring.
+    /// retry budget (restarts take a moment). The first call on a new stack creates its keyring
+    /// (see [`Stack::keyring`]), administered by the admin key.
     pub async fn client(&self) -> Client {
         let client = self.client_with(Some(self.admin_stamper())).await;
         let marker = self.dir.path().join("keyring-id");
@@ -274,9 +335,18 @@ impl Stack {
         client
     }
 
+    /// The keyring [`Stack::client`] created.
+    ///
+    /// # Panics
+    /// Before the first [`Stack::client`].
+    pub fn keyring(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("keyring-id"))
+            .expect("Stack::client creates the keyring first")
+    }
+
     /// A client stamping with `stamper` (or nothing), verifying the enclave as [`Stack::client`].
     pub async fn client_with(&self, stamper: Option<Stamper>) -> Client {
-        let mut config = ClientConfig::new(self.address.clone());
+        let mut config = ClientConfig::new(self.address.clone(), self.deployment_id.clone());
         config.retry = RetryPolicy {
             max_attempts: 40,
             initial_backoff: Duration::from_millis(20),
@@ -300,15 +370,21 @@ impl Stack {
         }
     }
 
-    /// This stack's admin API key (created on first use, kept across restarts).
+    /// This stack's admin API key (kept across restarts): the keyring creator, and admin of
+    /// the keyring [`Stack::client`] creates.
     pub fn admin_key(&self) -> ApiKeyPair {
-        let path = self.dir.path().join("admin-api-key.pem");
-        if !path.exists() {
-            ApiKeyPair::generate(ApiKeyScheme::Ed25519)
-                .and_then(|k| k.save(&path))
-                .expect("admin key qed");
+        admin_key_in(self.dir.path())
+    }
+
+    /// `keys`' stamps over `body` for this stack's deployment.
+    pub fn stamped(&self, body: Vec<u8>, keys: &[&ApiKeyPair]) -> signer_client::pb::SignedRequest {
+        signer_client::pb::SignedRequest {
+            stamps: keys
+                .iter()
+                .map(|k| k.stamp(&self.deployment_id, &body))
+                .collect(),
+            body,
         }
-        ApiKeyPair::load(&path).expect("admin key qed")
     }
 
     /// A stamper over the admin key.

@@ -241,7 +241,7 @@ fn server<B: Backend>() -> SignerServiceServer<SignServer<B>> {
         public_key_uncompressed: public.0.to_vec(),
         public_key_xonly: public.xonly().to_vec(),
         ethereum_address: signer_proto::ethereum_address(&public.0),
-        policy_hash: vec![0; 32],
+        policy_hash: signer_proto::canonical::policy_hash(&[]).to_vec(),
         label: "baseline".into(),
         ..pb::KeyInfo::default()
     };

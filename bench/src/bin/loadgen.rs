@@ -177,8 +177,12 @@ async fn measure(
 
 /// A client stamping with `stamper` (both systems get stamped requests, so client-side costs
 /// match; the baseline does not check them).
-async fn client(address: &signer_client::Address, stamper: signer_client::Stamper) -> Client {
-    let mut config = ClientConfig::new(address.clone());
+async fn client(
+    address: &signer_client::Address,
+    deployment_id: &str,
+    stamper: signer_client::Stamper,
+) -> Client {
+    let mut config = ClientConfig::new(address.clone(), deployment_id);
     config.retry = RetryPolicy {
         max_attempts: 1,
         ..RetryPolicy::default()
@@ -203,13 +207,12 @@ async fn main() {
     wait_serving(&host.address).await;
     // The harness's client creates the keyring and verifies the key against the attested
     // enclave; the measured client stamps with the same admin key.
-    let key = host
-        .client()
-        .await
-        .create_key("bench")
+    let admin = host.client().await;
+    let key = admin
+        .create_key(&host.keyring(), "bench")
         .await
         .expect("create key");
-    let signer_client = client(&host.address, host.admin_stamper()).await;
+    let signer_client = client(&host.address, &host.deployment_id, host.admin_stamper()).await;
     signer_client.trust_key(key.clone());
     let signer = Target {
         client: signer_client,
@@ -231,7 +234,7 @@ async fn main() {
         .arg(format!("unix://{}", socket.display()))
         .stderr(Stdio::null());
     let relay = spawn_announcing(relay_cmd);
-    let baseline_client = client(&relay.address, host.admin_stamper()).await;
+    let baseline_client = client(&relay.address, &host.deployment_id, host.admin_stamper()).await;
     let baseline_key = baseline_client
         .raw()
         .get_public_key(signer_client::pb::GetPublicKeyRequest {

@@ -1,11 +1,11 @@
 //! `signer-cli`: the SDK's calls from the command line, printing JSON.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use signer_client::attestation::{AttestationPolicy, TrustAnchor};
-use signer_client::stamper::parse_api_key;
+use signer_client::stamper::{api_key_text, parse_api_key};
 use signer_client::{
-    Address, ApiKeyPair, ApiKeyScheme, Client, ClientConfig, ClientTls, Error, Stamper,
+    Address, ApiKeyPair, ApiKeyScheme, Client, ClientConfig, ClientTls, Error, Stamper, pb,
 };
 
 /// Command-line client of the signer. Every signature is verified before it is printed.
@@ -37,9 +37,22 @@ struct Cli {
     /// Client private key (PEM).
     #[arg(long, global = true, env = "SIGNER_TLS_KEY")]
     tls_key: Option<std::path::PathBuf>,
-    /// API key (PKCS#8 PEM, Ed25519 or P-256) that stamps every request.
-    #[arg(long, global = true, env = "SIGNER_API_KEY")]
-    api_key: Option<std::path::PathBuf>,
+    /// The deployment to stamp for; the attested enclave must serve it.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNER_DEPLOYMENT_ID",
+        default_value = "local-dev"
+    )]
+    deployment_id: String,
+    /// API key (PKCS#8 PEM, Ed25519 or P-256) that stamps every request; repeat (or separate
+    /// with commas) where one caller holds a quorum.
+    #[arg(long, global = true, env = "SIGNER_API_KEY", value_delimiter = ',')]
+    api_key: Vec<std::path::PathBuf>,
+    /// A JSON file of the highest policy version seen per key: read before the command and
+    /// written after it, so a rolled-back policy is refused across runs.
+    #[arg(long, global = true, env = "SIGNER_POLICY_VERSIONS")]
+    policy_versions: Option<std::path::PathBuf>,
     /// An allowed enclave PCR0 (hex, 48 bytes); repeat for rolling deployments. Calls that
     /// return public keys verify them against an enclave attested with one of these.
     #[arg(
@@ -71,9 +84,16 @@ enum Command {
         #[arg(long, default_value = "ed25519")]
         scheme: String,
     },
-    /// Create a keyring. Its admins (default: the --api-key) authorise key creation in it.
+    /// Print the public half of an API key file (`ed25519:<hex>` or `p256:<hex>`).
+    PublicApiKey {
+        /// The key file (PKCS#8 PEM).
+        file: std::path::PathBuf,
+    },
+    /// Create a keyring. The --api-key(s) must hold a quorum of the enclave's keyring creators
+    /// and every admin named (each admin's stamp is its proof of possession and consent).
     CreateKeyring {
-        /// An admin's public key (`ed25519:<hex>` or `p256:<hex>`); repeat. Default: --api-key.
+        /// An admin's public key (`ed25519:<hex>` or `p256:<hex>`); repeat. Default: the
+        /// --api-key(s).
         #[arg(long = "admin")]
         admins: Vec<String>,
         /// Admins needed per key creation.
@@ -81,7 +101,7 @@ enum Command {
         threshold: u32,
     },
     /// Import an existing secp256k1 secret (32 bytes of hex in a file), HPKE-encrypted to the
-    /// attested enclave.
+    /// attested enclave and bound to the keyring and policy.
     ImportKey {
         /// File holding the secret as 64 hex digits.
         #[arg(long)]
@@ -89,18 +109,29 @@ enum Command {
         /// A label for your own bookkeeping.
         #[arg(long, default_value = "")]
         label: String,
-        /// Keyring to import into (default: the only one).
-        #[arg(long, default_value = "")]
+        /// Keyring to import into.
+        #[arg(long, env = "SIGNER_KEYRING")]
         keyring: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Create a wallet key inside the enclave.
     CreateKey {
         /// A label for your own bookkeeping.
         #[arg(long, default_value = "")]
         label: String,
-        /// Keyring to create it in (default: the only one).
-        #[arg(long, default_value = "")]
+        /// Keyring to create it in.
+        #[arg(long, env = "SIGNER_KEYRING")]
         keyring: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Replace a key's policy (the --api-key(s) must meet its current admin quorum).
+    UpdatePolicy {
+        /// The key id.
+        key: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Print a key's public identity.
     Pubkey {
@@ -140,6 +171,71 @@ enum Command {
     },
 }
 
+/// A key policy from the command line. Without --approver the --api-key(s) approve; without
+/// --admin they administer.
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// An API key that approves signatures (`ed25519:<hex>` or `p256:<hex>`); repeat.
+    #[arg(long = "approver")]
+    approvers: Vec<String>,
+    /// Approvers needed per signature.
+    #[arg(long, default_value_t = 1)]
+    threshold: u32,
+    /// An API key that may change the policy; repeat.
+    #[arg(long = "admin")]
+    admins: Vec<String>,
+    /// Admins needed per policy change.
+    #[arg(long, default_value_t = 1)]
+    admin_threshold: u32,
+    /// Make the policy permanent: no admins at all.
+    #[arg(long, conflicts_with = "admins")]
+    no_admins: bool,
+    /// Allowed signature schemes: `ecdsa` and/or `schnorr`; repeat. Default: both.
+    #[arg(long = "scheme")]
+    schemes: Vec<String>,
+    /// Most signatures per minute (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_signatures_per_minute: u32,
+}
+
+impl PolicyArgs {
+    fn policy(&self, own: &[pb::ApiKey]) -> Result<pb::Policy, Error> {
+        let keys = |texts: &[String]| -> Result<Vec<pb::ApiKey>, Error> {
+            if texts.is_empty() {
+                return Ok(own.to_vec());
+            }
+            texts.iter().map(|t| parse_api_key(t)).collect()
+        };
+        let schemes = if self.schemes.is_empty() {
+            vec!["ecdsa".to_owned(), "schnorr".to_owned()]
+        } else {
+            self.schemes.clone()
+        };
+        let schemes = schemes
+            .iter()
+            .map(|s| match s.as_str() {
+                "ecdsa" => Ok(pb::SignatureScheme::EcdsaSecp256k1.into()),
+                "schnorr" => Ok(pb::SignatureScheme::Bip340Schnorr.into()),
+                _ => Err(Error::InvalidArgument("--scheme must be ecdsa or schnorr")),
+            })
+            .collect::<Result<_, _>>()?;
+        let (admins, admin_threshold) = if self.no_admins {
+            (Vec::new(), 0)
+        } else {
+            (keys(&self.admins)?, self.admin_threshold)
+        };
+        Ok(pb::Policy {
+            version: 0,
+            approvers: keys(&self.approvers)?,
+            threshold: self.threshold,
+            schemes,
+            max_signatures_per_minute: self.max_signatures_per_minute,
+            admins,
+            admin_threshold,
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -163,7 +259,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|_| Error::InvalidArgument("cannot read a TLS file"))
     };
-    let mut config = ClientConfig::new(cli.endpoint.clone());
+    let mut config = ClientConfig::new(cli.endpoint.clone(), cli.deployment_id.clone());
     if let Some(ca) = &cli.tls_ca {
         let identity = match (&cli.tls_cert, &cli.tls_key) {
             (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
@@ -175,13 +271,53 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
             identity,
         });
     }
-    if let Some(path) = &cli.api_key {
-        config.stamper = Some(std::sync::Arc::new(Stamper::from_file(path)?));
+    let own_keys = if cli.api_key.is_empty() {
+        Vec::new()
+    } else {
+        let paths: Vec<&std::path::Path> = cli.api_key.iter().map(|p| p.as_path()).collect();
+        let stamper = Stamper::from_files(&paths)?;
+        let public = stamper.public_keys();
+        config.stamper = Some(std::sync::Arc::new(stamper));
+        public
+    };
+    if let Some(path) = &cli.policy_versions {
+        config.known_policy_versions = read_versions(path)?;
     }
     let policy = attestation_policy(&cli)?;
     config.enclave = policy.clone();
     let client = Client::connect(config).await?;
-    let value = match cli.command {
+    let value = command(&cli, &client, &own_keys, policy).await;
+    if let Some(path) = &cli.policy_versions {
+        write_versions(path, &client)?;
+    }
+    value
+}
+
+fn read_versions(path: &std::path::Path) -> Result<std::collections::HashMap<String, u64>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|_| Error::InvalidArgument("--policy-versions is not a JSON map of versions")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(_) => Err(Error::InvalidArgument("cannot read --policy-versions")),
+    }
+}
+
+fn write_versions(path: &std::path::Path, client: &Client) -> Result<(), Error> {
+    let versions: std::collections::BTreeMap<_, _> = client.policy_versions().into_iter().collect();
+    let text = serde_json::to_string_pretty(&versions).expect("JSON values serialize qed");
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|_| Error::InvalidArgument("cannot write --policy-versions"))
+}
+
+async fn command(
+    cli: &Cli,
+    client: &Client,
+    own_keys: &[pb::ApiKey],
+    policy: Option<AttestationPolicy>,
+) -> Result<serde_json::Value, Error> {
+    let value = match &cli.command {
         Command::GenerateApiKey { out, scheme } => {
             let scheme = match scheme.as_str() {
                 "ed25519" => ApiKeyScheme::Ed25519,
@@ -189,47 +325,64 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
                 _ => return Err(Error::InvalidArgument("--scheme must be ed25519 or p256")),
             };
             let key = ApiKeyPair::generate(scheme)?;
-            key.save(&out)?;
+            key.save(out)?;
             json!({ "file": out, "public_key": key.public_text() })
+        }
+        Command::PublicApiKey { file } => {
+            json!({ "public_key": ApiKeyPair::load(file)?.public_text() })
         }
         Command::CreateKeyring { admins, threshold } => {
             let admins = if admins.is_empty() {
-                let path = cli
-                    .api_key
-                    .as_ref()
-                    .ok_or(Error::NotConfigured("--admin or --api-key"))?;
-                vec![ApiKeyPair::load(path)?.public()]
+                if own_keys.is_empty() {
+                    return Err(Error::NotConfigured("--admin or --api-key"));
+                }
+                own_keys.to_vec()
             } else {
                 admins
                     .iter()
                     .map(|a| parse_api_key(a))
                     .collect::<Result<_, _>>()?
             };
-            json!({ "keyring_id": client.create_keyring(admins, threshold).await? })
+            json!({ "keyring_id": client.create_keyring(admins, *threshold).await? })
         }
         Command::ImportKey {
             secret_file,
             label,
             keyring,
+            policy,
         } => {
             let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&secret_file)
+                std::fs::read_to_string(secret_file)
                     .map_err(|_| Error::InvalidArgument("cannot read --secret-file"))?,
             );
             let mut secret = zeroize::Zeroizing::new([0u8; 32]);
             hex::decode_to_slice(text.trim().trim_start_matches("0x"), secret.as_mut())
                 .map_err(|_| Error::InvalidArgument("--secret-file must hold 64 hex digits"))?;
-            json!(client.import_key(&keyring, &label, None, &secret).await?)
+            let policy = policy.policy(own_keys)?;
+            json!(
+                client
+                    .import_key(keyring, label, Some(policy), &secret)
+                    .await?
+            )
         }
-        Command::CreateKey { label, keyring } => {
-            json!(client.create_key_with(&keyring, &label, None).await?)
+        Command::CreateKey {
+            label,
+            keyring,
+            policy,
+        } => json!(
+            client
+                .create_key_with(keyring, label, policy.policy(own_keys)?)
+                .await?
+        ),
+        Command::UpdatePolicy { key, policy } => {
+            json!(client.update_policy(key, policy.policy(own_keys)?).await?)
         }
-        Command::Pubkey { key } => json!(client.public_key(&key).await?),
+        Command::Pubkey { key } => json!(client.fresh_public_key(key).await?),
         Command::List {
             page_size,
             page_token,
         } => {
-            let (keys, next) = client.list_keys(page_size, &page_token).await?;
+            let (keys, next) = client.list_keys(*page_size, page_token).await?;
             json!({ "keys": keys, "next_page_token": next })
         }
         Command::Sign { key, digest } => {
@@ -237,14 +390,14 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
                 .ok()
                 .and_then(|d| d.try_into().ok())
                 .ok_or(Error::InvalidArgument("--digest must be 32 bytes of hex"))?;
-            let signature = client.sign_digest(&key, digest).await?;
+            let signature = client.sign_digest(key, digest).await?;
             json!({ "key_id": key, "r": hex::encode(signature.r), "s": hex::encode(signature.s), "v": signature.v,
                     "signature65": hex::encode(signature.to_bytes65()) })
         }
         Command::Attest => {
             let policy = policy.ok_or(Error::NotConfigured("--allow-pcr0"))?;
-            let verified = client.attest(&policy).await?;
-            let identity = signer_client::AttestedIdentity::from_attestation(&verified).ok();
+            let attested = client.attest(&policy).await?;
+            let (verified, identity) = (attested.document, attested.identity);
             let pcrs: std::collections::BTreeMap<String, String> = verified
                 .pcrs
                 .iter()
@@ -254,15 +407,29 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
                 .timestamp
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
+            let config = &identity.config;
+            let creators = config.keyring_creators.clone().unwrap_or_default();
             json!({ "verified": true, "module_id": verified.module_id, "timestamp_ms": timestamp_ms, "pcrs": pcrs,
                     "nonce": verified.nonce.map(hex::encode),
-                    "enclave_signing_key": identity.as_ref().map(|i| hex::encode(i.signing_public_key)),
-                    "enclave_hpke_key": identity.as_ref().map(|i| hex::encode(i.hpke_public_key)) })
+                    "enclave_signing_key": hex::encode(identity.signing_public_key),
+                    "enclave_hpke_key": hex::encode(identity.hpke_public_key),
+                    "boot_time_ms": identity.boot_time_ms,
+                    "deployment_id": identity.deployment_id,
+                    "config": {
+                        "keyring_creators": creators.admins.iter().map(api_key_text).collect::<Vec<_>>(),
+                        "keyring_creator_threshold": creators.threshold,
+                        "max_keyrings": config.max_keyrings, "max_keys": config.max_keys,
+                        "max_policies": config.max_policies,
+                        "replay_window_ms": config.replay_window_ms, "future_skew_ms": config.future_skew_ms,
+                        "boot_skew_ms": config.boot_skew_ms, "nonce_capacity": config.nonce_capacity,
+                        "nonce_quota_per_key": config.nonce_quota_per_key,
+                        "provider": config.provider, "kms_key_arn": config.kms_key_arn,
+                    } })
         }
         Command::SignSchnorr { key, message } => {
             let message = hex::decode(message.trim_start_matches("0x"))
                 .map_err(|_| Error::InvalidArgument("--message must be hex"))?;
-            let signature = client.sign_schnorr(&key, &message).await?;
+            let signature = client.sign_schnorr(key, &message).await?;
             json!({ "key_id": key, "signature": hex::encode(signature.0) })
         }
     };

@@ -1,25 +1,44 @@
-//! Key administration: keyrings with admin sets, attested key import, policy changes. Each
-//! reply is checked against the attested enclave's signed statement before it is returned.
+//! Key administration: keyrings with admin sets, key creation under an explicit policy,
+//! attested key import, policy changes. Each reply is checked against the attested enclave's
+//! signed statement, and a key's policy against the one requested, before it is returned.
 
 use getrandom_sys_rng::SysRng;
 use hpke::{Deserializable as _, Serializable as _};
+use prost::Message as _;
 use rand_core::UnwrapErr;
-use signer_proto::canonical::IMPORT_INFO;
+use signer_proto::canonical::{IMPORT_INFO, import_aad};
 use signer_proto::pb;
 use signer_proto::pb::request_body::Operation;
 
-use super::{Client, body_hash};
+use super::Client;
+use super::call::{Fresh, body_hash};
 use crate::Error;
+use crate::policy;
 use crate::verify::KeyInfo;
 
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
 type Aead = hpke::aead::ChaCha20Poly1305;
 
+/// The message the enclave answers an import sealed to another of its boots with.
+const OTHER_IDENTITY: &str = "import encrypted to another enclave identity; attest again";
+
 impl Client {
+    fn stamper_policy(&self) -> Result<pb::Policy, Error> {
+        policy::default_for(
+            self.stamper
+                .as_ref()
+                .ok_or(Error::NotConfigured("an API key (stamper) is required"))?,
+        )
+    }
+
     /// Creates a keyring administered by `admins` (`threshold` of them authorise each key
-    /// creation). The client's API keys must include `threshold` of the admins: the request is
-    /// their proof of possession. Returns the keyring id once the enclave's statement verifies.
+    /// creation). The client's API keys must include a quorum of the enclave's keyring
+    /// creators and **every** named admin: the request is each admin's proof of possession and
+    /// consent. Returns the keyring id once the enclave's statement verifies.
+    ///
+    /// If an answer is lost after the enclave created the keyring, the retry is refused as a
+    /// replay and the keyring stays unknown to the caller (it holds no keys).
     ///
     /// # Errors
     /// Service errors; [`Error::Verification`].
@@ -29,17 +48,17 @@ impl Client {
         threshold: u32,
     ) -> Result<String, Error> {
         let admins = pb::KeyringAdmins { admins, threshold };
-        let request = self.envelope(Operation::CreateKeyring(pb::CreateKeyringBody {
+        let operation = Operation::CreateKeyring(pb::CreateKeyringBody {
             admins: Some(admins.clone()),
-        }))?;
+        });
+        let (response, request) = self
+            .call(
+                Fresh::WhenExpired,
+                || self.envelope(operation.clone()),
+                |mut c, r| async move { c.create_keyring(r).await },
+            )
+            .await?;
         let binding = body_hash(&request.body);
-        // Not retried: a lost answer would leave a keyring nobody was told about.
-        let response = self
-            .raw()
-            .create_keyring(request)
-            .await
-            .map_err(Error::from)?
-            .into_inner();
         let check = |identity: &crate::AttestedIdentity| {
             identity.check_keyring(
                 &response.keyring_id,
@@ -54,10 +73,58 @@ impl Client {
         Ok(response.keyring_id)
     }
 
-    /// Imports an existing secp256k1 secret: verifies a fresh attestation document (chain, PCR
-    /// allow-list, nonce), HPKE-encrypts the secret to the enclave key it carries, and sends
-    /// only the ciphertext through the host. The returned key's public key is checked against
-    /// the secret's.
+    /// Creates a key in `keyring_id` under the default policy: this client's API keys approve
+    /// and administer it (any one of them; see [`policy::default_for`]).
+    ///
+    /// A retried `CreateKey` may, rarely, create a key whose answer was lost; such a key is never
+    /// returned to anyone, so nothing can be deposited to it.
+    ///
+    /// # Errors
+    /// Service errors; [`Error::Verification`] if the reply does not trace to the attested
+    /// enclave, is inconsistent, or carries another policy.
+    pub async fn create_key(&self, keyring_id: &str, label: &str) -> Result<KeyInfo, Error> {
+        self.create_key_with(keyring_id, label, self.stamper_policy()?)
+            .await
+    }
+
+    /// Creates a key in `keyring_id` under exactly `policy` (its version is set by the
+    /// enclave). The reply must carry that policy, canonically encoded at version 1.
+    ///
+    /// # Errors
+    /// As [`Client::create_key`].
+    pub async fn create_key_with(
+        &self,
+        keyring_id: &str,
+        label: &str,
+        policy: pb::Policy,
+    ) -> Result<KeyInfo, Error> {
+        let expected = policy::canonical(&policy, 1)?.encode_to_vec();
+        let operation = Operation::CreateKey(pb::CreateKeyBody {
+            keyring_id: keyring_id.to_owned(),
+            label: label.to_owned(),
+            policy: Some(policy),
+        });
+        let (response, request) = self
+            .call(
+                Fresh::WhenExpired,
+                || self.envelope(operation.clone()),
+                |mut c, r| async move { c.create_key(r).await },
+            )
+            .await?;
+        self.checked_key(
+            response.key,
+            &body_hash(&request.body),
+            None,
+            Some(&expected),
+        )
+        .await
+    }
+
+    /// Imports an existing secp256k1 secret into `keyring_id` under `policy` (`None`: the
+    /// default policy): verifies a fresh attestation document (chain, PCR allow-list, nonce),
+    /// HPKE-encrypts the secret to the enclave key it carries, bound to the keyring, the policy
+    /// and this request's nonce, and sends only the ciphertext through the host. The returned
+    /// key's public key is checked against the secret's, and its policy against the one asked.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a value that is not a secret key; service errors;
@@ -69,39 +136,72 @@ impl Client {
         policy: Option<pb::Policy>,
         secret: &[u8; 32],
     ) -> Result<KeyInfo, Error> {
-        let expected = k256::SecretKey::from_slice(secret)
+        let expected_public = k256::SecretKey::from_slice(secret)
             .map_err(|_| Error::InvalidArgument("not a valid secp256k1 secret key"))?
             .public_key();
-        let identity = self.enclave_identity(true).await?;
-        let recipient = <Kem as hpke::Kem>::PublicKey::from_bytes(&identity.hpke_public_key)
-            .map_err(|_| Error::Attestation("malformed enclave HPKE key"))?;
-        let (encapped, ciphertext) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(
-            &hpke::OpModeS::Base,
-            &recipient,
-            IMPORT_INFO,
-            secret,
-            keyring_id.as_bytes(),
-            &mut UnwrapErr(SysRng),
-        )
-        .map_err(|_| Error::Attestation("enclave HPKE key unusable"))?;
-        let request = self.envelope(Operation::ImportKey(pb::ImportKeyBody {
-            keyring_id: keyring_id.to_owned(),
-            label: label.to_owned(),
-            policy,
-            hpke_public_key: identity.hpke_public_key.to_vec(),
-            encapsulated_key: encapped.to_bytes().to_vec(),
-            ciphertext,
-        }))?;
-        let binding = body_hash(&request.body);
-        let response = self
-            .raw()
-            .import_key(request)
-            .await
-            .map_err(Error::from)?
-            .into_inner();
-        let info = self.checked_key(response.key, &binding, None).await?;
-        let compressed =
-            k256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(expected.as_affine(), true);
+        let policy = match policy {
+            Some(policy) => policy,
+            None => self.stamper_policy()?,
+        };
+        let sealed_policy = policy::canonical(&policy, 1)?.encode_to_vec();
+        let mut identity = self.enclave_identity(true).await?;
+        // Twice at most: once more after the enclave restarted under a new identity.
+        let mut outcome = None;
+        for _ in 0..2 {
+            let recipient = <Kem as hpke::Kem>::PublicKey::from_bytes(&identity.hpke_public_key)
+                .map_err(|_| Error::Attestation("malformed enclave HPKE key"))?;
+            let make = || {
+                let fields = self.replay_fields()?;
+                let aad = import_aad(keyring_id, &sealed_policy, &fields.nonce);
+                let (encapped, ciphertext) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(
+                    &hpke::OpModeS::Base,
+                    &recipient,
+                    IMPORT_INFO,
+                    secret,
+                    &aad,
+                    &mut UnwrapErr(SysRng),
+                )
+                .map_err(|_| Error::Attestation("enclave HPKE key unusable"))?;
+                let operation = Operation::ImportKey(pb::ImportKeyBody {
+                    keyring_id: keyring_id.to_owned(),
+                    label: label.to_owned(),
+                    policy: Some(policy.clone()),
+                    hpke_public_key: identity.hpke_public_key.to_vec(),
+                    encapsulated_key: encapped.to_bytes().to_vec(),
+                    ciphertext,
+                });
+                self.stamp(Self::encode_body(&fields, operation))
+            };
+            let attempt = self
+                .call(Fresh::WhenExpired, make, |mut c, r| async move {
+                    c.import_key(r).await
+                })
+                .await;
+            match attempt {
+                Err(Error::Status(status)) if status.message() == OTHER_IDENTITY => {
+                    identity = self.enclave_identity(true).await?;
+                    outcome = Some(Err(Error::Status(status)));
+                }
+                other => {
+                    outcome = Some(other);
+                    break;
+                }
+            }
+        }
+        let (response, request) =
+            outcome.unwrap_or(Err(Error::Attestation("import not attempted")))?;
+        let info = self
+            .checked_key(
+                response.key,
+                &body_hash(&request.body),
+                None,
+                Some(&sealed_policy),
+            )
+            .await?;
+        let compressed = k256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(
+            expected_public.as_affine(),
+            true,
+        );
         if compressed.as_bytes() != info.public_key_compressed {
             return Err(Error::Verification(
                 "imported key's public key is not the secret's",
@@ -112,24 +212,49 @@ impl Client {
 
     /// Replaces a key's policy. The client's API keys must satisfy the current policy's admin
     /// quorum. The change names the current policy (from a fresh, verified `GetPublicKey`), so it
-    /// cannot be replayed onto a later one.
+    /// cannot be replayed onto a later one; the reply must carry exactly `policy` at the next
+    /// version. If the answer is lost (the enclave restarted, say) and the retry is refused,
+    /// the key is fetched again: when it already carries the new policy, that is the answer.
     ///
     /// # Errors
     /// Service errors; [`Error::Verification`].
     pub async fn update_policy(&self, key_id: &str, policy: pb::Policy) -> Result<KeyInfo, Error> {
         let current = self.fresh_public_key(key_id).await?;
-        let request = self.envelope(Operation::UpdatePolicy(pb::UpdatePolicyBody {
+        let next = current
+            .policy_version
+            .checked_add(1)
+            .ok_or(Error::InvalidArgument("policy version exhausted"))?;
+        let expected = policy::canonical(&policy, next)?;
+        let operation = Operation::UpdatePolicy(pb::UpdatePolicyBody {
             key_id: key_id.to_owned(),
             current_policy_hash: current.policy_hash.to_vec(),
             policy: Some(policy),
-        }))?;
-        let binding = body_hash(&request.body);
-        let response = self
-            .raw()
-            .update_policy(request)
-            .await
-            .map_err(Error::from)?
-            .into_inner();
-        self.checked_key(response.key, &binding, Some(key_id)).await
+        });
+        let sent = self
+            .call(
+                Fresh::WhenExpired,
+                || self.envelope(operation.clone()),
+                |mut c, r| async move { c.update_policy(r).await },
+            )
+            .await;
+        match sent {
+            Ok((response, request)) => {
+                self.checked_key(
+                    response.key,
+                    &body_hash(&request.body),
+                    Some(key_id),
+                    Some(&expected.encode_to_vec()),
+                )
+                .await
+            }
+            Err(error) => {
+                let now = self.fresh_public_key(key_id).await?;
+                if now.policy == expected {
+                    Ok(now)
+                } else {
+                    Err(error)
+                }
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ fn info_for(secret_hex: &str) -> pb::KeyInfo {
         public_key_uncompressed: uncompressed.to_vec(),
         public_key_xonly: uncompressed[1..33].to_vec(),
         ethereum_address: ethereum_address(&uncompressed),
-        policy_hash: vec![0; 32],
+        policy_hash: signer_proto::canonical::policy_hash(&[]).to_vec(),
         label: String::new(),
         ..Default::default()
     }
@@ -107,6 +107,10 @@ fn refuses_inconsistent_key_info() {
         },
         pb::KeyInfo {
             policy_hash: vec![0; 31],
+            ..good.clone()
+        },
+        pb::KeyInfo {
+            policy: vec![0x08, 0x01],
             ..good.clone()
         },
     ] {

@@ -81,8 +81,14 @@ async fn attestation_verifies_against_the_development_root_and_the_enclave_binar
         expected_nonce: None,
         max_age: Duration::from_secs(60),
     };
-    let verified = client.attest(&policy).await.unwrap();
-    assert_eq!(verified.nonce.map(|n| n.len()), Some(32));
+    let attested = client.attest(&policy).await.unwrap();
+    assert_eq!(attested.document.nonce.map(|n| n.len()), Some(32));
+    // The configuration came with it, matching the attested hash: the stack's deployment and
+    // its one keyring creator.
+    assert_eq!(attested.identity.deployment_id, stack.deployment_id);
+    let creators = attested.identity.config.keyring_creators.unwrap();
+    assert_eq!(creators.admins, vec![stack.admin_key().public()]);
+    assert!(attested.identity.boot_time_ms > 0);
 
     // The same enclave fails a production verifier, and a verifier expecting another image.
     let production = AttestationPolicy {

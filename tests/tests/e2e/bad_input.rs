@@ -7,39 +7,43 @@ use tests::Stack;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 
-fn body(key_id: &str, scheme: pb::SignatureScheme, payload: Vec<u8>) -> Vec<u8> {
-    signer_client::Client::body(pb::request_body::Operation::Sign(pb::SignBody {
-        key_id: key_id.into(),
-        scheme: scheme.into(),
-        payload,
-    }))
-    .unwrap()
+fn body(
+    client: &signer_client::Client,
+    key_id: &str,
+    scheme: pb::SignatureScheme,
+    payload: Vec<u8>,
+) -> Vec<u8> {
+    client
+        .body(pb::request_body::Operation::Sign(pb::SignBody {
+            key_id: key_id.into(),
+            scheme: scheme.into(),
+            payload,
+        }))
+        .unwrap()
 }
 
 async fn code_of(
     raw: &mut pb::signer_service_client::SignerServiceClient<tonic::transport::Channel>,
-    stamper: &signer_client::Stamper,
+    stack: &Stack,
     body: Vec<u8>,
 ) -> Code {
     // Stamped by the key's approver: what is refused is the body, not the caller.
-    raw.sign(pb::SignedRequest {
-        stamps: if body.len() <= signer_proto::MAX_BODY_BYTES {
-            stamper.stamp(&body)
-        } else {
-            vec![]
-        },
-        body,
-    })
-    .await
-    .map(|_| Code::Ok)
-    .unwrap_or_else(|s| s.code())
+    let stamps = if body.len() <= signer_proto::MAX_BODY_BYTES {
+        stack.admin_stamper().stamp(&stack.deployment_id, &body)
+    } else {
+        vec![]
+    };
+    raw.sign(pb::SignedRequest { stamps, body })
+        .await
+        .map(|_| Code::Ok)
+        .unwrap_or_else(|s| s.code())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_request_gets_its_status_and_the_service_keeps_serving() {
     let stack = Stack::start("k256").await;
     let client = stack.client().await;
-    let key = client.create_key("target").await.unwrap();
+    let key = client.create_key(&stack.keyring(), "target").await.unwrap();
     // A raw client without the SDK's own size limits, so the server's answers are what is tested.
     let mut raw = pb::signer_service_client::SignerServiceClient::new(
         signer_proto::transport::dial(&stack.address, Default::default()).unwrap(),
@@ -66,27 +70,37 @@ async fn each_bad_request_gets_its_status_and_the_service_keeps_serving() {
     let cases: Vec<(&str, Vec<u8>, Code)> = vec![
         (
             "digest of 31 bytes",
-            body(&key.key_id, ecdsa, vec![1; 31]),
+            body(&client, &key.key_id, ecdsa, vec![1; 31]),
             Code::InvalidArgument,
         ),
         (
             "digest of 33 bytes",
-            body(&key.key_id, ecdsa, vec![1; 33]),
+            body(&client, &key.key_id, ecdsa, vec![1; 33]),
             Code::InvalidArgument,
         ),
         (
             "unknown key",
-            body("k-00000000000000000000000000000000", ecdsa, vec![1; 32]),
+            body(
+                &client,
+                "k-00000000000000000000000000000000",
+                ecdsa,
+                vec![1; 32],
+            ),
             Code::NotFound,
         ),
         (
             "malformed key id",
-            body("../../etc/passwd", ecdsa, vec![1; 32]),
+            body(&client, "../../etc/passwd", ecdsa, vec![1; 32]),
             Code::InvalidArgument,
         ),
         (
             "unknown scheme",
-            body(&key.key_id, pb::SignatureScheme::Unspecified, vec![1; 32]),
+            body(
+                &client,
+                &key.key_id,
+                pb::SignatureScheme::Unspecified,
+                vec![1; 32],
+            ),
             Code::InvalidArgument,
         ),
         ("empty body", vec![], Code::InvalidArgument),
@@ -104,11 +118,7 @@ async fn each_bad_request_gets_its_status_and_the_service_keeps_serving() {
         ),
     ];
     for (name, bytes, expected) in cases {
-        assert_eq!(
-            code_of(&mut raw, &stack.admin_stamper(), bytes).await,
-            expected,
-            "{name}"
-        );
+        assert_eq!(code_of(&mut raw, &stack, bytes).await, expected, "{name}");
     }
     let status = raw
         .get_public_key(pb::GetPublicKeyRequest {
@@ -138,7 +148,9 @@ async fn each_bad_request_gets_its_status_and_the_service_keeps_serving() {
     let status = raw
         .sign(pb::SignedRequest {
             body: vec![0xff; 64],
-            stamps: stack.admin_stamper().stamp(&[0xff; 64]),
+            stamps: stack
+                .admin_stamper()
+                .stamp(&stack.deployment_id, &[0xff; 64]),
         })
         .await
         .unwrap_err();

@@ -7,23 +7,17 @@ use signer_client::{ApiKeyPair, ApiKeyScheme, Client, Stamper, pb};
 use tests::Stack;
 use tonic::Code;
 
-fn sign_body(key_id: &str, digest: [u8; 32]) -> Vec<u8> {
-    Client::body(Operation::Sign(pb::SignBody {
-        key_id: key_id.to_owned(),
-        scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
-        payload: digest.to_vec(),
-    }))
-    .unwrap()
+pub(super) fn sign_body(client: &Client, key_id: &str, digest: [u8; 32]) -> Vec<u8> {
+    client
+        .body(Operation::Sign(pb::SignBody {
+            key_id: key_id.to_owned(),
+            scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+            payload: digest.to_vec(),
+        }))
+        .unwrap()
 }
 
-fn stamped(body: Vec<u8>, keys: &[&ApiKeyPair]) -> pb::SignedRequest {
-    pb::SignedRequest {
-        stamps: keys.iter().map(|k| k.stamp(&body)).collect(),
-        body,
-    }
-}
-
-async fn code(client: &Client, request: pb::SignedRequest) -> Code {
+pub(super) async fn code(client: &Client, request: pb::SignedRequest) -> Code {
     client
         .raw()
         .sign(request)
@@ -47,26 +41,34 @@ async fn forged_edited_replayed_and_underapproved_requests_fail() {
         ..Default::default()
     };
     let key = admin
-        .create_key_with("", "2-of-3", Some(policy))
+        .create_key_with(&stack.keyring(), "2-of-3", policy)
         .await
         .unwrap();
     let id = key.key_id.as_str();
 
     // Quorum: one approver is refused; the same approver twice is one; two distinct sign.
     assert_eq!(
-        code(&admin, stamped(sign_body(id, [1; 32]), &[&a])).await,
+        code(&admin, stack.stamped(sign_body(&admin, id, [1; 32]), &[&a])).await,
         Code::PermissionDenied
     );
     assert_eq!(
-        code(&admin, stamped(sign_body(id, [1; 32]), &[&a, &a])).await,
+        code(
+            &admin,
+            stack.stamped(sign_body(&admin, id, [1; 32]), &[&a, &a])
+        )
+        .await,
         Code::PermissionDenied
     );
     assert_eq!(
-        code(&admin, stamped(sign_body(id, [1; 32]), &[&a, &stranger])).await,
+        code(
+            &admin,
+            stack.stamped(sign_body(&admin, id, [1; 32]), &[&a, &stranger])
+        )
+        .await,
         Code::PermissionDenied,
         "a stranger's stamp does not count"
     );
-    let honest = stamped(sign_body(id, [2; 32]), &[&a, &p256]);
+    let honest = stack.stamped(sign_body(&admin, id, [2; 32]), &[&a, &p256]);
     assert_eq!(code(&admin, honest.clone()).await, Code::Ok);
     // Through the SDK too, with a two-key stamper; the signature verifies against the key.
     let quorum = stack
@@ -82,24 +84,24 @@ async fn forged_edited_replayed_and_underapproved_requests_fail() {
     // The relay replays the honest request: refused.
     assert_eq!(code(&admin, honest.clone()).await, Code::Unauthenticated);
     // Edits a byte of the body: the stamps no longer verify.
-    let mut edited = stamped(sign_body(id, [4; 32]), &[&a, &b]);
+    let mut edited = stack.stamped(sign_body(&admin, id, [4; 32]), &[&a, &b]);
     let last = edited.body.len() - 1;
     edited.body[last] ^= 1;
     assert_eq!(code(&admin, edited).await, Code::Unauthenticated);
     // Moves the honest stamps onto a body of its own.
     let reused = pb::SignedRequest {
-        body: sign_body(id, [5; 32]),
+        body: sign_body(&admin, id, [5; 32]),
         stamps: honest.stamps.clone(),
     };
     assert_eq!(code(&admin, reused).await, Code::Unauthenticated);
     // Drops every stamp, or one of two.
-    let mut dropped = stamped(sign_body(id, [6; 32]), &[&a, &b]);
+    let mut dropped = stack.stamped(sign_body(&admin, id, [6; 32]), &[&a, &b]);
     let kept = dropped.stamps.remove(0);
     assert_eq!(code(&admin, dropped.clone()).await, Code::PermissionDenied);
     dropped.stamps.clear();
     assert_eq!(code(&admin, dropped).await, Code::Unauthenticated);
     // Adds a garbage stamp to an honest request.
-    let mut padded = stamped(sign_body(id, [7; 32]), &[&a, &b]);
+    let mut padded = stack.stamped(sign_body(&admin, id, [7; 32]), &[&a, &b]);
     padded.stamps.push(pb::Stamp {
         signature: vec![0; 64],
         ..kept
@@ -115,10 +117,15 @@ async fn forged_edited_replayed_and_underapproved_requests_fail() {
             payload: vec![8; 32],
         })),
     };
-    let stale = stamped(prost::Message::encode_to_vec(&stale), &[&a, &b]);
+    let stale = stack.stamped(prost::Message::encode_to_vec(&stale), &[&a, &b]);
     assert_eq!(code(&admin, stale).await, Code::Unauthenticated);
     // Approvers are not keyring admins: they cannot create keys.
-    assert!(quorum.create_key("not allowed").await.is_err());
+    assert!(
+        quorum
+            .create_key(&stack.keyring(), "not allowed")
+            .await
+            .is_err()
+    );
 
     // Policy change by the admin: c replaces p256; the old quorum no longer signs.
     let new_policy = pb::Policy {
@@ -133,24 +140,33 @@ async fn forged_edited_replayed_and_underapproved_requests_fail() {
     assert_ne!(changed.policy_hash, key.policy_hash);
     assert_eq!(changed.public_key_compressed, key.public_key_compressed);
     assert_eq!(
-        code(&admin, stamped(sign_body(id, [10; 32]), &[&a, &p256])).await,
+        code(
+            &admin,
+            stack.stamped(sign_body(&admin, id, [10; 32]), &[&a, &p256])
+        )
+        .await,
         Code::PermissionDenied
     );
     assert_eq!(
-        code(&admin, stamped(sign_body(id, [10; 32]), &[&a, &c])).await,
+        code(
+            &admin,
+            stack.stamped(sign_body(&admin, id, [10; 32]), &[&a, &c])
+        )
+        .await,
         Code::Ok
     );
     // The relay replays the original policy back (a change naming the first policy): refused.
     let rollback = stack.admin_stamper();
     let old_policy_request = {
-        let body = Client::body(Operation::UpdatePolicy(pb::UpdatePolicyBody {
-            key_id: id.to_owned(),
-            current_policy_hash: key.policy_hash.to_vec(),
-            policy: Some(new_policy),
-        }))
-        .unwrap();
+        let body = admin
+            .body(Operation::UpdatePolicy(pb::UpdatePolicyBody {
+                key_id: id.to_owned(),
+                current_policy_hash: key.policy_hash.to_vec(),
+                policy: Some(new_policy),
+            }))
+            .unwrap();
         pb::SignedRequest {
-            stamps: rollback.stamp(&body),
+            stamps: rollback.stamp(&stack.deployment_id, &body),
             body,
         }
     };
@@ -177,7 +193,7 @@ async fn forged_edited_replayed_and_underapproved_requests_fail() {
     // The generic messages say nothing about why.
     let denied = admin
         .raw()
-        .sign(stamped(sign_body(id, [11; 32]), &[&a]))
+        .sign(stack.stamped(sign_body(&admin, id, [11; 32]), &[&a]))
         .await
         .unwrap_err();
     assert_eq!(denied.message(), "request not permitted");
@@ -191,8 +207,8 @@ async fn forged_edited_replayed_and_underapproved_requests_fail() {
 async fn substituted_public_keys_are_caught_by_the_sdk() {
     let stack = Stack::start("k256").await;
     let client = stack.client().await;
-    let mine = client.create_key("mine").await.unwrap();
-    let other = client.create_key("other").await.unwrap();
+    let mine = client.create_key(&stack.keyring(), "mine").await.unwrap();
+    let other = client.create_key(&stack.keyring(), "other").await.unwrap();
     let identity = client.enclave_identity(false).await.unwrap();
     let reply = |key_id: &str, challenge: Vec<u8>| {
         let client = client.clone();
@@ -257,7 +273,7 @@ async fn an_imported_secret_signs_as_its_known_key_and_never_reaches_the_host() 
         .trim_start_matches("0x");
     let secret: [u8; 32] = hex::decode(secret_hex).unwrap().try_into().unwrap();
     let key = client
-        .import_key("", "imported", None, &secret)
+        .import_key(&stack.keyring(), "imported", None, &secret)
         .await
         .unwrap();
     assert_eq!(
@@ -273,7 +289,7 @@ async fn an_imported_secret_signs_as_its_known_key_and_never_reaches_the_host() 
     let outsider = stack.client_with(Some(Stamper::new(vec![approver]))).await;
     assert_eq!(
         outsider
-            .import_key("", "x", None, &secret)
+            .import_key(&stack.keyring(), "x", None, &secret)
             .await
             .unwrap_err()
             .code(),

@@ -30,16 +30,11 @@ fn pcr0_of(binary: &Path) -> String {
     hex::encode(<sha2::Sha384 as sha2::Digest>::digest(&bytes))
 }
 
-/// A KMS key whose policy lets only an enclave with `pcr0` decrypt or generate data keys.
+/// A KMS key whose policy lets only an enclave with `pcr0` decrypt or generate data keys; its
+/// ARN.
 async fn key_for(kms: &aws_sdk_kms::Client, pcr0: &str) -> String {
-    let key_id = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let metadata = kms.create_key().send().await.unwrap().key_metadata.unwrap();
+    let (key_id, arn) = (metadata.key_id, metadata.arn.unwrap());
     let policy = serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -57,7 +52,7 @@ async fn key_for(kms: &aws_sdk_kms::Client, pcr0: &str) -> String {
         .send()
         .await
         .unwrap();
-    key_id
+    arn
 }
 
 async fn start(dir: tempfile::TempDir, options: &StackOptions) -> Stack {
@@ -72,18 +67,19 @@ async fn keyrings_unwrap_through_kms_only_for_the_attested_image() {
     let server = KmsServer::start(&dir.path().join("dev-root.der"));
     let kms = kms_client(&server.endpoint);
     let enclave = tests::bin_dir().join("signer-enclave");
-    let key_id = key_for(&kms, &pcr0_of(&enclave)).await;
+    let key_arn = key_for(&kms, &pcr0_of(&enclave)).await;
     let options = StackOptions {
-        kms: Some((server.endpoint.clone(), key_id.clone())),
-        enclave_binary: None,
-        tls: None,
-        bin_dir: None,
+        kms: Some((server.endpoint.clone(), key_arn.clone())),
+        ..StackOptions::default()
     };
 
     // First start: the keyring key comes from GenerateDataKey, for the attested enclave only.
     let stack = start(dir, &options).await;
     let client = stack.client().await;
-    let wallet = client.create_key("through kms").await.unwrap();
+    let wallet = client
+        .create_key(&stack.keyring(), "through kms")
+        .await
+        .unwrap();
     let signature = client.sign_digest(&wallet.key_id, [4; 32]).await.unwrap();
     assert!(
         stack.log().contains("provider=\"aws-kms\""),
@@ -139,7 +135,7 @@ async fn keyrings_unwrap_through_kms_only_for_the_attested_image() {
             },
         )
     });
-    let mut config = ClientConfig::new(impostor.address.clone());
+    let mut config = ClientConfig::new(impostor.address.clone(), impostor.deployment_id.clone());
     config.retry = RetryPolicy {
         max_attempts: 12,
         initial_backoff: Duration::from_millis(100),
@@ -195,24 +191,25 @@ async fn kms_unreachable_is_unavailable_retried_with_backoff_and_nothing_is_lost
     let dir = tempfile::tempdir().unwrap();
     let server = KmsServer::start(&dir.path().join("dev-root.der"));
     let kms = kms_client(&server.endpoint);
-    let key_id = key_for(&kms, &pcr0_of(&tests::bin_dir().join("signer-enclave"))).await;
+    let key_arn = key_for(&kms, &pcr0_of(&tests::bin_dir().join("signer-enclave"))).await;
     let switch = switch_to(&server.endpoint).await;
     let options = StackOptions {
-        kms: Some((switch.endpoint.clone(), key_id)),
-        enclave_binary: None,
-        tls: None,
-        bin_dir: None,
+        kms: Some((switch.endpoint.clone(), key_arn)),
+        ..StackOptions::default()
     };
     let stack = start(dir, &options).await;
     let client = stack.client().await;
-    let wallet = client.create_key("survives an outage").await.unwrap();
+    let wallet = client
+        .create_key(&stack.keyring(), "survives an outage")
+        .await
+        .unwrap();
     let signature = client.sign_digest(&wallet.key_id, [6; 32]).await.unwrap();
 
     // KMS goes away, then the enclave restarts: it cannot unwrap its keyring. The client's
     // retry budget (about 15 s) spans several of the host's attempts.
     switch.up.store(false, Ordering::SeqCst);
     stack.kill_enclave();
-    let mut config = ClientConfig::new(stack.address.clone());
+    let mut config = ClientConfig::new(stack.address.clone(), stack.deployment_id.clone());
     config.retry = RetryPolicy {
         max_attempts: 32,
         initial_backoff: Duration::from_millis(100),

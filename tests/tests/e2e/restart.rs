@@ -8,7 +8,7 @@ use tonic::Code;
 async fn killed_enclave_is_restarted_and_reloaded_with_the_same_keys() {
     let stack = Stack::start("k256").await;
     let client = stack.client().await;
-    let keys: Vec<_> = futures_keys(&client, 5).await;
+    let keys: Vec<_> = futures_keys(&client, &stack.keyring(), 5).await;
     let digest = [0x42; 32];
     let before: Vec<_> = futures_sign(&client, &keys, digest).await;
 
@@ -26,7 +26,10 @@ async fn killed_enclave_is_restarted_and_reloaded_with_the_same_keys() {
     assert_ne!(stack.enclave_pid(), Some(old_pid));
     assert!(stack.log().contains("loaded=5"), "{}", stack.log());
     // Keys created after the restart persist too.
-    let later = fresh.create_key("after restart").await.unwrap();
+    let later = fresh
+        .create_key(&stack.keyring(), "after restart")
+        .await
+        .unwrap();
     fresh.sign_digest(&later.key_id, digest).await.unwrap();
 
     // The whole stack restarts over the same store.
@@ -43,10 +46,14 @@ async fn killed_enclave_is_restarted_and_reloaded_with_the_same_keys() {
     client.sign_digest(&later.key_id, digest).await.unwrap();
 }
 
-async fn futures_keys(client: &signer_client::Client, n: usize) -> Vec<signer_client::KeyInfo> {
+async fn futures_keys(
+    client: &signer_client::Client,
+    keyring: &str,
+    n: usize,
+) -> Vec<signer_client::KeyInfo> {
     let mut keys = Vec::new();
     for i in 0..n {
-        keys.push(client.create_key(&format!("k{i}")).await.unwrap());
+        keys.push(client.create_key(keyring, &format!("k{i}")).await.unwrap());
     }
     keys
 }
@@ -67,7 +74,7 @@ async fn futures_sign(
 async fn tampered_and_swapped_records_are_refused_and_the_rest_load() {
     let stack = Stack::start("k256").await;
     let client = stack.client().await;
-    let keys = futures_keys(&client, 4).await;
+    let keys = futures_keys(&client, &stack.keyring(), 4).await;
     let (tampered, swap_a, swap_b, honest) = (&keys[0], &keys[1], &keys[2], &keys[3]);
 
     // A hostile host edits the store: flips a byte of one record, swaps two others.

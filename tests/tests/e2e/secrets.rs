@@ -47,7 +47,10 @@ async fn no_keyring_key_or_wallet_secret_in_the_host() {
     let client = stack.client().await;
     let mut keys = Vec::new();
     for i in 0..5 {
-        let key = client.create_key(&format!("scan {i}")).await.unwrap();
+        let key = client
+            .create_key(&stack.keyring(), &format!("scan {i}"))
+            .await
+            .unwrap();
         client.sign_digest(&key.key_id, [9; 32]).await.unwrap();
         keys.push(key);
     }

@@ -28,7 +28,12 @@ async fn create_sign_verify(backend: &str) {
     let client = stack.client().await;
     let mut keys = Vec::new();
     for i in 0..3 {
-        keys.push(client.create_key(&format!("wallet {i}")).await.unwrap());
+        keys.push(
+            client
+                .create_key(&stack.keyring(), &format!("wallet {i}"))
+                .await
+                .unwrap(),
+        );
     }
     for (i, key) in keys.iter().enumerate() {
         let digest = [u8::try_from(i).unwrap() + 1; 32];
@@ -67,8 +72,11 @@ async fn secp256k1_backend_signs_and_k256_verifies() {
 async fn sign_stream_answers_every_item_and_survives_bad_ones() {
     let stack = Stack::start("k256").await;
     let client = stack.client().await;
-    let key = client.create_key("stream").await.unwrap();
-    let other = client.create_key("stream 2").await.unwrap();
+    let key = client.create_key(&stack.keyring(), "stream").await.unwrap();
+    let other = client
+        .create_key(&stack.keyring(), "stream 2")
+        .await
+        .unwrap();
     let mut stream = client.sign_stream().await.unwrap();
     let mut expected = std::collections::HashMap::new();
     for i in 0..200u32 {

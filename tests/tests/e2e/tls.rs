@@ -50,7 +50,7 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 async fn client(stack: &Stack, ca: &str, identity: Option<&(String, String)>) -> Client {
-    let mut config = ClientConfig::new(stack.address.clone());
+    let mut config = ClientConfig::new(stack.address.clone(), stack.deployment_id.clone());
     config.retry.max_attempts = 1;
     config.stamper = Some(std::sync::Arc::new(stack.admin_stamper()));
     config.enclave = Some(stack.attestation_policy());
@@ -97,16 +97,16 @@ async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
     tokio::time::timeout(tests::READY_TIMEOUT, tests::wait_serving_on(channel))
         .await
         .unwrap();
-    admitted
+    let keyring = admitted
         .create_keyring(vec![stack.admin_key().public()], 1)
         .await
         .unwrap();
-    let key = admitted.create_key("over mTLS").await.unwrap();
+    let key = admitted.create_key(&keyring, "over mTLS").await.unwrap();
     admitted.sign_digest(&key.key_id, [2; 32]).await.unwrap();
 
     // Refused: plaintext, TLS without a client certificate, a certificate from another CA, and a
     // client that does not trust the server's CA.
-    let mut plain = ClientConfig::new(stack.address.clone());
+    let mut plain = ClientConfig::new(stack.address.clone(), stack.deployment_id.clone());
     plain.retry.max_attempts = 1;
     let plaintext = Client::connect(plain).await.unwrap();
     assert!(plaintext.list_keys(10, "").await.is_err());

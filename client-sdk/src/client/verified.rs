@@ -1,0 +1,262 @@
+//! Everything the client believes about the enclave and its keys, and why: the enclave's
+//! identity from a verified attestation document, key replies checked against its signed
+//! statements, the highest policy version seen per key (a lower one is a rolled-back record),
+//! and the cache of verified public keys.
+
+use std::collections::HashMap;
+use std::sync::PoisonError;
+use std::time::SystemTime;
+
+use signer_proto::pb;
+
+use super::Client;
+use super::call::Fresh;
+use crate::Error;
+use crate::attestation::{AttestationPolicy, VerifiedAttestation};
+use crate::trust::AttestedIdentity;
+use crate::verify::KeyInfo;
+
+/// A verified attestation document and the enclave identity and configuration it carries.
+#[derive(Clone, Debug)]
+pub struct EnclaveAttestation {
+    /// The document's verified contents.
+    pub document: VerifiedAttestation,
+    /// The identity and configuration.
+    pub identity: AttestedIdentity,
+}
+
+impl Client {
+    /// The enclave's identity from a freshly verified attestation document (or the cached one).
+    /// Also measures the enclave's clock, which later bodies are dated by.
+    ///
+    /// # Errors
+    /// [`Error::NotConfigured`] without an attestation policy; [`Error::Attestation`], also when
+    /// the enclave serves another deployment than this client's.
+    pub async fn enclave_identity(&self, refresh: bool) -> Result<AttestedIdentity, Error> {
+        let cached = self
+            .state
+            .identity
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(identity) = cached.filter(|_| !refresh) {
+            return Ok(identity);
+        }
+        let policy = self.enclave.as_ref().ok_or(Error::NotConfigured(
+            "an enclave attestation policy is required",
+        ))?;
+        let attested = self.attest(policy).await?;
+        if attested.identity.deployment_id != self.deployment_id {
+            return Err(Error::Attestation(
+                "the enclave serves another deployment than this client's",
+            ));
+        }
+        *self
+            .state
+            .identity
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(attested.identity.clone());
+        Ok(attested.identity)
+    }
+
+    /// Fetches an attestation document binding a fresh random nonce and verifies it against
+    /// `policy` (chain from the pinned root, PCR allow-list, nonce, freshness) and the
+    /// configuration against the attested hash. Fails closed.
+    ///
+    /// # Errors
+    /// Service errors; [`Error::Attestation`] when the document does not verify.
+    pub async fn attest(&self, policy: &AttestationPolicy) -> Result<EnclaveAttestation, Error> {
+        let mut nonce = vec![0u8; 32];
+        getrandom::fill(&mut nonce)?;
+        let request = pb::AttestRequest {
+            nonce: nonce.clone(),
+        };
+        // Its own retry loop, not `call`: `call` re-attests when a body expired, and an
+        // attestation never expires.
+        let mut backoff = self.retry.initial_backoff;
+        let mut attempt = 1;
+        let response = loop {
+            match self.inner.clone().attest(request.clone()).await {
+                Ok(response) => break response.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && attempt < self.retry.max_attempts =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    attempt += 1;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        };
+        let received = Self::local_now_ms();
+        let policy = AttestationPolicy {
+            expected_nonce: Some(nonce),
+            ..policy.clone()
+        };
+        let document = crate::attestation::verify(&response.document, &policy, SystemTime::now())?;
+        let identity = AttestedIdentity::from_attestation(&document, &response.config)?;
+        let enclave_ms = document
+            .timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.set_clock(enclave_ms, received);
+        Ok(EnclaveAttestation { document, identity })
+    }
+
+    /// Verifies a key reply against the attested enclave (re-attesting once if the enclave
+    /// restarted and has a new identity), that it carries `expected_policy` exactly when one is
+    /// given (the canonical encoding the enclave seals), that its policy version is not below
+    /// one seen before, and caches it.
+    pub(super) async fn checked_key(
+        &self,
+        reply: Option<pb::KeyInfo>,
+        binding: &[u8],
+        asked: Option<&str>,
+        expected_policy: Option<&[u8]>,
+    ) -> Result<KeyInfo, Error> {
+        let reply = reply.ok_or(Error::Verification("reply without a key"))?;
+        let identity = self.enclave_identity(false).await?;
+        if identity.check_key(&reply, binding).is_err() {
+            // A restarted enclave signs with a new identity: attest again, then decide.
+            self.enclave_identity(true)
+                .await?
+                .check_key(&reply, binding)?;
+        }
+        if expected_policy.is_some_and(|expected| expected != reply.policy.as_slice()) {
+            return Err(Error::Verification(
+                "the key carries another policy than the one requested",
+            ));
+        }
+        let info = KeyInfo::try_from(reply)?;
+        if asked.is_some_and(|id| id != info.key_id) {
+            return Err(Error::Verification("reply is for another key"));
+        }
+        self.note_version(&info.key_id, info.policy_version)?;
+        self.remember(&info);
+        Ok(info)
+    }
+
+    /// Refuses a policy version below the highest seen for the key; records a higher one.
+    fn note_version(&self, key_id: &str, version: u64) -> Result<(), Error> {
+        let mut versions = self
+            .state
+            .versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let known = versions.entry(key_id.to_owned()).or_insert(0);
+        if version < *known {
+            tracing::error!(
+                key_id,
+                version,
+                known = *known,
+                "policy version went back: a rolled-back record"
+            );
+            return Err(Error::Verification(
+                "policy version is lower than one seen before: the key's record was rolled back",
+            ));
+        }
+        *known = version;
+        Ok(())
+    }
+
+    /// The highest policy version seen per key. Persist it and pass it back as
+    /// [`crate::ClientConfig::known_policy_versions`] so a rollback is caught across this
+    /// client's own restarts too.
+    pub fn policy_versions(&self) -> HashMap<String, u64> {
+        self.state
+            .versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds a key the caller vouches for to the verified-key cache (for keys verified out of
+    /// band; the benchmark's baseline, which has no attested identity). Sign calls then verify
+    /// signatures against it without asking the service.
+    pub fn trust_key(&self, info: KeyInfo) {
+        self.remember(&info);
+    }
+
+    fn remember(&self, info: &KeyInfo) {
+        self.state
+            .keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(info.key_id.clone(), info.clone());
+    }
+
+    /// A key's public identity, verified against the attested enclave's signed statement and for
+    /// internal consistency. Cached after the first call: a public key never changes, but its
+    /// policy may, so use [`Client::fresh_public_key`] to see the policy in force now.
+    ///
+    /// # Errors
+    /// Service errors (`NOT_FOUND` for an unknown key); [`Error::Verification`].
+    pub async fn public_key(&self, key_id: &str) -> Result<KeyInfo, Error> {
+        if let Some(info) = self
+            .state
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+        {
+            return Ok(info.clone());
+        }
+        self.fresh_public_key(key_id).await
+    }
+
+    /// A key's public identity and current policy fetched now, bound to a fresh challenge,
+    /// verified against the attested enclave, and checked against the highest policy version
+    /// seen (a lower one means the host loaded an old record into a restarted enclave).
+    ///
+    /// # Errors
+    /// As [`Client::public_key`].
+    pub async fn fresh_public_key(&self, key_id: &str) -> Result<KeyInfo, Error> {
+        let mut challenge = vec![0u8; 32];
+        getrandom::fill(&mut challenge)?;
+        let request = pb::GetPublicKeyRequest {
+            key_id: key_id.to_owned(),
+            challenge: challenge.clone(),
+        };
+        let (response, _) = self
+            .call(
+                Fresh::WhenExpired,
+                || Ok(request.clone()),
+                |mut c, r| async move { c.get_public_key(r).await },
+            )
+            .await?;
+        self.checked_key(response.key, &challenge, Some(key_id), None)
+            .await
+    }
+
+    /// One page of keys, oldest first, and the token of the next page (empty at the end).
+    ///
+    /// These are the host's records, checked for consistency only: before depositing to a key,
+    /// get it with [`Client::public_key`], which verifies the enclave's statement.
+    ///
+    /// # Errors
+    /// Service errors; [`Error::Verification`].
+    pub async fn list_keys(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<KeyInfo>, String), Error> {
+        let request = pb::ListKeysRequest {
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        let (response, _) = self
+            .call(
+                Fresh::WhenExpired,
+                || Ok(request.clone()),
+                |mut c, r| async move { c.list_keys(r).await },
+            )
+            .await?;
+        let keys = response
+            .keys
+            .into_iter()
+            .map(KeyInfo::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((keys, response.next_page_token))
+    }
+}
