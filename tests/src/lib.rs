@@ -187,6 +187,16 @@ pub struct Stack {
     pub deployment_id: String,
 }
 
+/// A second handle on the same API key.
+pub fn copy(key: &ApiKeyPair) -> ApiKeyPair {
+    ApiKeyPair::from_pem(&key.to_pem().expect("encodes qed")).expect("parses qed")
+}
+
+/// A stamper over copies of `keys`.
+pub fn stamper(keys: &[&ApiKeyPair]) -> Stamper {
+    Stamper::new(keys.iter().map(|k| copy(k)).collect())
+}
+
 /// The deployment id kept in `dir` (a fresh random one the first time).
 fn deployment_id_in(dir: &Path) -> String {
     let path = dir.join("deployment-id");
@@ -346,7 +356,13 @@ impl Stack {
 
     /// A client stamping with `stamper` (or nothing), verifying the enclave as [`Stack::client`].
     pub async fn client_with(&self, stamper: Option<Stamper>) -> Client {
-        let mut config = ClientConfig::new(self.address.clone(), self.deployment_id.clone());
+        self.client_at(self.address.clone(), stamper).await
+    }
+
+    /// A client of this stack's deployment and enclave that connects to `address` (a relay in
+    /// the middle, say).
+    pub async fn client_at(&self, address: Address, stamper: Option<Stamper>) -> Client {
+        let mut config = ClientConfig::new(address, self.deployment_id.clone());
         config.retry = RetryPolicy {
             max_attempts: 40,
             initial_backoff: Duration::from_millis(20),

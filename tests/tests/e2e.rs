@@ -8,6 +8,8 @@ mod e2e {
     mod api;
     mod bad_input;
     mod hostile;
+    mod hostile_authority;
+    mod hostile_replay;
     mod kms;
     mod restart;
     mod secrets;
