@@ -6,9 +6,11 @@ pass against it. This server makes `Decrypt` and `GenerateDataKey` behave like A
 
 * the attestation document is verified (COSE_Sign1 ES384, chain from the configured root,
   validity now), and its RSA public key becomes the recipient;
-* the key policy's `kms:RecipientAttestation:PCR<n>` / `ImageSha384` conditions are enforced
-  (set them with `PutKeyPolicy`); a key whose policy demands attestation refuses requests
-  without a valid `Recipient`;
+* the key policy is enforced for `Decrypt`, `GenerateDataKey` and `Encrypt` (set it with
+  `PutKeyPolicy`): `Effect`, `Action` with `*` wildcards, and `StringEquals`,
+  `StringEqualsIgnoreCase` and `Null` conditions on `kms:RecipientAttestation:PCR<n>` /
+  `ImageSha384`; an explicit Deny wins. Principals are not modelled: every statement applies to
+  every caller;
 * the response carries `CiphertextForRecipient` in AWS's format (CMS EnvelopedData, BER with
   indefinite lengths, version 2, subjectKeyIdentifier = SHA-256 of the recipient's
   SubjectPublicKeyInfo, RSAES-OAEP-SHA256 key transport, AES-256-CBC content in OCTET STRING
@@ -23,6 +25,7 @@ Prints `listening tcp://127.0.0.1:PORT` on stdout once it accepts connections.
 import argparse
 import base64
 import datetime
+import fnmatch
 import hashlib
 import json
 import os
@@ -104,6 +107,9 @@ def condition_holds(operator, key, expected, pcrs):
         actual = pcrs.get(int(name[len("kms:recipientattestation:pcr"):])) if pcrs else None
     else:
         return False
+    if operator == "Null":
+        wanted_absent = str(expected).lower() == "true"
+        return (actual is None) == wanted_absent
     if actual is None:
         return False
     expected = expected if isinstance(expected, list) else [expected]
@@ -117,7 +123,7 @@ def condition_holds(operator, key, expected, pcrs):
 def statement_applies(statement, action, pcrs):
     actions = statement.get("Action", [])
     actions = actions if isinstance(actions, list) else [actions]
-    if not any(a in ("kms:*", "*", action) for a in actions):
+    if not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in actions):
         return False
     for operator, conditions in statement.get("Condition", {}).items():
         for key, expected in conditions.items():
@@ -202,6 +208,7 @@ def recipient_of(response):
 def with_recipient(original, action):
     def handler(self):
         recipient = recipient_of(self)
+        # Decrypt may omit KeyId (KMS reads it from the blob): decide on the key that answered.
         result = json.loads(original(self))
         key = self.kms_backend.describe_key(result["KeyId"])
         enforce_policy(key.policy, action, recipient[0] if recipient else None)
@@ -213,8 +220,19 @@ def with_recipient(original, action):
     return handler
 
 
+def with_policy(original, action):
+    def handler(self):
+        answer = original(self)
+        key = self.kms_backend.describe_key(json.loads(answer)["KeyId"])
+        enforce_policy(key.policy, action, None)
+        return answer
+
+    return handler
+
+
 KmsResponse.decrypt = with_recipient(KmsResponse.decrypt, "kms:Decrypt")
 KmsResponse.generate_data_key = with_recipient(KmsResponse.generate_data_key, "kms:GenerateDataKey")
+KmsResponse.encrypt = with_policy(KmsResponse.encrypt, "kms:Encrypt")
 
 
 def main():

@@ -329,3 +329,51 @@ pub fn credentials(
         "signer-host",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoAttestor;
+
+    impl Attestor for NoAttestor {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+
+        fn attest(&self, _: AttestRequest<'_>) -> Result<Vec<u8>, Error> {
+            Err(Error::Attestation("no attestor in this test"))
+        }
+    }
+
+    #[test]
+    fn answers_about_another_key_are_refused() {
+        let arn: KeyArn =
+            "arn:aws:kms:eu-central-1:111122223333:key/1111aaaa-11aa-11aa-11aa-111111aaaaaa"
+                .parse()
+                .unwrap();
+        let provider = KmsProvider::new(
+            KmsConfig {
+                key_arn: arn.clone(),
+                endpoint: Some("http://127.0.0.1:9".into()),
+                vsock_proxy: None,
+            },
+            HostCredentials::default(),
+            Arc::new(NoAttestor),
+        )
+        .unwrap();
+        assert!(provider.check_key("Decrypt", Some(arn.as_str())).is_ok());
+        let other =
+            "arn:aws:kms:eu-central-1:111122223333:key/2222bbbb-22bb-22bb-22bb-222222bbbbbb";
+        for answered in [
+            Some(other),
+            Some("1111aaaa-11aa-11aa-11aa-111111aaaaaa"),
+            None,
+        ] {
+            assert!(matches!(
+                provider.check_key("Decrypt", answered),
+                Err(Error::Provider(_))
+            ));
+        }
+    }
+}

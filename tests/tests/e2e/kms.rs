@@ -35,20 +35,26 @@ fn pcr0_of(binary: &Path) -> String {
 async fn key_for(kms: &aws_sdk_kms::Client, pcr0: &str) -> String {
     let metadata = kms.create_key().send().await.unwrap().key_metadata.unwrap();
     let (key_id, arn) = (metadata.key_id, metadata.arn.unwrap());
-    let policy = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            { "Sid": "enclave only", "Effect": "Allow", "Principal": { "AWS": "*" },
-              "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*",
-              "Condition": { "StringEqualsIgnoreCase": { "kms:RecipientAttestation:PCR0": pcr0 } } },
-            { "Sid": "administration", "Effect": "Allow", "Principal": { "AWS": "*" },
-              "Action": ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy"], "Resource": "*" }
-        ]
-    });
+    // The reference key policy the deployment uses (deploy/kms/key-policy.json), for this
+    // enclave's PCR0. The test server does not model principals.
+    let policy = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kms/key-policy.json"),
+    )
+    .unwrap()
+    .replace(
+        "${ADMIN_ROLE_ARN}",
+        "arn:aws:iam::123456789012:role/signer-admin",
+    )
+    .replace(
+        "${INSTANCE_ROLE_ARN}",
+        "arn:aws:iam::123456789012:role/signer-instance",
+    )
+    .replace("${PCR0}", pcr0);
+    assert!(!policy.contains("${"), "every placeholder filled");
     kms.put_key_policy()
         .key_id(&key_id)
         .policy_name("default")
-        .policy(policy.to_string())
+        .policy(policy)
         .send()
         .await
         .unwrap();
@@ -105,6 +111,19 @@ async fn keyrings_unwrap_through_kms_only_for_the_attested_image() {
     let error = direct.expect_err("a plain Decrypt must be refused");
     assert_eq!(
         aws_sdk_kms::error::ProvideErrorMetadata::code(&error.into_service_error()),
+        Some("AccessDeniedException")
+    );
+    // Nor can it wrap a keyring key of its own choosing for the enclave to accept.
+    let encrypt = kms
+        .encrypt()
+        .key_id(&key_arn)
+        .plaintext(Blob::new(vec![7; 32]))
+        .encryption_context("signer:keyring-id", &keyring_id)
+        .send()
+        .await
+        .expect_err("Encrypt must be refused");
+    assert_eq!(
+        aws_sdk_kms::error::ProvideErrorMetadata::code(&encrypt.into_service_error()),
         Some("AccessDeniedException")
     );
 
