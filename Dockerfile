@@ -18,7 +18,19 @@ FROM scratch AS enclave
 COPY --from=build /src/target/x86_64-unknown-linux-musl/enclave/signer-enclave /signer-enclave
 # In the enclave the internal API listens on vsock (any CID: the host dials the enclave's), KMS
 # is reached through the parent's `vsock-proxy 8000 kms.<region>.amazonaws.com 443`, and
-# attestation comes from the NSM. The KMS key id and region come from the environment
-# (SIGNER_ENCLAVE_KMS_KEY_ID, SIGNER_ENCLAVE_KMS_REGION) set at image build time. The image's init
-# must bring the loopback interface up (the KMS forwarder listens on 127.0.0.1:443).
+# attestation comes from the NSM. The image's init must bring the loopback interface up (the KMS
+# forwarder listens on 127.0.0.1:443).
+#
+# The deployment's measured configuration is this image's environment, set at build time
+# (`--build-arg`), so it is part of PCR0 and the host cannot change it:
+#   SIGNER_ENCLAVE_DEPLOYMENT_ID       the deployment stamps name (e.g. prod-eu-1)
+#   SIGNER_ENCLAVE_KEYRING_CREATORS    API keys that may create keyrings (ed25519:<hex>,…)
+#   SIGNER_ENCLAVE_KMS_KEY_ARN         the wrapping key's full ARN (deploy/kms/key-policy.json)
+# and optionally the limits (SIGNER_ENCLAVE_MAX_KEYRINGS, …; `signer-enclave --help`).
+ARG SIGNER_ENCLAVE_DEPLOYMENT_ID
+ARG SIGNER_ENCLAVE_KEYRING_CREATORS
+ARG SIGNER_ENCLAVE_KMS_KEY_ARN
+ENV SIGNER_ENCLAVE_DEPLOYMENT_ID=${SIGNER_ENCLAVE_DEPLOYMENT_ID} \
+    SIGNER_ENCLAVE_KEYRING_CREATORS=${SIGNER_ENCLAVE_KEYRING_CREATORS} \
+    SIGNER_ENCLAVE_KMS_KEY_ARN=${SIGNER_ENCLAVE_KMS_KEY_ARN}
 ENTRYPOINT ["/signer-enclave", "--listen", "vsock://4294967295:5000", "--provider", "kms", "--attestor", "nsm", "--kms-vsock-proxy", "vsock://3:8000"]

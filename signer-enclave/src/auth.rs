@@ -4,6 +4,16 @@
 //! sign, create or change keys take that proof (or a closure that must produce it under the
 //! same lock as the action), so an operation whose check was skipped does not compile.
 //! rustls' `HandshakeSignatureValid` and `ServerCertVerified` are the model.
+//!
+//! The proof cannot be forged: its fields are private and its only constructor is
+//! [`Authenticated::authorize`], whose input ([`Authenticated`]) only the intake makes, after the
+//! stamps verified. So this does not compile:
+//!
+//! ```compile_fail,E0451
+//! fn forge(reservation: signer_enclave::replay::Reservation<'_>) -> signer_enclave::auth::Authorized<'_> {
+//!     signer_enclave::auth::Authorized { reservation, body_hash: [0; 32] }
+//! }
+//! ```
 
 use crate::Error;
 use crate::policy::Quorum;
