@@ -99,7 +99,7 @@ struct Cli {
     /// does not reopen the last window's requests.
     #[arg(long, default_value_t = replay::DEFAULT_BOOT_SKEW_MS / 1_000, value_parser = clap::value_parser!(u64).range(0..=600), env = "SIGNER_ENCLAVE_BOOT_SKEW_SECS")]
     boot_skew_secs: u64,
-    /// Most nonces remembered at once (about 80 bytes each); when full, new requests are
+    /// Most nonces remembered at once (about 93 bytes each, bench/RESULTS.md); when full, new requests are
     /// refused with RESOURCE_EXHAUSTED until old ones leave the window.
     #[arg(long, default_value_t = replay::DEFAULT_CAPACITY, env = "SIGNER_ENCLAVE_NONCE_CAPACITY")]
     nonce_capacity: usize,

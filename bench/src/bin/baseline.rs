@@ -64,8 +64,14 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, S
 
 impl<B: Backend> Signing<B> {
     fn sign(&self, request: &pb::SignedRequest) -> Result<pb::SignResponse, Status> {
-        let body = pb::SignBody::decode(request.body.as_slice())
-            .map_err(|_| Status::invalid_argument("body"))?;
+        // Decodes the stamped body like the enclave, and trusts it: no stamp is verified.
+        let body = pb::RequestBody::decode(request.body.as_slice())
+            .ok()
+            .and_then(|b| match b.operation {
+                Some(pb::request_body::Operation::Sign(sign)) => Some(sign),
+                _ => None,
+            })
+            .ok_or_else(|| Status::invalid_argument("body"))?;
         let digest: [u8; 32] = body
             .payload
             .as_slice()

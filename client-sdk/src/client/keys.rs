@@ -76,8 +76,11 @@ impl Client {
     /// Creates a key in `keyring_id` under the default policy: this client's API keys approve
     /// and administer it (any one of them; see [`policy::default_for`]).
     ///
-    /// A retried `CreateKey` may, rarely, create a key whose answer was lost; such a key is never
-    /// returned to anyone, so nothing can be deposited to it.
+    /// A retry after `UNAVAILABLE` resends the same stamped body, so it never creates a second
+    /// key: if the first attempt was carried out and only its answer lost, the retry is refused
+    /// (`UNAUTHENTICATED`) and that key is never returned to anyone, so nothing can be deposited
+    /// to it. Only a body the enclave calls expired (it restarted) is stamped afresh, which can
+    /// leave such an orphan behind.
     ///
     /// # Errors
     /// Service errors; [`Error::Verification`] if the reply does not trace to the attested
