@@ -45,13 +45,36 @@ impl PublicKey {
     }
 }
 
-/// Which backend to run, chosen at start-up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Which backend to run, chosen at start-up: `k256` or `secp256k1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
     /// RustCrypto `k256`: pure Rust, wipes its secret on drop. The default.
     K256,
     /// libsecp256k1 through the `secp256k1` crate.
     Secp256k1,
+}
+
+impl core::str::FromStr for BackendKind {
+    type Err = crate::Error;
+
+    fn from_str(name: &str) -> Result<Self, crate::Error> {
+        match name {
+            "k256" => Ok(Self::K256),
+            "secp256k1" => Ok(Self::Secp256k1),
+            _ => Err(crate::Error::InvalidArgument(
+                "the backend is k256 or secp256k1",
+            )),
+        }
+    }
+}
+
+impl core::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::K256 => "k256",
+            Self::Secp256k1 => "secp256k1",
+        })
+    }
 }
 
 /// A secp256k1 signing implementation.

@@ -34,16 +34,16 @@ pub struct Boot {
 }
 
 /// The identity keys. Both private halves wipe themselves on drop.
-pub struct Identity {
+pub struct BootIdentity {
     signing: ed25519_dalek::SigningKey,
     hpke_private: <Kem as hpke::Kem>::PrivateKey,
     hpke_public: [u8; 32],
     boot: Boot,
 }
 
-impl core::fmt::Debug for Identity {
+impl core::fmt::Debug for BootIdentity {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Identity")
+        f.debug_struct("BootIdentity")
             .field(
                 "signing_public_key",
                 &hex::encode(self.signing.verifying_key().as_bytes()),
@@ -53,7 +53,7 @@ impl core::fmt::Debug for Identity {
     }
 }
 
-impl Identity {
+impl BootIdentity {
     /// Fresh keys from the OS RNG.
     ///
     /// # Errors
@@ -165,13 +165,13 @@ mod tests {
 
     #[test]
     fn user_data_carries_the_boot_and_configuration() {
-        let identity = Identity::generate(test_boot()).unwrap();
+        let identity = BootIdentity::generate(test_boot()).unwrap();
         let attested = pb::EnclaveIdentity::decode(identity.user_data().as_slice()).unwrap();
         assert_eq!(attested.boot_time_ms, 1);
         assert_eq!(attested.deployment_id, "test");
         assert_eq!(attested.config_hash, vec![0; 32]);
         // The NSM caps user_data at 512 bytes; a deployment id at its longest still fits.
-        let long = Identity::generate(Boot {
+        let long = BootIdentity::generate(Boot {
             deployment_id: "a".repeat(64),
             ..test_boot()
         })
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn statements_verify_under_the_attested_key_and_nothing_else() {
-        let identity = Identity::generate(test_boot()).unwrap();
+        let identity = BootIdentity::generate(test_boot()).unwrap();
         let attested = pb::EnclaveIdentity::decode(identity.user_data().as_slice()).unwrap();
         let statement = pb::KeyStatement {
             key_id: "k-00".into(),
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn import_opens_only_what_was_sealed_to_this_enclave_with_this_aad() {
-        let identity = Identity::generate(test_boot()).unwrap();
+        let identity = BootIdentity::generate(test_boot()).unwrap();
         let secret = [0x42u8; 32];
         let public = <Kem as hpke::Kem>::PublicKey::from_bytes(identity.hpke_public()).unwrap();
         let (encapped, ciphertext) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(
@@ -225,7 +225,7 @@ mod tests {
         let mut tampered = ciphertext.clone();
         tampered[0] ^= 1;
         assert!(identity.open_import(&enc, &tampered, b"kr-1").is_err());
-        let other = Identity::generate(test_boot()).unwrap();
+        let other = BootIdentity::generate(test_boot()).unwrap();
         assert!(other.open_import(&enc, &ciphertext, b"kr-1").is_err());
     }
 }

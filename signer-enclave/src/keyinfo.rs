@@ -4,7 +4,7 @@
 use signer_proto::pb;
 
 use crate::backend::PublicKey;
-use crate::identity::Identity;
+use crate::identity::BootIdentity;
 use crate::ids::{KeyId, KeyringId};
 use crate::vault::PolicyEntry;
 
@@ -16,7 +16,7 @@ pub fn ethereum_address(public: &PublicKey) -> String {
 /// The wire form of a key's public identity, with the enclave's statement about it bound to
 /// `request_binding` (the request's body hash, or the caller's challenge).
 pub fn key_info(
-    identity: &Identity,
+    identity: &BootIdentity,
     key_id: &KeyId,
     keyring_id: &KeyringId,
     public: &PublicKey,

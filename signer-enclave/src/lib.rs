@@ -38,8 +38,9 @@ use crate::provider::KeyWrapper;
 use crate::provider::kms::HostCredentials;
 use crate::service::EnclaveApi;
 
-/// What an enclave serves with.
-pub struct Parts {
+/// Everything an enclave is started with: backend, provider, attestor, credentials and its
+/// measured configuration.
+pub struct Setup {
     /// Secp256k1 implementation.
     pub backend: BackendKind,
     /// Key-wrapping provider (KMS, or the local stand-in).
@@ -59,25 +60,25 @@ pub struct Parts {
 /// drawn.
 pub async fn serve(
     listener: Listener,
-    parts: Parts,
+    setup: Setup,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    match parts.backend {
-        BackendKind::K256 => serve_with::<K256>(listener, parts, shutdown).await,
-        BackendKind::Secp256k1 => serve_with::<Libsecp256k1>(listener, parts, shutdown).await,
+    match setup.backend {
+        BackendKind::K256 => serve_with::<K256>(listener, setup, shutdown).await,
+        BackendKind::Secp256k1 => serve_with::<Libsecp256k1>(listener, setup, shutdown).await,
     }
 }
 
 async fn serve_with<B: Backend>(
     listener: Listener,
-    parts: Parts,
+    setup: Setup,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let api = EnclaveApi::<B>::new(
-        parts.settings,
-        parts.provider,
-        parts.attestor,
-        parts.credentials,
+        setup.settings,
+        setup.provider,
+        setup.attestor,
+        setup.credentials,
     )?;
     let api = EnclaveServiceServer::new(api)
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)

@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use signer_enclave::attestation::Attestor;
 use signer_enclave::attestation::nsm::NsmAttestor;
 use signer_enclave::backend::BackendKind;
 use signer_enclave::config::{Capacity, Settings};
 use signer_enclave::provider::KeyWrapper;
 use signer_enclave::provider::kms::{HostCredentials, KeyArn, KmsConfig, KmsProvider};
-use signer_enclave::provider::local::LocalProvider;
 use signer_enclave::replay;
 use signer_proto::transport::{Address, Listener};
 
@@ -23,13 +22,12 @@ struct Cli {
     /// Where to serve the internal API: vsock://CID:PORT, unix:///path or tcp://HOST:PORT.
     #[arg(long, env = "SIGNER_ENCLAVE_LISTEN")]
     listen: Address,
-    /// Signing backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::K256, env = "SIGNER_ENCLAVE_BACKEND")]
+    /// Signing backend: k256 or secp256k1.
+    #[arg(long, default_value_t = BackendKind::K256, env = "SIGNER_ENCLAVE_BACKEND")]
     backend: BackendKind,
-    /// Key-wrapping provider: `kms` (AWS KMS with attestation) or `local` (a development
-    /// stand-in: a master key in a 0600 file).
-    #[arg(long, default_value = "kms", env = "SIGNER_ENCLAVE_PROVIDER")]
-    provider: String,
+    /// Key-wrapping provider.
+    #[arg(long, value_enum, default_value_t = ProviderKind::Kms, env = "SIGNER_ENCLAVE_PROVIDER")]
+    provider: ProviderKind,
     /// The KMS key that wraps keyring keys, as a full ARN
     /// (arn:aws:kms:REGION:ACCOUNT:key/ID; provider kms). Every KMS answer must name it.
     #[arg(long, env = "SIGNER_ENCLAVE_KMS_KEY_ARN")]
@@ -48,10 +46,9 @@ struct Cli {
     /// Create the master-key file (mode 0600) if it does not exist.
     #[arg(long)]
     create_master_key: bool,
-    /// Attestor: `nsm` (the Nitro Security Module; refuses to start without /dev/nsm) or `dev`
-    /// (development stand-in, only in builds with the `dev-attestor` feature).
-    #[arg(long, default_value = "nsm", env = "SIGNER_ENCLAVE_ATTESTOR")]
-    attestor: String,
+    /// Attestor.
+    #[arg(long, value_enum, default_value_t = AttestorKind::Nsm, env = "SIGNER_ENCLAVE_ATTESTOR")]
+    attestor: AttestorKind,
     /// Directory of the development attestor's root (`dev-root.der`, `dev-root.key`); created
     /// on first use.
     #[arg(long, env = "SIGNER_ENCLAVE_DEV_ROOT_DIR")]
@@ -108,6 +105,26 @@ struct Cli {
     nonce_quota_per_key: usize,
 }
 
+/// Where keyring keys come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProviderKind {
+    /// AWS KMS with Nitro attestation.
+    Kms,
+    /// Development stand-in: a master key in a 0600 file. Only builds with the `dev-provider`
+    /// feature have it; the enclave image does not.
+    Local,
+}
+
+/// Who signs attestation documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AttestorKind {
+    /// The Nitro Security Module (refuses to start without /dev/nsm).
+    Nsm,
+    /// Development stand-in. Only builds with the `dev-attestor` feature have it; the enclave
+    /// image does not.
+    Dev,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -131,8 +148,8 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
     report_entropy_source();
     let attestor = attestor(&cli)?;
     let credentials = HostCredentials::default();
-    let provider: Arc<dyn KeyWrapper> = match cli.provider.as_str() {
-        "kms" => {
+    let provider: Arc<dyn KeyWrapper> = match cli.provider {
+        ProviderKind::Kms => {
             let config = KmsConfig {
                 key_arn: cli
                     .kms_key_arn
@@ -160,23 +177,7 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
                 Arc::clone(&attestor),
             )?)
         }
-        "local" => {
-            tracing::warn!(
-                "key-wrapping provider: local master-key file (development stand-in, not for production)"
-            );
-            let path =
-                cli.master_key_file
-                    .as_deref()
-                    .ok_or(signer_enclave::Error::InvalidArgument(
-                        "--provider local needs --master-key-file",
-                    ))?;
-            Arc::new(LocalProvider::open(path, cli.create_master_key)?)
-        }
-        _ => {
-            return Err(signer_enclave::Error::InvalidArgument(
-                "--provider must be kms or local",
-            ));
-        }
+        ProviderKind::Local => local_provider(&cli)?,
     };
 
     let listener = Listener::bind(&cli.listen)
@@ -187,14 +188,14 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
         .map_or_else(|| cli.listen.to_string(), |a| a.to_string());
     tracing::info!(address = %bound, backend = ?cli.backend, "listening");
     let settings = settings(&cli, provider.name())?;
-    let parts = signer_enclave::Parts {
+    let setup = signer_enclave::Setup {
         backend: cli.backend,
         provider,
         attestor,
         credentials,
         settings,
     };
-    signer_enclave::serve(listener, parts, shutdown_signal(cli.exit_with_parent)).await
+    signer_enclave::serve(listener, setup, shutdown_signal(cli.exit_with_parent)).await
 }
 
 fn settings(cli: &Cli, provider: &str) -> Result<Settings, signer_enclave::Error> {
@@ -223,11 +224,34 @@ fn settings(cli: &Cli, provider: &str) -> Result<Settings, signer_enclave::Error
     Ok(settings)
 }
 
+#[cfg(feature = "dev-provider")]
+fn local_provider(cli: &Cli) -> Result<Arc<dyn KeyWrapper>, signer_enclave::Error> {
+    tracing::warn!(
+        "key-wrapping provider: local master-key file (development stand-in, not for production)"
+    );
+    let path = cli
+        .master_key_file
+        .as_deref()
+        .ok_or(signer_enclave::Error::InvalidArgument(
+            "--provider local needs --master-key-file",
+        ))?;
+    Ok(Arc::new(
+        signer_enclave::provider::local::LocalProvider::open(path, cli.create_master_key)?,
+    ))
+}
+
+#[cfg(not(feature = "dev-provider"))]
+fn local_provider(_: &Cli) -> Result<Arc<dyn KeyWrapper>, signer_enclave::Error> {
+    Err(signer_enclave::Error::InvalidArgument(
+        "this build has no local provider (it is a development stand-in: feature dev-provider)",
+    ))
+}
+
 fn attestor(cli: &Cli) -> Result<Arc<dyn Attestor>, signer_enclave::Error> {
-    match cli.attestor.as_str() {
-        "nsm" => Ok(Arc::new(NsmAttestor::open()?)),
+    match cli.attestor {
+        AttestorKind::Nsm => Ok(Arc::new(NsmAttestor::open()?)),
         #[cfg(feature = "dev-attestor")]
-        "dev" => {
+        AttestorKind::Dev => {
             let dir = cli
                 .dev_root_dir
                 .as_deref()
@@ -238,8 +262,9 @@ fn attestor(cli: &Cli) -> Result<Arc<dyn Attestor>, signer_enclave::Error> {
             tracing::warn!(pcr0 = %hex::encode(dev.pcr0()), root = %dir.join("dev-root.der").display(), "attestor: development stand-in, NOT FOR PRODUCTION");
             Ok(Arc::new(dev))
         }
-        _ => Err(signer_enclave::Error::InvalidArgument(
-            "unknown --attestor (this build knows: nsm, plus dev with the dev-attestor feature)",
+        #[cfg(not(feature = "dev-attestor"))]
+        AttestorKind::Dev => Err(signer_enclave::Error::InvalidArgument(
+            "this build has no development attestor (feature dev-attestor)",
         )),
     }
 }

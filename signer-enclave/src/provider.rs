@@ -1,9 +1,11 @@
 //! Key-wrapping providers: where keyring keys come from and how they are unwrapped at boot.
 //!
-//! Production uses [`kms::KmsProvider`]: AWS KMS with Nitro attestation.
-//! [`local::LocalProvider`] is a **development stand-in** that keeps a master key in a 0600 file.
+//! Production uses [`kms::KmsProvider`]: AWS KMS with Nitro attestation. `local::LocalProvider`
+//! is a **development stand-in** that keeps a master key in a 0600 file; it exists only in builds
+//! with the `dev-provider` feature (and in unit tests).
 
 pub mod kms;
+#[cfg(any(test, feature = "dev-provider"))]
 pub mod local;
 pub mod recipient;
 

@@ -1,9 +1,7 @@
 //! Sealed wallet records: AES-256-GCM under the keyring key, bound to key id, keyring id, public
 //! key and policy hash through the associated data. Format in `SPEC.md`.
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use zeroize::Zeroizing;
+pub mod frame;
 
 use crate::Error;
 use crate::ids::{KeyId, KeyringId};
@@ -12,12 +10,12 @@ use crate::secret::{KeyringKey, SECRET_LEN, WalletSecret};
 /// Version byte of the sealed-record format.
 pub const RECORD_VERSION: u8 = 1;
 /// Length of a sealed record: version, 12-byte nonce, 32-byte ciphertext, 16-byte tag.
-pub const RECORD_LEN: usize = 1 + 12 + SECRET_LEN + 16;
+pub const RECORD_LEN: usize = frame::HEADER_LEN + SECRET_LEN + frame::TAG_LEN;
 
 const RECORD_DOMAIN: &[u8] = b"signer.v1 wallet record\0";
 const ADMINS_SEAL_DOMAIN: &[u8] = b"signer.v1 keyring admins seal\0";
 /// Length of a keyring's admin seal: version, 12-byte nonce, 16-byte tag.
-pub const ADMINS_SEAL_LEN: usize = 1 + 12 + 16;
+pub const ADMINS_SEAL_LEN: usize = frame::HEADER_LEN + frame::TAG_LEN;
 
 pub use signer_proto::canonical::policy_hash;
 
@@ -52,10 +50,6 @@ impl Binding<'_> {
     }
 }
 
-fn cipher(key: &KeyringKey) -> Aes256Gcm {
-    Aes256Gcm::new(key.expose_secret().into())
-}
-
 /// Seals a wallet secret under a keyring key.
 ///
 /// # Errors
@@ -65,24 +59,12 @@ pub fn seal(
     binding: &Binding<'_>,
     secret: &WalletSecret,
 ) -> Result<Vec<u8>, Error> {
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce)?;
-    let aad = binding.associated_data();
-    let ciphertext = cipher(key)
-        .encrypt(
-            &nonce.into(),
-            Payload {
-                msg: secret.expose_secret(),
-                aad: &aad,
-            },
-        )
-        .map_err(|_| Error::Internal)?;
-    let mut record = Vec::with_capacity(RECORD_LEN);
-    record.push(RECORD_VERSION);
-    record.extend_from_slice(&nonce);
-    record.extend_from_slice(&ciphertext);
-    debug_assert_eq!(record.len(), RECORD_LEN);
-    Ok(record)
+    frame::seal(
+        key.expose_secret(),
+        RECORD_VERSION,
+        secret.expose_secret(),
+        &binding.associated_data(),
+    )
 }
 
 /// Opens a sealed record. Any mismatch of format, key or binding is the same opaque error.
@@ -90,29 +72,13 @@ pub fn seal(
 /// # Errors
 /// [`Error::SealCheckFailed`] for every failure.
 pub fn open(key: &KeyringKey, binding: &Binding<'_>, record: &[u8]) -> Result<WalletSecret, Error> {
-    if record.len() != RECORD_LEN || record[0] != RECORD_VERSION {
-        return Err(Error::SealCheckFailed);
-    }
-    let nonce: [u8; 12] = record[1..13]
-        .try_into()
-        .map_err(|_| Error::SealCheckFailed)?;
-    let aad = binding.associated_data();
-    let plaintext = Zeroizing::new(
-        cipher(key)
-            .decrypt(
-                &nonce.into(),
-                Payload {
-                    msg: &record[13..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::SealCheckFailed)?,
-    );
-    let bytes: &[u8; SECRET_LEN] = plaintext
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::SealCheckFailed)?;
-    Ok(WalletSecret::from_bytes(bytes))
+    let secret = frame::open::<SECRET_LEN>(
+        key.expose_secret(),
+        RECORD_VERSION,
+        record,
+        &binding.associated_data(),
+    )?;
+    Ok(WalletSecret::from_bytes(&secret))
 }
 
 fn admins_aad(keyring_id: &KeyringId, admins_hash: &[u8; 32]) -> Vec<u8> {
@@ -132,23 +98,12 @@ pub fn seal_admins(
     keyring_id: &KeyringId,
     admins_hash: &[u8; 32],
 ) -> Result<Vec<u8>, Error> {
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce)?;
-    let aad = admins_aad(keyring_id, admins_hash);
-    let tag = cipher(key)
-        .encrypt(
-            &nonce.into(),
-            Payload {
-                msg: &[],
-                aad: &aad,
-            },
-        )
-        .map_err(|_| Error::Internal)?;
-    let mut out = Vec::with_capacity(ADMINS_SEAL_LEN);
-    out.push(RECORD_VERSION);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&tag);
-    Ok(out)
+    frame::seal(
+        key.expose_secret(),
+        RECORD_VERSION,
+        &[],
+        &admins_aad(keyring_id, admins_hash),
+    )
 }
 
 /// Checks a keyring's admin seal.
@@ -161,21 +116,13 @@ pub fn open_admins(
     admins_hash: &[u8; 32],
     seal: &[u8],
 ) -> Result<(), Error> {
-    if seal.len() != ADMINS_SEAL_LEN || seal[0] != RECORD_VERSION {
-        return Err(Error::SealCheckFailed);
-    }
-    let nonce: [u8; 12] = seal[1..13].try_into().map_err(|_| Error::SealCheckFailed)?;
-    let aad = admins_aad(keyring_id, admins_hash);
-    cipher(key)
-        .decrypt(
-            &nonce.into(),
-            Payload {
-                msg: &seal[13..],
-                aad: &aad,
-            },
-        )
-        .map_err(|_| Error::SealCheckFailed)
-        .map(drop)
+    frame::open::<0>(
+        key.expose_secret(),
+        RECORD_VERSION,
+        seal,
+        &admins_aad(keyring_id, admins_hash),
+    )
+    .map(drop)
 }
 
 #[cfg(test)]

@@ -10,16 +10,16 @@ use signer_proto::pb::enclave_service_server::EnclaveService;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
+mod calls;
 mod load;
-mod ops;
 
+use self::calls::State;
 use self::load::{LOAD_BATCH, load_batch, merge};
-use self::ops::Shared;
 use crate::Error;
 use crate::attestation::{AttestRequest, Attestor};
 use crate::backend::Backend;
 use crate::config::Settings;
-use crate::identity::{Boot, Identity};
+use crate::identity::{Boot, BootIdentity};
 use crate::intake;
 use crate::provider::KeyWrapper;
 use crate::provider::kms::{self, HostCredentials};
@@ -28,7 +28,7 @@ use crate::vault::Phase;
 
 /// The enclave service over a chosen backend.
 pub struct EnclaveApi<B: Backend> {
-    shared: Arc<Shared<B>>,
+    shared: Arc<State<B>>,
     provider: Arc<dyn KeyWrapper>,
     attestor: Arc<dyn Attestor>,
     credentials: HostCredentials,
@@ -67,7 +67,7 @@ impl<B: Backend> EnclaveApi<B> {
             "configuration"
         );
         Ok(Self {
-            shared: ops::shared(settings, guard, Identity::generate(boot)?),
+            shared: calls::shared(settings, guard, BootIdentity::generate(boot)?),
             provider,
             attestor,
             credentials,
@@ -128,7 +128,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyringResponse>, Status> {
-        ops::create_keyring(&self.shared, self.provider.as_ref(), request.get_ref())
+        calls::create_keyring(&self.shared, self.provider.as_ref(), request.get_ref())
             .await
             .map(Response::new)
             .map_err(|e| status("CreateKeyring", e))
@@ -196,7 +196,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
-        ops::create_key(&self.shared, request.get_ref())
+        calls::create_key(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("CreateKey", e))
     }
@@ -205,7 +205,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
-        ops::import_key(&self.shared, request.get_ref())
+        calls::import_key(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("ImportKey", e))
     }
@@ -214,7 +214,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
-        ops::update_policy(&self.shared, request.get_ref())
+        calls::update_policy(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("UpdatePolicy", e))
     }
@@ -223,7 +223,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::GetKeyRequest>,
     ) -> Result<Response<pb::KeyInfo>, Status> {
-        ops::public_key(&self.shared, request.get_ref())
+        calls::public_key(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("GetPublicKey", e))
     }
@@ -232,7 +232,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        ops::sign(&self.shared, request.get_ref())
+        calls::sign(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("Sign", e))
     }
@@ -307,7 +307,7 @@ impl<B: Backend> EnclaveApi<B> {
     /// Answers one streamed item: a transport error ends the stream, a refused request is
     /// answered with its status and the stream goes on.
     fn stream_item(
-        shared: &Shared<B>,
+        shared: &State<B>,
         item: Result<pb::SignStreamRequest, Status>,
     ) -> Result<pb::SignStreamResponse, Status> {
         let item = item?;
@@ -315,7 +315,7 @@ impl<B: Backend> EnclaveApi<B> {
             .request
             .as_ref()
             .ok_or(Error::InvalidArgument("missing request"))
-            .and_then(|r| ops::sign(shared, r));
+            .and_then(|r| calls::sign(shared, r));
         Ok(match result {
             Ok(response) => pb::SignStreamResponse {
                 id: item.id,

@@ -61,7 +61,7 @@ pub struct LoadedKey<B: Backend> {
 
 /// A loaded key's public identity.
 #[derive(Debug)]
-pub struct KeyIdentity {
+pub struct KeySummary {
     /// The public key.
     pub public: PublicKey,
     /// The keyring that seals it.
@@ -85,6 +85,19 @@ pub struct SealedRecord {
     pub label: String,
     /// The sealed bytes.
     pub sealed: Vec<u8>,
+}
+
+impl From<SealedRecord> for signer_proto::pb::SealedKey {
+    fn from(record: SealedRecord) -> Self {
+        Self {
+            key_id: record.key_id.to_string(),
+            keyring_id: record.keyring_id.to_string(),
+            public_key: record.public_key.to_vec(),
+            policy: record.policy,
+            label: record.label,
+            sealed: record.sealed,
+        }
+    }
 }
 
 /// A key just created, imported or re-policied: its record for the host, its public key and
@@ -488,11 +501,11 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyNotFound`].
-    pub fn identity(&self, id: &KeyId) -> Result<KeyIdentity, Error> {
+    pub fn identity(&self, id: &KeyId) -> Result<KeySummary, Error> {
         self.require(Phase::Ready)?;
         let keys = read(&self.keys);
         let loaded = keys.get(id).ok_or(Error::KeyNotFound)?;
-        Ok(KeyIdentity {
+        Ok(KeySummary {
             public: B::public_key(&loaded.key),
             keyring_id: read(&self.keyring_ids).get(loaded.keyring),
             policy: read(&self.policies).get(loaded.policy),

@@ -107,7 +107,7 @@ pub async fn refresh(
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = crate::supervisor::stopped(&mut shutdown) => return,
+            () = crate::shutdown::stopped(&mut shutdown) => return,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod credentials;
 mod error;
 pub mod loader;
 pub mod relay;
+mod shutdown;
 pub mod store;
 pub mod supervisor;
 

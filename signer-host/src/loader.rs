@@ -15,8 +15,9 @@ use tonic_health::server::HealthReporter;
 
 use crate::Error;
 use crate::relay::Relay;
+use crate::shutdown::stopped;
 use crate::store::KeyStore;
-use crate::supervisor::stopped;
+use crate::store::blocking;
 
 /// Longest wait between two failed loads.
 const MAX_LOAD_BACKOFF: Duration = Duration::from_secs(30);
@@ -140,15 +141,6 @@ pub enum Credentials {
     Required(watch::Receiver<Option<pb::AwsCredentials>>),
 }
 
-/// Runs a store call on the blocking pool.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| Error::Io(std::io::Error::other("store task failed")))?
-}
-
 /// One full load: keyrings, records, finish.
 ///
 /// # Errors
@@ -178,12 +170,7 @@ pub async fn load(
     // (the host cannot choose a keyring's admins, so it does not create keyrings itself).
     for keyring in &keyrings {
         enclave
-            .load_keyring(pb::LoadKeyringRequest {
-                keyring_id: keyring.keyring_id.clone(),
-                wrapped_key: keyring.wrapped_key.clone(),
-                admins: keyring.admins.clone(),
-                admins_seal: keyring.admins_seal.clone(),
-            })
+            .load_keyring(pb::LoadKeyringRequest::from(keyring))
             .await
             .map_err(Box::new)?;
     }
@@ -201,15 +188,7 @@ pub async fn load(
             };
             after = *last;
             for (_, key) in page {
-                let record = pb::SealedKey {
-                    key_id: key.key_id,
-                    keyring_id: key.keyring_id,
-                    public_key: key.public_key,
-                    policy: key.policy,
-                    label: key.label,
-                    sealed: key.sealed,
-                };
-                if tx.blocking_send(record).is_err() {
+                if tx.blocking_send(pb::SealedKey::from(key)).is_err() {
                     return Ok(()); // the enclave call ended; its error is reported below
                 }
             }

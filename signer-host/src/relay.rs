@@ -12,8 +12,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::loader::blocking;
-use crate::store::{KeyStore, StoredKey, StoredKeyring};
+use crate::store::{KeyStore, StoredKey, StoredKeyring, blocking};
 
 /// Largest `ListKeys` page.
 const MAX_PAGE: u32 = 1_000;
@@ -70,16 +69,8 @@ fn stored_key(created: pb::EnclaveCreateKeyResponse) -> Result<(pb::KeyInfo, Sto
     };
     // Labels are the host's bookkeeping, outside the enclave's signed statement.
     info.label = sealed.label.clone();
-    let stored = StoredKey {
-        key_id: sealed.key_id,
-        keyring_id: sealed.keyring_id,
-        public_key: sealed.public_key,
-        policy: sealed.policy,
-        label: sealed.label,
-        sealed: sealed.sealed,
-        info: info.encode_to_vec(),
-    };
-    Ok((info, stored))
+    let encoded = info.encode_to_vec();
+    Ok((info, StoredKey::from_sealed(sealed, encoded)))
 }
 
 impl Relay {
@@ -108,6 +99,25 @@ fn check_envelope(request: &pb::SignedRequest) -> Result<(), Status> {
         .map_or(Ok(()), |problem| Err(Status::invalid_argument(problem)))
 }
 
+impl Relay {
+    /// Forwards one stamped request to the enclave after the envelope's size checks, and maps
+    /// the enclave's answer for the public API.
+    async fn forward<T, Fut>(
+        &self,
+        request: Request<pb::SignedRequest>,
+        call: impl FnOnce(EnclaveServiceClient<Channel>, pb::SignedRequest) -> Fut,
+    ) -> Result<T, Status>
+    where
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        check_envelope(request.get_ref())?;
+        call(self.enclave.clone(), request.into_inner())
+            .await
+            .map(Response::into_inner)
+            .map_err(relayed)
+    }
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -116,14 +126,9 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        check_envelope(request.get_ref())?;
         let created = self
-            .enclave
-            .clone()
-            .create_key(request.into_inner())
-            .await
-            .map_err(relayed)?
-            .into_inner();
+            .forward(request, |mut e, r| async move { e.create_key(r).await })
+            .await?;
         self.persist_new(created).await.map(Response::new)
     }
 
@@ -131,14 +136,9 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        check_envelope(request.get_ref())?;
         let created = self
-            .enclave
-            .clone()
-            .import_key(request.into_inner())
-            .await
-            .map_err(relayed)?
-            .into_inner();
+            .forward(request, |mut e, r| async move { e.import_key(r).await })
+            .await?;
         self.persist_new(created).await.map(Response::new)
     }
 
@@ -146,14 +146,9 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
-        check_envelope(request.get_ref())?;
         let changed = self
-            .enclave
-            .clone()
-            .update_policy(request.into_inner())
-            .await
-            .map_err(relayed)?
-            .into_inner();
+            .forward(request, |mut e, r| async move { e.update_policy(r).await })
+            .await?;
         let (mut info, stored) = stored_key(changed)?;
         let store = Arc::clone(&self.store);
         let key_id = stored.key_id.clone();
@@ -175,21 +170,14 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyringResponse>, Status> {
-        check_envelope(request.get_ref())?;
-        let created = self
-            .enclave
-            .clone()
-            .create_keyring(request.into_inner())
-            .await
-            .map_err(relayed)?
-            .into_inner();
-        let keyring = StoredKeyring {
+        let mut created = self
+            .forward(request, |mut e, r| async move { e.create_keyring(r).await })
+            .await?;
+        let answer = pb::CreateKeyringResponse {
             keyring_id: created.keyring_id.clone(),
-            provider: created.provider,
-            wrapped_key: created.wrapped_key,
-            admins: created.admins,
-            admins_seal: created.admins_seal,
+            statement: created.statement.take(),
         };
+        let keyring = StoredKeyring::from(created);
         let store = Arc::clone(&self.store);
         blocking(move || store.insert_keyring(&keyring))
             .await
@@ -197,11 +185,8 @@ impl SignerService for Relay {
                 tracing::error!(%error, "could not persist a new keyring");
                 Status::unavailable("key store unavailable")
             })?;
-        tracing::info!(keyring = %created.keyring_id, "keyring created");
-        Ok(Response::new(pb::CreateKeyringResponse {
-            keyring_id: created.keyring_id,
-            statement: created.statement,
-        }))
+        tracing::info!(keyring = %answer.keyring_id, "keyring created");
+        Ok(Response::new(answer))
     }
 
     async fn get_public_key(
@@ -280,14 +265,9 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        check_envelope(request.get_ref())?;
-        let response = self
-            .enclave
-            .clone()
-            .sign(request.into_inner())
+        self.forward(request, |mut e, r| async move { e.sign(r).await })
             .await
-            .map_err(relayed)?;
-        Ok(Response::new(response.into_inner()))
+            .map(Response::new)
     }
 
     async fn attest(

@@ -6,7 +6,18 @@
 
 pub mod sqlite;
 
+use signer_proto::pb;
+
 use crate::Error;
+
+/// Runs a store call on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::Io(std::io::Error::other("store task failed")))?
+}
 
 /// A keyring as stored: its id and its key wrapped by the enclave's provider.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +51,58 @@ pub struct StoredKey {
     pub sealed: Vec<u8>,
     /// The encoded `KeyInfo` the enclave returned at creation, served by `ListKeys`.
     pub info: Vec<u8>,
+}
+
+impl StoredKey {
+    /// What the store keeps of a sealed record the enclave returned, with the encoded
+    /// `KeyInfo` it answered with.
+    pub fn from_sealed(sealed: pb::SealedKey, info: Vec<u8>) -> Self {
+        Self {
+            key_id: sealed.key_id,
+            keyring_id: sealed.keyring_id,
+            public_key: sealed.public_key,
+            policy: sealed.policy,
+            label: sealed.label,
+            sealed: sealed.sealed,
+            info,
+        }
+    }
+}
+
+impl From<StoredKey> for pb::SealedKey {
+    fn from(key: StoredKey) -> Self {
+        pb::SealedKey {
+            key_id: key.key_id,
+            keyring_id: key.keyring_id,
+            public_key: key.public_key,
+            policy: key.policy,
+            label: key.label,
+            sealed: key.sealed,
+        }
+    }
+}
+
+impl From<pb::EnclaveCreateKeyringResponse> for StoredKeyring {
+    fn from(created: pb::EnclaveCreateKeyringResponse) -> Self {
+        Self {
+            keyring_id: created.keyring_id,
+            provider: created.provider,
+            wrapped_key: created.wrapped_key,
+            admins: created.admins,
+            admins_seal: created.admins_seal,
+        }
+    }
+}
+
+impl From<&StoredKeyring> for pb::LoadKeyringRequest {
+    fn from(keyring: &StoredKeyring) -> Self {
+        pb::LoadKeyringRequest {
+            keyring_id: keyring.keyring_id.clone(),
+            wrapped_key: keyring.wrapped_key.clone(),
+            admins: keyring.admins.clone(),
+            admins_seal: keyring.admins_seal.clone(),
+        }
+    }
 }
 
 /// Durable storage of keyrings and sealed records.

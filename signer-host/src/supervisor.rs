@@ -9,6 +9,7 @@ use tokio::process::Command;
 use tokio::sync::{Notify, watch};
 
 use crate::config::DevEnclave;
+use crate::shutdown::stopped;
 use signer_proto::transport::Address;
 
 /// A run that lasted this long resets the backoff.
@@ -100,9 +101,4 @@ pub async fn supervise(
         }
         backoff = (backoff * 2).min(max_backoff);
     }
-}
-
-/// Completes when `shutdown` turns true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }

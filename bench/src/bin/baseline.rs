@@ -33,8 +33,8 @@ enum Command {
         /// Listen address.
         #[arg(long)]
         listen: Address,
-        /// Backend.
-        #[arg(long, value_enum)]
+        /// Backend: k256 or secp256k1.
+        #[arg(long)]
         backend: BackendKind,
     },
     /// The relay (stands where the host stands).

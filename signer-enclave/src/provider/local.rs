@@ -10,18 +10,16 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
 use zeroize::Zeroizing;
 
 use super::KeyWrapper;
 use crate::Error;
 use crate::ids::KeyringId;
+use crate::seal::frame;
 use crate::secret::{KeyringKey, MasterKey, SECRET_LEN};
 
 const WRAP_VERSION: u8 = 1;
 const WRAP_DOMAIN: &[u8] = b"signer.v1 local keyring\0";
-const WRAPPED_LEN: usize = 1 + 12 + SECRET_LEN + 16;
 
 /// The development stand-in provider. Never use it in production.
 pub struct LocalProvider {
@@ -73,10 +71,6 @@ impl LocalProvider {
         })
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.master.expose_secret().into())
-    }
-
     fn aad(keyring_id: &KeyringId) -> Vec<u8> {
         [WRAP_DOMAIN, keyring_id.to_string().as_bytes()].concat()
     }
@@ -90,47 +84,23 @@ impl KeyWrapper for LocalProvider {
 
     async fn generate(&self, keyring_id: &KeyringId) -> Result<(KeyringKey, Vec<u8>), Error> {
         let key = KeyringKey::random()?;
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce)?;
-        let aad = Self::aad(keyring_id);
-        let ciphertext = self
-            .cipher()
-            .encrypt(
-                &nonce.into(),
-                Payload {
-                    msg: key.expose_secret(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::Internal)?;
-        let wrapped = [&[WRAP_VERSION][..], &nonce, &ciphertext].concat();
+        let wrapped = frame::seal(
+            self.master.expose_secret(),
+            WRAP_VERSION,
+            key.expose_secret(),
+            &Self::aad(keyring_id),
+        )?;
         Ok((key, wrapped))
     }
 
     async fn unwrap(&self, keyring_id: &KeyringId, wrapped: &[u8]) -> Result<KeyringKey, Error> {
-        if wrapped.len() != WRAPPED_LEN || wrapped[0] != WRAP_VERSION {
-            return Err(Error::SealCheckFailed);
-        }
-        let nonce: [u8; 12] = wrapped[1..13]
-            .try_into()
-            .map_err(|_| Error::SealCheckFailed)?;
-        let aad = Self::aad(keyring_id);
-        let plaintext = Zeroizing::new(
-            self.cipher()
-                .decrypt(
-                    &nonce.into(),
-                    Payload {
-                        msg: &wrapped[13..],
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| Error::SealCheckFailed)?,
-        );
-        let bytes: &[u8; SECRET_LEN] = plaintext
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::SealCheckFailed)?;
-        Ok(KeyringKey::from_bytes(bytes))
+        let key = frame::open::<SECRET_LEN>(
+            self.master.expose_secret(),
+            WRAP_VERSION,
+            wrapped,
+            &Self::aad(keyring_id),
+        )?;
+        Ok(KeyringKey::from_bytes(&key))
     }
 }
 

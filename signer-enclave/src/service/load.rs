@@ -81,14 +81,7 @@ mod tests {
             .create_key(created.id, "", policy(1), authorized(&guard))
             .unwrap()
             .record;
-        let wire = pb::SealedKey {
-            key_id: record.key_id.to_string(),
-            keyring_id: record.keyring_id.to_string(),
-            public_key: record.public_key.to_vec(),
-            policy: record.policy.clone(),
-            label: String::new(),
-            sealed: record.sealed.clone(),
-        };
+        let wire = pb::SealedKey::from(record);
         let mut tampered = wire.clone();
         tampered.key_id = KeyId::random().unwrap().to_string();
 

@@ -12,7 +12,7 @@ use crate::Error;
 use crate::auth::Requirement;
 use crate::backend::Backend;
 use crate::config::Settings;
-use crate::identity::Identity;
+use crate::identity::BootIdentity;
 use crate::ids::KeyId;
 use crate::intake::stamped::{self, SignKind};
 use crate::keyinfo::key_info;
@@ -22,7 +22,7 @@ use crate::replay::{self, ReplayGuard};
 use crate::vault::{Changed, Vault};
 
 /// What every operation needs, shared with streaming tasks.
-pub(super) struct Shared<B: Backend> {
+pub(super) struct State<B: Backend> {
     /// Keys and keyrings.
     pub(super) vault: Vault<B>,
     /// Time rules and nonces.
@@ -30,21 +30,21 @@ pub(super) struct Shared<B: Backend> {
     /// Per-key rate limits.
     pub(super) limiter: RateLimiter,
     /// The enclave's identity keys and boot.
-    pub(super) identity: Identity,
+    pub(super) identity: BootIdentity,
     /// The measured configuration.
     pub(super) settings: Settings,
     /// Its encoding, as attested.
     pub(super) config: Vec<u8>,
 }
 
-impl<B: Backend> Shared<B> {
+impl<B: Backend> State<B> {
     fn deployment(&self) -> &str {
         &self.settings.deployment_id
     }
 }
 
 /// A created, imported or re-policied key: its signed public identity and its sealed record.
-fn changed_reply<B: Backend>(shared: &Shared<B>, changed: Changed) -> pb::EnclaveCreateKeyResponse {
+fn changed_reply<B: Backend>(shared: &State<B>, changed: Changed) -> pb::EnclaveCreateKeyResponse {
     let Changed {
         record,
         public,
@@ -61,14 +61,7 @@ fn changed_reply<B: Backend>(shared: &Shared<B>, changed: Changed) -> pb::Enclav
     );
     pb::EnclaveCreateKeyResponse {
         key: Some(info),
-        sealed: Some(pb::SealedKey {
-            key_id: record.key_id.to_string(),
-            keyring_id: record.keyring_id.to_string(),
-            public_key: record.public_key.to_vec(),
-            policy: record.policy,
-            label: record.label,
-            sealed: record.sealed,
-        }),
+        sealed: Some(record.into()),
     }
 }
 
@@ -79,7 +72,7 @@ enum Signed {
 
 /// Signs one stamped request.
 pub(super) fn sign<B: Backend>(
-    shared: &Shared<B>,
+    shared: &State<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::SignResponse, Error> {
     let now = replay::now_ms();
@@ -142,7 +135,7 @@ const KEYRING_ADMINS: &str = "keyring admin quorum not met";
 
 /// Creates a key under the policy its stamped body names, with the keyring admins' quorum.
 pub(super) fn create_key<B: Backend>(
-    shared: &Shared<B>,
+    shared: &State<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::EnclaveCreateKeyResponse, Error> {
     let now = replay::now_ms();
@@ -165,7 +158,7 @@ pub(super) fn create_key<B: Backend>(
 /// Imports a key sent HPKE-encrypted to this enclave, bound to this request's keyring, policy
 /// and nonce.
 pub(super) fn import_key<B: Backend>(
-    shared: &Shared<B>,
+    shared: &State<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::EnclaveCreateKeyResponse, Error> {
     let now = replay::now_ms();
@@ -205,7 +198,7 @@ pub(super) fn import_key<B: Backend>(
 
 /// Replaces a key's policy with the admin quorum of the policy current at the change.
 pub(super) fn update_policy<B: Backend>(
-    shared: &Shared<B>,
+    shared: &State<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::EnclaveCreateKeyResponse, Error> {
     let now = replay::now_ms();
@@ -232,7 +225,7 @@ pub(super) fn update_policy<B: Backend>(
 /// Creates a keyring: stamped by a quorum of the configured creators and by every admin it
 /// names.
 pub(super) async fn create_keyring<B: Backend>(
-    shared: &Shared<B>,
+    shared: &State<B>,
     provider: &dyn KeyWrapper,
     request: &pb::SignedRequest,
 ) -> Result<pb::EnclaveCreateKeyringResponse, Error> {
@@ -281,7 +274,7 @@ pub(super) async fn create_keyring<B: Backend>(
 
 /// A key's signed public identity, bound to the caller's challenge.
 pub(super) fn public_key<B: Backend>(
-    shared: &Shared<B>,
+    shared: &State<B>,
     request: &pb::GetKeyRequest,
 ) -> Result<pb::KeyInfo, Error> {
     if request.challenge.len() > 64 {
@@ -299,13 +292,13 @@ pub(super) fn public_key<B: Backend>(
     ))
 }
 
-/// Shared state for a new enclave.
+/// The state of a new enclave.
 pub(super) fn shared<B: Backend>(
     settings: Settings,
     guard: ReplayGuard,
-    identity: Identity,
-) -> Arc<Shared<B>> {
-    Arc::new(Shared {
+    identity: BootIdentity,
+) -> Arc<State<B>> {
+    Arc::new(State {
         vault: Vault::new(settings.capacity),
         guard,
         limiter: RateLimiter::default(),
