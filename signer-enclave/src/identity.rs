@@ -14,7 +14,9 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::secret::{SECRET_LEN, WalletSecret};
 
-pub use signer_proto::canonical::{IMPORT_INFO, KEY_STATEMENT_DOMAIN, KEYRING_STATEMENT_DOMAIN};
+pub(crate) use signer_proto::canonical::{
+    IMPORT_INFO, KEY_STATEMENT_DOMAIN, KEYRING_STATEMENT_DOMAIN,
+};
 
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
@@ -22,7 +24,7 @@ type Aead = hpke::aead::ChaCha20Poly1305;
 
 /// What a boot is, as attested alongside the identity keys.
 #[derive(Clone, Debug)]
-pub struct Boot {
+pub(crate) struct Boot {
     /// Random id of this boot.
     pub id: [u8; 16],
     /// When it began, by the enclave's clock (ms).
@@ -34,7 +36,7 @@ pub struct Boot {
 }
 
 /// The identity keys. Both private halves wipe themselves on drop.
-pub struct BootIdentity {
+pub(crate) struct BootIdentity {
     signing: ed25519_dalek::SigningKey,
     hpke_private: <Kem as hpke::Kem>::PrivateKey,
     hpke_public: [u8; 32],
@@ -58,7 +60,7 @@ impl BootIdentity {
     ///
     /// # Errors
     /// [`Error::Rng`].
-    pub fn generate(boot: Boot) -> Result<Self, Error> {
+    pub(crate) fn generate(boot: Boot) -> Result<Self, Error> {
         let mut seed = Zeroizing::new([0u8; 32]);
         getrandom::fill(seed.as_mut())?;
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -77,12 +79,12 @@ impl BootIdentity {
     }
 
     /// The boot this identity belongs to.
-    pub fn boot(&self) -> &Boot {
+    pub(crate) fn boot(&self) -> &Boot {
         &self.boot
     }
 
     /// The encoded `EnclaveIdentity`, bound into attestation documents as `user_data`.
-    pub fn user_data(&self) -> Vec<u8> {
+    pub(crate) fn user_data(&self) -> Vec<u8> {
         pb::EnclaveIdentity {
             signing_public_key: self.signing.verifying_key().to_bytes().to_vec(),
             hpke_public_key: self.hpke_public.to_vec(),
@@ -95,7 +97,7 @@ impl BootIdentity {
     }
 
     /// The HPKE public key.
-    pub fn hpke_public(&self) -> &[u8; 32] {
+    pub(crate) fn hpke_public(&self) -> &[u8; 32] {
         &self.hpke_public
     }
 
@@ -111,12 +113,15 @@ impl BootIdentity {
     }
 
     /// Signs a statement about a key.
-    pub fn key_statement(&self, statement: &pb::KeyStatement) -> pb::SignedStatement {
+    pub(crate) fn key_statement(&self, statement: &pb::KeyStatement) -> pb::SignedStatement {
         self.sign(KEY_STATEMENT_DOMAIN, statement.encode_to_vec())
     }
 
     /// Signs a statement about a keyring.
-    pub fn keyring_statement(&self, statement: &pb::KeyringStatement) -> pb::SignedStatement {
+    pub(crate) fn keyring_statement(
+        &self,
+        statement: &pb::KeyringStatement,
+    ) -> pb::SignedStatement {
         self.sign(KEYRING_STATEMENT_DOMAIN, statement.encode_to_vec())
     }
 
@@ -125,7 +130,7 @@ impl BootIdentity {
     /// # Errors
     /// [`Error::InvalidArgument`] if the encapsulated key or ciphertext is malformed or does not
     /// open (one message for every case).
-    pub fn open_import(
+    pub(crate) fn open_import(
         &self,
         encapsulated_key: &[u8],
         ciphertext: &[u8],

@@ -2,5 +2,5 @@
 //! records alike, becomes a domain type here, and nothing past this module sees a protobuf
 //! message from the host. Each decoder is bounded and is a fuzzing target.
 
-pub mod host;
-pub mod stamped;
+pub(crate) mod host;
+pub(crate) mod stamped;

@@ -9,13 +9,13 @@ use crate::ids::{KeyId, KeyringId};
 use crate::vault::PolicyEntry;
 
 /// The Ethereum address of a public key, with the EIP-55 mixed-case checksum.
-pub fn ethereum_address(public: &PublicKey) -> String {
+pub(crate) fn ethereum_address(public: &PublicKey) -> String {
     signer_proto::ethereum_address(&public.0)
 }
 
 /// The wire form of a key's public identity, with the enclave's statement about it bound to
 /// `request_binding` (the request's body hash, or the caller's challenge).
-pub fn key_info(
+pub(crate) fn key_info(
     identity: &BootIdentity,
     key_id: &KeyId,
     keyring_id: &KeyringId,

@@ -6,21 +6,21 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 mod error;
-pub mod identity;
+pub(crate) mod identity;
 pub mod ids;
-pub mod intake;
-pub mod keyinfo;
+pub(crate) mod intake;
+pub(crate) mod keyinfo;
 pub mod policy;
 pub mod provider;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod replay;
 pub mod seal;
 pub mod secret;
-pub mod service;
+pub(crate) mod service;
 pub mod stamp;
 #[cfg(test)]
 mod testing;
-pub mod vault;
+pub(crate) mod vault;
 
 use std::future::Future;
 use std::sync::Arc;

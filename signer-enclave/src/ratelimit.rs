@@ -17,7 +17,7 @@ struct Bucket {
 
 /// Token buckets by key.
 #[derive(Debug, Default)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     buckets: Mutex<HashMap<KeyId, Bucket>>,
 }
 
@@ -26,7 +26,7 @@ impl RateLimiter {
     ///
     /// # Errors
     /// [`Error::RateLimited`] when the bucket is empty.
-    pub fn take(&self, key: &KeyId, per_minute: u32, now_ms: u64) -> Result<(), Error> {
+    pub(crate) fn take(&self, key: &KeyId, per_minute: u32, now_ms: u64) -> Result<(), Error> {
         if per_minute == 0 {
             return Ok(());
         }
@@ -49,7 +49,7 @@ impl RateLimiter {
     }
 
     /// Forgets a key's bucket (its policy changed).
-    pub fn reset(&self, key: &KeyId) {
+    pub(crate) fn reset(&self, key: &KeyId) {
         self.buckets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

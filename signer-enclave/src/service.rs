@@ -27,7 +27,7 @@ use crate::replay::{self, ReplayGuard, TimeRules};
 use crate::vault::Phase;
 
 /// The enclave service over a chosen backend.
-pub struct EnclaveApi<B: Backend> {
+pub(crate) struct EnclaveApi<B: Backend> {
     shared: Arc<State<B>>,
     provider: Arc<dyn KeyWrapper>,
     attestor: Arc<dyn Attestor>,
@@ -39,7 +39,7 @@ impl<B: Backend> EnclaveApi<B> {
     ///
     /// # Errors
     /// [`Error::Rng`] if the boot id or identity keys cannot be drawn.
-    pub fn new(
+    pub(crate) fn new(
         settings: Settings,
         provider: Arc<dyn KeyWrapper>,
         attestor: Arc<dyn Attestor>,

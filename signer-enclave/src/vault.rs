@@ -17,9 +17,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use subtle::ConstantTimeEq as _;
 
-pub use self::keyrings::NewKeyring;
+#[cfg(test)]
+pub(crate) use self::keyrings::NewKeyring;
 use self::keyrings::OpenKeyring;
-pub use self::policies::PolicyEntry;
+pub(crate) use self::policies::PolicyEntry;
 use self::policies::{Interned, PolicyTable};
 use crate::Error;
 use crate::auth::{Authorized, Committed};
@@ -32,7 +33,7 @@ use crate::secret::WalletSecret;
 
 /// Lifecycle phase. Only [`Phase::Ready`] signs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Started empty; accepts keyrings and sealed records.
     AwaitingKeyrings,
     /// Loaded; signs and creates keys.
@@ -53,7 +54,7 @@ impl Phase {
 
 /// A wallet key held in RAM: kept small, since a vault holds millions of them. Keyrings and
 /// policies are shared by many keys and stored once; labels stay with the host.
-pub struct LoadedKey<B: Backend> {
+pub(crate) struct LoadedKey<B: Backend> {
     key: B::Key,
     keyring: u32,
     policy: u32,
@@ -61,7 +62,7 @@ pub struct LoadedKey<B: Backend> {
 
 /// A loaded key's public identity.
 #[derive(Debug)]
-pub struct KeySummary {
+pub(crate) struct KeySummary {
     /// The public key.
     pub public: PublicKey,
     /// The keyring that seals it.
@@ -103,7 +104,7 @@ impl From<SealedRecord> for signer_proto::pb::SealedKey {
 /// A key just created, imported or re-policied: its record for the host, its public key and
 /// policy for the signed reply, and the committed request it answers.
 #[derive(Debug)]
-pub struct Changed {
+pub(crate) struct Changed {
     /// The sealed record to store.
     pub record: SealedRecord,
     /// The public key.
@@ -116,7 +117,7 @@ pub struct Changed {
 
 /// Why a stored record was refused at load. Generic on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// Its keyring is not open.
     UnknownKeyring,
     /// It is already loaded.
@@ -131,7 +132,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// The generic reason reported to the host.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Rejection::UnknownKeyring => "unknown keyring",
             Rejection::Duplicate => "duplicate key id",
@@ -143,7 +144,7 @@ impl Rejection {
 }
 
 /// Keyrings, keys and phase.
-pub struct Vault<B: Backend> {
+pub(crate) struct Vault<B: Backend> {
     phase: AtomicU8,
     provider_calls: AtomicU64,
     capacity: Capacity,
@@ -161,7 +162,7 @@ impl<B: Backend> Default for Vault<B> {
 
 impl<B: Backend> Vault<B> {
     /// An empty vault awaiting keyrings, holding at most `capacity`.
-    pub fn new(capacity: Capacity) -> Self {
+    pub(crate) fn new(capacity: Capacity) -> Self {
         Self {
             phase: AtomicU8::new(Phase::AwaitingKeyrings.code()),
             provider_calls: AtomicU64::new(0),
@@ -174,7 +175,7 @@ impl<B: Backend> Vault<B> {
     }
 
     /// The current phase.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
             1 => Phase::AwaitingKeyrings,
             2 => Phase::Ready,
@@ -186,7 +187,7 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::NotReady`]; [`Error::Unrecoverable`].
-    pub fn ready(&self) -> Result<(), Error> {
+    pub(crate) fn ready(&self) -> Result<(), Error> {
         self.require(Phase::Ready)
     }
 
@@ -200,19 +201,19 @@ impl<B: Backend> Vault<B> {
     }
 
     /// Marks the vault unrecoverable: every later call fails until the enclave restarts.
-    pub fn fail_closed(&self, why: &'static str) {
+    pub(crate) fn fail_closed(&self, why: &'static str) {
         tracing::error!(why, "invariant broken; enclave is now unrecoverable");
         self.phase
             .store(Phase::Unrecoverable.code(), Ordering::Release);
     }
 
     /// Number of open keyrings and loaded keys.
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         (read(&self.keyrings).len(), read(&self.keys).len())
     }
 
     /// Calls made to the key-wrapping provider since start-up.
-    pub fn provider_calls(&self) -> u64 {
+    pub(crate) fn provider_calls(&self) -> u64 {
         self.provider_calls.load(Ordering::Relaxed)
     }
 
@@ -222,7 +223,7 @@ impl<B: Backend> Vault<B> {
     /// [`Error::WrongPhase`] unless awaiting keyrings. A record that fails is refused with a
     /// [`Rejection`]; an authenticated record whose public key does not match breaks an invariant
     /// and makes the vault unrecoverable.
-    pub fn load_key(&self, record: &SealedRecord) -> Result<Result<(), Rejection>, Error> {
+    pub(crate) fn load_key(&self, record: &SealedRecord) -> Result<Result<(), Rejection>, Error> {
         self.require(Phase::AwaitingKeyrings)?;
         if read(&self.keys).contains_key(&record.key_id) {
             return Ok(Err(Rejection::Duplicate));
@@ -280,7 +281,7 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::WrongPhase`] unless awaiting keyrings.
-    pub fn finish_loading(&self) -> Result<(), Error> {
+    pub(crate) fn finish_loading(&self) -> Result<(), Error> {
         self.require(Phase::AwaitingKeyrings)?;
         let _ = self.phase.compare_exchange(
             Phase::AwaitingKeyrings.code(),
@@ -298,7 +299,7 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyringNotFound`], [`Error::Capacity`].
-    pub fn create_key(
+    pub(crate) fn create_key(
         &self,
         keyring_id: KeyringId,
         label: &str,
@@ -322,7 +323,7 @@ impl<B: Backend> Vault<B> {
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyringNotFound`], [`Error::Capacity`],
     /// [`Error::InvalidArgument`] for a value that is not a valid secp256k1 secret.
-    pub fn import_key(
+    pub(crate) fn import_key(
         &self,
         keyring_id: KeyringId,
         label: &str,
@@ -410,7 +411,7 @@ impl<B: Backend> Vault<B> {
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyNotFound`], [`Error::Denied`] when the current policy is
     /// not the one named, [`Error::Capacity`], and whatever `authorize` returns.
-    pub fn update_policy<'g>(
+    pub(crate) fn update_policy<'g>(
         &self,
         key_id: &KeyId,
         current_hash: &[u8; 32],
@@ -471,7 +472,7 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyNotFound`], and whatever `authorize` returns.
-    pub fn sign<'g, T>(
+    pub(crate) fn sign<'g, T>(
         &self,
         key_id: &KeyId,
         authorize: impl FnOnce(&PolicyEntry) -> Result<Authorized<'g>, Error>,
@@ -490,7 +491,7 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyNotFound`].
-    pub fn policy(&self, id: &KeyId) -> Result<Arc<PolicyEntry>, Error> {
+    pub(crate) fn policy(&self, id: &KeyId) -> Result<Arc<PolicyEntry>, Error> {
         self.require(Phase::Ready)?;
         let keys = read(&self.keys);
         let loaded = keys.get(id).ok_or(Error::KeyNotFound)?;
@@ -501,7 +502,7 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::NotReady`], [`Error::KeyNotFound`].
-    pub fn identity(&self, id: &KeyId) -> Result<KeySummary, Error> {
+    pub(crate) fn identity(&self, id: &KeyId) -> Result<KeySummary, Error> {
         self.require(Phase::Ready)?;
         let keys = read(&self.keys);
         let loaded = keys.get(id).ok_or(Error::KeyNotFound)?;

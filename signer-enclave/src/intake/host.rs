@@ -12,7 +12,7 @@ use crate::vault::SealedRecord;
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a malformed id or public key.
-pub fn record(key: pb::SealedKey) -> Result<SealedRecord, Error> {
+pub(crate) fn record(key: pb::SealedKey) -> Result<SealedRecord, Error> {
     Ok(SealedRecord {
         key_id: KeyId::parse(&key.key_id)?,
         keyring_id: KeyringId::parse(&key.keyring_id)?,
@@ -29,7 +29,7 @@ pub fn record(key: pb::SealedKey) -> Result<SealedRecord, Error> {
 
 /// A stored keyring to open.
 #[derive(Debug)]
-pub struct StoredKeyring {
+pub(crate) struct StoredKeyring {
     /// Its id.
     pub id: KeyringId,
     /// The provider-wrapped keyring key.
@@ -47,7 +47,7 @@ const MAX_WRAPPED: usize = 4096;
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a malformed id or oversized fields.
-pub fn keyring(request: pb::LoadKeyringRequest) -> Result<StoredKeyring, Error> {
+pub(crate) fn keyring(request: pb::LoadKeyringRequest) -> Result<StoredKeyring, Error> {
     if request.wrapped_key.len() > MAX_WRAPPED || request.admins.len() > MAX_WRAPPED {
         return Err(Error::InvalidArgument("stored keyring too large"));
     }
@@ -63,7 +63,7 @@ pub fn keyring(request: pb::LoadKeyringRequest) -> Result<StoredKeyring, Error> 
 ///
 /// # Errors
 /// [`Error::InvalidArgument`].
-pub fn credentials(c: &pb::AwsCredentials) -> Result<(), Error> {
+pub(crate) fn credentials(c: &pb::AwsCredentials) -> Result<(), Error> {
     if c.access_key_id.is_empty()
         || c.secret_access_key.is_empty()
         || c.access_key_id.len() > 256

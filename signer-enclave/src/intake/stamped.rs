@@ -24,13 +24,13 @@ use crate::replay::TimeRules;
 use crate::stamp;
 
 /// Largest BIP-340 message accepted (bodies are bounded anyway).
-pub const MAX_SCHNORR_MESSAGE: usize = 16 * 1024;
+pub(crate) const MAX_SCHNORR_MESSAGE: usize = 16 * 1024;
 /// Largest label accepted, in bytes.
-pub const MAX_LABEL: usize = 128;
+pub(crate) const MAX_LABEL: usize = 128;
 
 /// A request whose envelope, encoding and timestamp passed; its stamps are not yet verified.
 #[derive(Debug)]
-pub struct Received<'r> {
+pub(crate) struct Received<'r> {
     body: &'r [u8],
     stamps: &'r [pb::Stamp],
     timestamp_ms: u64,
@@ -44,7 +44,7 @@ impl Received<'_> {
     /// # Errors
     /// [`Error::Unauthenticated`] if a relevant stamp fails; [`Error::InvalidArgument`] for a
     /// stamp key in a non-canonical form.
-    pub fn authenticate(
+    pub(crate) fn authenticate(
         self,
         deployment_id: &str,
         relevant: &[&Quorum],
@@ -62,11 +62,6 @@ impl Received<'_> {
             Sha256::digest(body).into(),
         ))
     }
-
-    /// The body's nonce.
-    pub fn nonce(&self) -> &[u8] {
-        &self.nonce
-    }
 }
 
 /// Checks the envelope, decodes the body (refusing any encoding but the canonical one), and
@@ -75,7 +70,7 @@ impl Received<'_> {
 /// # Errors
 /// [`Error::InvalidArgument`] for a malformed envelope or body; [`Error::Unauthenticated`]
 /// without stamps; [`Error::Stale`] for a timestamp the rules refuse.
-pub fn open<'r>(
+pub(crate) fn open<'r>(
     request: &'r pb::SignedRequest,
     rules: &TimeRules,
     now_ms: u64,
@@ -118,7 +113,7 @@ const WRONG_OPERATION: Error = Error::InvalidArgument("body is for another opera
 
 /// A validated sign request.
 #[derive(Debug)]
-pub struct SignOp {
+pub(crate) struct SignOp {
     /// The key to sign with.
     pub key_id: KeyId,
     /// What to sign.
@@ -127,7 +122,7 @@ pub struct SignOp {
 
 impl SignOp {
     /// The scheme, as policies name it.
-    pub fn scheme(&self) -> pb::SignatureScheme {
+    pub(crate) fn scheme(&self) -> pb::SignatureScheme {
         match self.kind {
             SignKind::Ecdsa(_) => pb::SignatureScheme::EcdsaSecp256k1,
             SignKind::Schnorr(_) => pb::SignatureScheme::Bip340Schnorr,
@@ -137,7 +132,7 @@ impl SignOp {
 
 /// What to sign, by scheme.
 #[derive(Debug)]
-pub enum SignKind {
+pub(crate) enum SignKind {
     /// ECDSA over a 32-byte digest.
     Ecdsa(Digest32),
     /// BIP-340 over a message.
@@ -148,7 +143,7 @@ pub enum SignKind {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the first problem found.
-pub fn sign_op(operation: Operation) -> Result<SignOp, Error> {
+pub(crate) fn sign_op(operation: Operation) -> Result<SignOp, Error> {
     let Operation::Sign(body) = operation else {
         return Err(WRONG_OPERATION);
     };
@@ -176,7 +171,7 @@ pub fn sign_op(operation: Operation) -> Result<SignOp, Error> {
 
 /// A validated create-key (or the common part of an import) request.
 #[derive(Debug)]
-pub struct CreateOp {
+pub(crate) struct CreateOp {
     /// The keyring.
     pub keyring_id: KeyringId,
     /// The caller's label.
@@ -209,7 +204,7 @@ fn create_op(
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the first problem found.
-pub fn create_key_op(operation: Operation) -> Result<CreateOp, Error> {
+pub(crate) fn create_key_op(operation: Operation) -> Result<CreateOp, Error> {
     let Operation::CreateKey(body) = operation else {
         return Err(WRONG_OPERATION);
     };
@@ -218,7 +213,7 @@ pub fn create_key_op(operation: Operation) -> Result<CreateOp, Error> {
 
 /// A validated import request.
 #[derive(Debug)]
-pub struct ImportOp {
+pub(crate) struct ImportOp {
     /// Keyring, label and policy.
     pub create: CreateOp,
     /// The HPKE key the client encrypted to.
@@ -232,7 +227,7 @@ pub struct ImportOp {
 impl ImportOp {
     /// The HPKE associated data this import must have been sealed with: the keyring, the
     /// canonical policy the key will get, and the body's nonce.
-    pub fn aad(&self, nonce: &[u8]) -> Vec<u8> {
+    pub(crate) fn aad(&self, nonce: &[u8]) -> Vec<u8> {
         signer_proto::canonical::import_aad(
             &self.create.keyring_id.to_string(),
             &self.create.policy.encode(),
@@ -245,7 +240,7 @@ impl ImportOp {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the first problem found.
-pub fn import_key_op(operation: Operation) -> Result<ImportOp, Error> {
+pub(crate) fn import_key_op(operation: Operation) -> Result<ImportOp, Error> {
     let Operation::ImportKey(body) = operation else {
         return Err(WRONG_OPERATION);
     };
@@ -266,7 +261,7 @@ pub fn import_key_op(operation: Operation) -> Result<ImportOp, Error> {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the first problem found.
-pub fn create_keyring_op(operation: Operation) -> Result<KeyringAdmins, Error> {
+pub(crate) fn create_keyring_op(operation: Operation) -> Result<KeyringAdmins, Error> {
     let Operation::CreateKeyring(body) = operation else {
         return Err(WRONG_OPERATION);
     };
@@ -279,7 +274,7 @@ pub fn create_keyring_op(operation: Operation) -> Result<KeyringAdmins, Error> {
 
 /// A validated policy change.
 #[derive(Debug)]
-pub struct UpdatePolicyOp {
+pub(crate) struct UpdatePolicyOp {
     /// The key.
     pub key_id: KeyId,
     /// Hash of the policy the change replaces.
@@ -292,7 +287,7 @@ pub struct UpdatePolicyOp {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the first problem found.
-pub fn update_policy_op(operation: Operation) -> Result<UpdatePolicyOp, Error> {
+pub(crate) fn update_policy_op(operation: Operation) -> Result<UpdatePolicyOp, Error> {
     let Operation::UpdatePolicy(body) = operation else {
         return Err(WRONG_OPERATION);
     };

@@ -24,7 +24,7 @@ pub(super) struct OpenKeyring {
 
 /// A keyring made by [`Vault::create_keyring`], for the host to store.
 #[derive(Debug)]
-pub struct NewKeyring {
+pub(crate) struct NewKeyring {
     /// Its id.
     pub id: KeyringId,
     /// The provider-wrapped keyring key.
@@ -38,10 +38,40 @@ pub struct NewKeyring {
 }
 
 impl<B: Backend> Vault<B> {
-    fn keyring_room(&self) -> Result<(), Error> {
-        if read(&self.keyrings).len() >= self.capacity.keyrings {
+    /// Refuses one more keyring beyond the capacity, `open` being how many are open.
+    fn keyring_room(&self, open: usize) -> Result<(), Error> {
+        if open >= self.capacity.keyrings {
             return Err(Error::Capacity("keyring capacity reached"));
         }
+        Ok(())
+    }
+
+    fn insert_keyring(
+        &self,
+        id: KeyringId,
+        key: KeyringKey,
+        admins: KeyringAdmins,
+        admins_hash: [u8; 32],
+    ) -> Result<(), Error> {
+        let mut keyrings = write(&self.keyrings);
+        if let Some(existing) = keyrings.get(&id) {
+            // The same keyring loaded twice: only with the same key and admin set.
+            return if existing.key.ct_eq(&key) && existing.admins_hash == admins_hash {
+                Ok(())
+            } else {
+                Err(Error::SealCheckFailed)
+            };
+        }
+        // Checked again under the lock: concurrent creations or loads may have filled it.
+        self.keyring_room(keyrings.len())?;
+        keyrings.insert(
+            id,
+            OpenKeyring {
+                key,
+                admins: Arc::new(admins),
+                admins_hash,
+            },
+        );
         Ok(())
     }
 
@@ -51,32 +81,21 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::NotReady`]; [`Error::Capacity`]; provider failures.
-    pub async fn create_keyring(
+    pub(crate) async fn create_keyring(
         &self,
         provider: &dyn KeyWrapper,
         admins: KeyringAdmins,
         authorized: Authorized<'_>,
     ) -> Result<(NewKeyring, Committed), Error> {
         self.require(Phase::Ready)?;
-        self.keyring_room()?;
+        self.keyring_room(read(&self.keyrings).len())?;
         let id = KeyringId::random()?;
         self.provider_calls.fetch_add(1, Ordering::Relaxed);
         let (key, wrapped) = provider.generate(&id).await?;
         let encoded = admins.encode();
         let admins_hash = policy::admins_hash(&encoded);
         let admins_seal = seal::seal_admins(&key, &id, &admins_hash)?;
-        let mut keyrings = write(&self.keyrings);
-        if keyrings.len() >= self.capacity.keyrings {
-            return Err(Error::Capacity("keyring capacity reached"));
-        }
-        keyrings.insert(
-            id,
-            OpenKeyring {
-                key,
-                admins: Arc::new(admins),
-                admins_hash,
-            },
-        );
+        self.insert_keyring(id, key, admins, admins_hash)?;
         let committed = authorized.commit();
         tracing::info!(keyring = %id, provider = provider.name(), "keyring created");
         Ok((
@@ -97,40 +116,25 @@ impl<B: Backend> Vault<B> {
     /// # Errors
     /// [`Error::WrongPhase`] unless awaiting keyrings; [`Error::Capacity`]; provider failures;
     /// [`Error::SealCheckFailed`] for an admin set that is not the keyring's.
-    pub async fn load_keyring(
+    pub(crate) async fn load_keyring(
         &self,
         provider: &dyn KeyWrapper,
         stored: &StoredKeyring,
     ) -> Result<(), Error> {
         self.require(Phase::AwaitingKeyrings)?;
         let id = stored.id;
-        if !read(&self.keyrings).contains_key(&id) {
-            self.keyring_room()?;
+        {
+            let keyrings = read(&self.keyrings);
+            if !keyrings.contains_key(&id) {
+                self.keyring_room(keyrings.len())?;
+            }
         }
         let parsed = KeyringAdmins::decode(&stored.admins)?;
         let admins_hash = policy::admins_hash(&stored.admins);
         self.provider_calls.fetch_add(1, Ordering::Relaxed);
         let key = provider.unwrap(&id, &stored.wrapped).await?;
         seal::open_admins(&key, &id, &admins_hash, &stored.admins_seal)?;
-        let mut keyrings = write(&self.keyrings);
-        if let Some(existing) = keyrings.get(&id) {
-            return if existing.key.ct_eq(&key) && existing.admins_hash == admins_hash {
-                Ok(())
-            } else {
-                Err(Error::SealCheckFailed)
-            };
-        }
-        if keyrings.len() >= self.capacity.keyrings {
-            return Err(Error::Capacity("keyring capacity reached"));
-        }
-        keyrings.insert(
-            id,
-            OpenKeyring {
-                key,
-                admins: Arc::new(parsed),
-                admins_hash,
-            },
-        );
+        self.insert_keyring(id, key, parsed, admins_hash)?;
         tracing::info!(keyring = %id, "keyring opened");
         Ok(())
     }
@@ -139,7 +143,7 @@ impl<B: Backend> Vault<B> {
     ///
     /// # Errors
     /// [`Error::NotReady`]; [`Error::KeyringNotFound`].
-    pub fn keyring_admins(&self, keyring: &KeyringId) -> Result<Arc<KeyringAdmins>, Error> {
+    pub(crate) fn keyring_admins(&self, keyring: &KeyringId) -> Result<Arc<KeyringAdmins>, Error> {
         self.require(Phase::Ready)?;
         read(&self.keyrings)
             .get(keyring)

@@ -9,7 +9,7 @@ use crate::policy::KeyPolicy;
 
 /// A policy in force for one or more keys: parsed once, shared by every key that has it.
 #[derive(Debug)]
-pub struct PolicyEntry {
+pub(crate) struct PolicyEntry {
     /// SHA-256 of `bytes` (see [`crate::seal::policy_hash`]).
     pub hash: [u8; 32],
     /// The encoded policy, as sealed.
