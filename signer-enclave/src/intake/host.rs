@@ -59,6 +59,18 @@ pub(crate) fn keyring(request: pb::LoadKeyringRequest) -> Result<StoredKeyring, 
     })
 }
 
+/// A `GetPublicKey` request: the key and the caller's challenge (at most 64 bytes), echoed in
+/// the signed statement.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a malformed id or an oversized challenge.
+pub(crate) fn key_request(request: &pb::GetKeyRequest) -> Result<(KeyId, &[u8]), Error> {
+    if request.challenge.len() > 64 {
+        return Err(Error::InvalidArgument("challenge longer than 64 bytes"));
+    }
+    Ok((KeyId::parse(&request.key_id)?, &request.challenge))
+}
+
 /// Checks the shape of `SetCredentials` (the values themselves are KMS's to judge).
 ///
 /// # Errors

@@ -13,7 +13,6 @@ use crate::auth::Requirement;
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::identity::BootIdentity;
-use crate::ids::KeyId;
 use crate::intake::stamped::{self, SignKind};
 use crate::keyinfo::key_info;
 use crate::provider::KeyWrapper;
@@ -277,10 +276,7 @@ pub(super) fn public_key<B: Backend>(
     shared: &State<B>,
     request: &pb::GetKeyRequest,
 ) -> Result<pb::KeyInfo, Error> {
-    if request.challenge.len() > 64 {
-        return Err(Error::InvalidArgument("challenge longer than 64 bytes"));
-    }
-    let id = KeyId::parse(&request.key_id)?;
+    let (id, challenge) = crate::intake::host::key_request(request)?;
     let identity = shared.vault.identity(&id)?;
     Ok(key_info(
         &shared.identity,
@@ -288,7 +284,7 @@ pub(super) fn public_key<B: Backend>(
         &identity.keyring_id,
         &identity.public,
         &identity.policy,
-        &request.challenge,
+        challenge,
     ))
 }
 
