@@ -31,6 +31,7 @@ pub fn default_for(stamper: &Stamper) -> Result<pb::Policy, Error> {
         max_signatures_per_minute: 0,
         admins: keys,
         admin_threshold: 1,
+        ethereum: None,
     })
 }
 

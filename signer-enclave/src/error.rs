@@ -23,6 +23,10 @@ pub enum Error {
     /// The stamps verified but do not satisfy the policy (quorum, approvers, scheme).
     #[error("not permitted: {0}")]
     Denied(&'static str),
+    /// A rule on the content of what is to be signed refused it. The message names the rule
+    /// class ("value above limit") and is shown to the caller; it never holds request content.
+    #[error("refused by rule: {0}")]
+    Refused(&'static str),
     /// The key's rate limit is used up.
     #[error("rate limit exceeded")]
     RateLimited,
@@ -82,6 +86,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) => Status::unauthenticated("request not authenticated"),
             Error::Stale(_) => Status::unauthenticated(signer_proto::STALE_MESSAGE),
             Error::Denied(_) => Status::permission_denied("request not permitted"),
+            Error::Refused(rule) => Status::permission_denied(rule),
             Error::RateLimited => Status::resource_exhausted("rate limit exceeded"),
             Error::ReplayCacheFull(_) => {
                 Status::resource_exhausted("too many requests; retry later")

@@ -2,5 +2,6 @@
 //! records alike, becomes a domain type here, and nothing past this module sees a protobuf
 //! message from the host. Each decoder is bounded and is a fuzzing target.
 
+pub(crate) mod ethereum;
 pub(crate) mod host;
 pub(crate) mod stamped;

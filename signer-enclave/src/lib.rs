@@ -17,6 +17,7 @@ pub mod replay;
 pub mod seal;
 pub mod secret;
 pub(crate) mod service;
+pub(crate) mod spend;
 pub mod stamp;
 #[cfg(test)]
 mod testing;

@@ -7,6 +7,10 @@ use signer_proto::pb;
 use crate::Error;
 use crate::stamp::{ApiKeyId, Approvals};
 
+pub mod ethereum;
+
+pub use ethereum::EthereumRules;
+
 /// Most members of one quorum (the most stamps a request can carry).
 pub const MAX_MEMBERS: usize = signer_proto::MAX_STAMPS;
 
@@ -71,6 +75,20 @@ impl Quorum {
         &self.members
     }
 
+    /// The same members with another threshold, if it is in 1..=N.
+    pub fn with_threshold(&self, threshold: u32) -> Option<Self> {
+        let threshold = usize::try_from(threshold).ok()?;
+        (1..=self.members.len()).contains(&threshold).then(|| Self {
+            members: self.members.clone(),
+            threshold,
+        })
+    }
+
+    /// Distinct members needed.
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
     /// The quorum of every member of `self` (N of N): for proofs of possession.
     pub fn everyone(&self) -> Self {
         Self {
@@ -107,6 +125,8 @@ pub struct KeyPolicy {
     pub max_per_minute: u32,
     /// Who may change the policy; empty for a permanent policy.
     pub admins: Quorum,
+    /// Rules on the content of Ethereum signatures, if any.
+    pub ethereum: Option<EthereumRules>,
 }
 
 impl KeyPolicy {
@@ -134,7 +154,17 @@ impl KeyPolicy {
         if schemes.is_empty() {
             return Err(Error::InvalidArgument("policy allows no scheme"));
         }
+        let ethereum = match &policy.ethereum {
+            Some(rules) => Some(EthereumRules::parse(rules, &approvers)?),
+            None => None,
+        };
+        if ethereum.is_some() && !schemes.contains(&pb::SignatureScheme::EcdsaSecp256k1) {
+            return Err(Error::InvalidArgument(
+                "ethereum rules need the ECDSA scheme",
+            ));
+        }
         Ok(Self {
+            ethereum,
             version: policy.version,
             approvers,
             schemes,
@@ -163,6 +193,7 @@ impl KeyPolicy {
             max_signatures_per_minute: self.max_per_minute,
             admins: self.admins.to_proto(),
             admin_threshold: self.admins.threshold_u32(),
+            ethereum: self.ethereum.as_ref().map(EthereumRules::to_proto),
         }
         .encode_to_vec()
     }
@@ -170,6 +201,27 @@ impl KeyPolicy {
     /// Whether the policy lets `scheme` sign.
     pub fn allows(&self, scheme: pb::SignatureScheme) -> bool {
         self.schemes.contains(&scheme)
+    }
+
+    /// Whether `Sign` may produce `scheme` over a client-computed digest: the scheme is
+    /// allowed and, for ECDSA, no Ethereum rules forbid blind signing.
+    ///
+    /// # Errors
+    /// [`Error::Denied`] for a scheme the policy does not allow; [`Error::Refused`] for blind
+    /// ECDSA under Ethereum rules.
+    pub fn check_blind(&self, scheme: pb::SignatureScheme) -> Result<(), Error> {
+        if !self.allows(scheme) {
+            return Err(Error::Denied("scheme not allowed by the key's policy"));
+        }
+        match &self.ethereum {
+            Some(rules)
+                if scheme == pb::SignatureScheme::EcdsaSecp256k1
+                    && !rules.allows_blind_signing() =>
+            {
+                Err(Error::Refused("blind signing not allowed"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

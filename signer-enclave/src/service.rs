@@ -11,6 +11,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 mod calls;
+mod ethereum;
 mod load;
 
 use self::calls::State;
@@ -85,6 +86,7 @@ pub(crate) fn status(call: &'static str, error: Error) -> Status {
         Error::Unauthenticated(_)
         | Error::Stale(_)
         | Error::Denied(_)
+        | Error::Refused(_)
         | Error::RateLimited
         | Error::ReplayCacheFull(_)
         | Error::Capacity(_) => tracing::info!(call, %error, "refused"),
@@ -235,6 +237,15 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         calls::sign(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("Sign", e))
+    }
+
+    async fn sign_ethereum(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignEthereumResponse>, Status> {
+        ethereum::sign_ethereum(&self.shared, request.get_ref())
+            .map(Response::new)
+            .map_err(|e| status("SignEthereum", e))
     }
 
     async fn attest(

@@ -270,6 +270,15 @@ impl SignerService for Relay {
             .map(Response::new)
     }
 
+    async fn sign_ethereum(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignEthereumResponse>, Status> {
+        self.forward(request, |mut e, r| async move { e.sign_ethereum(r).await })
+            .await
+            .map(Response::new)
+    }
+
     async fn attest(
         &self,
         request: Request<pb::AttestRequest>,

@@ -28,6 +28,8 @@ pub enum Method {
     UpdatePolicy,
     /// `Sign`.
     Sign,
+    /// `SignEthereum`.
+    SignEthereum,
 }
 
 /// Edits a stamped request on its way to the host.
@@ -180,6 +182,14 @@ impl SignerService for Service {
     ) -> Result<Response<pb::SignResponse>, Status> {
         let request = self.edit(Method::Sign, request.into_inner());
         self.upstream.clone().sign(request).await
+    }
+
+    async fn sign_ethereum(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignEthereumResponse>, Status> {
+        let request = self.edit(Method::SignEthereum, request.into_inner());
+        self.upstream.clone().sign_ethereum(request).await
     }
 
     type SignStreamStream = Answers;

@@ -133,6 +133,12 @@ impl<B: Backend> SignerService for SignServer<B> {
     ) -> Result<Response<pb::SignResponse>, Status> {
         self.inner.sign(request.get_ref()).map(Response::new)
     }
+    async fn sign_ethereum(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignEthereumResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     async fn attest(
         &self,
         _: Request<pb::AttestRequest>,
@@ -208,6 +214,12 @@ impl SignerService for Relay {
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
         self.upstream.clone().sign(request.into_inner()).await
+    }
+    async fn sign_ethereum(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignEthereumResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
     }
     async fn attest(
         &self,

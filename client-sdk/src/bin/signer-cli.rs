@@ -232,6 +232,7 @@ impl PolicyArgs {
             max_signatures_per_minute: self.max_signatures_per_minute,
             admins,
             admin_threshold,
+            ethereum: None,
         })
     }
 }

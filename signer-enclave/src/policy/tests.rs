@@ -19,6 +19,7 @@ fn two_of_three() -> pb::Policy {
         max_signatures_per_minute: 0,
         admins: vec![api(9)],
         admin_threshold: 1,
+        ethereum: None,
     }
 }
 

@@ -18,6 +18,7 @@ use crate::keyinfo::key_info;
 use crate::provider::KeyWrapper;
 use crate::ratelimit::RateLimiter;
 use crate::replay::{self, ReplayGuard};
+use crate::spend::SpendLedger;
 use crate::vault::{Changed, Vault};
 
 /// What every operation needs, shared with streaming tasks.
@@ -28,6 +29,8 @@ pub(super) struct State<B: Backend> {
     pub(super) guard: ReplayGuard,
     /// Per-key rate limits.
     pub(super) limiter: RateLimiter,
+    /// Rolling daily totals for the Ethereum rules.
+    pub(super) ledger: SpendLedger,
     /// The enclave's identity keys and boot.
     pub(super) identity: BootIdentity,
     /// The measured configuration.
@@ -37,7 +40,7 @@ pub(super) struct State<B: Backend> {
 }
 
 impl<B: Backend> State<B> {
-    fn deployment(&self) -> &str {
+    pub(super) fn deployment(&self) -> &str {
         &self.settings.deployment_id
     }
 }
@@ -81,9 +84,7 @@ pub(super) fn sign<B: Backend>(
     // The stamps worth verifying are the approvers' of the policy in force now; the decision is
     // taken again, against the policy current at signing time, under the vault's lookup.
     let snapshot = shared.vault.policy(&op.key_id)?;
-    if !snapshot.policy.allows(scheme) {
-        return Err(Error::Denied("scheme not allowed by the key's policy"));
-    }
+    snapshot.policy.check_blind(scheme)?;
     let auth = received.authenticate(shared.deployment(), &[&snapshot.policy.approvers])?;
     drop(snapshot);
     // Drawn before anything is spent: an RNG failure leaves the request retryable.
@@ -94,9 +95,7 @@ pub(super) fn sign<B: Backend>(
     let (signed, _) = shared.vault.sign(
         &op.key_id,
         |current| {
-            if !current.policy.allows(scheme) {
-                return Err(Error::Denied("scheme not allowed by the key's policy"));
-            }
+            current.policy.check_blind(scheme)?;
             let approvers = Requirement {
                 quorum: &current.policy.approvers,
                 refusal: "approver quorum not met",
@@ -298,6 +297,7 @@ pub(super) fn shared<B: Backend>(
         vault: Vault::new(settings.capacity),
         guard,
         limiter: RateLimiter::default(),
+        ledger: SpendLedger::default(),
         identity,
         config: settings.encode(),
         settings,
