@@ -1,10 +1,11 @@
 //! The async client: one connection, the attested enclave identity, and the verified state its
 //! calls share. Its parts: [`config`] (settings), `call` (envelopes and the one retry loop),
-//! `verified` (identity, key statements, policy versions), `keys` (administration), `signing`
-//! and `stream`.
+//! `verified` (identity, key statements, policy versions), `keys` (administration), `signing`,
+//! `ethereum` and `stream`.
 
 mod call;
 mod config;
+mod ethereum;
 mod keys;
 mod signing;
 mod stream;

@@ -4,6 +4,7 @@
 pub mod attestation;
 mod client;
 mod error;
+pub mod ethereum;
 pub mod policy;
 pub mod stamper;
 pub mod trust;
@@ -13,6 +14,7 @@ pub use client::{
     Client, ClientConfig, ClientTls, EnclaveAttestation, RetryPolicy, SignStream, StreamSignature,
 };
 pub use error::Error;
+pub use ethereum::{EthereumSignature, SignedTransaction};
 pub use signer_proto::pb;
 pub use signer_proto::transport::Address;
 pub use stamper::{ApiKeyPair, ApiKeyScheme, Stamper};

@@ -50,6 +50,13 @@ fn as_hex<S: serde::Serializer, T: AsRef<[u8]>>(
 
 pub use signer_proto::ethereum_address;
 
+impl KeyInfo {
+    /// The public key as a `k256` verifying key.
+    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifying_key
+    }
+}
+
 impl TryFrom<pb::KeyInfo> for KeyInfo {
     type Error = Error;
 
@@ -166,7 +173,7 @@ pub fn verify_ecdsa(
 
 /// Strict ECDSA check of r ‖ s with recovery id `v` over a digest: r and s in 1..n−1, low-S, and
 /// recovery yields `key`.
-fn check_ecdsa(
+pub(crate) fn check_ecdsa(
     key: &VerifyingKey,
     digest: &[u8; 32],
     rs: &[u8],

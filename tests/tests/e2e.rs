@@ -7,6 +7,7 @@
 mod e2e {
     mod api;
     mod bad_input;
+    mod ethereum;
     mod hostile;
     mod hostile_authority;
     mod hostile_replay;

@@ -39,8 +39,13 @@ pub(super) fn sign_ethereum<B: Backend>(
     let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
     let op = ethereum::sign_ethereum_op(operation)?;
     let snapshot = shared.vault.policy(&op.key_id)?;
-    judge(&snapshot.policy, &op.payload)?;
+    // Stamps first: the rules are judged only for a quorum of the key's own approvers, so
+    // nobody else can probe them.
     let auth = received.authenticate(shared.deployment(), &[&snapshot.policy.approvers])?;
+    if !snapshot.policy.approvers.satisfied_by(auth.approvals()) {
+        return Err(Error::Denied("approver quorum not met"));
+    }
+    judge(&snapshot.policy, &op.payload)?;
     drop(snapshot);
     let digest = op.payload.digest();
     let (signature, _) = shared.vault.sign(
@@ -51,6 +56,13 @@ pub(super) fn sign_ethereum<B: Backend>(
                 quorum: &current.policy.approvers,
                 refusal: "approver quorum not met",
             };
+            // Approved, but not by enough for this value: say so, as the rule it is.
+            if let Some(quorum) = verdict.tier
+                && current.policy.approvers.satisfied_by(auth.approvals())
+                && !quorum.satisfied_by(auth.approvals())
+            {
+                return Err(Error::Refused("approval tier quorum not met"));
+            }
             let tier = verdict.tier.map(|quorum| Requirement {
                 quorum,
                 refusal: "approval tier quorum not met",
