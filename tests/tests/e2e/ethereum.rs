@@ -3,12 +3,18 @@
 //! exactly above their bound; blind signing is closed; a hostile host can neither edit the
 //! transaction nor get its digest signed another way; bad input is `INVALID_ARGUMENT`.
 
+mod node;
+
 use std::sync::Arc;
 
 use alloy_consensus::{SignableTransaction as _, TxEip1559, TxEip2930, TxLegacy};
+use alloy_network::{EthereumWallet, TransactionBuilder as _};
 use alloy_primitives::{Address, TxKind, U256};
+use alloy_provider::{Provider as _, ProviderBuilder};
+use alloy_rpc_types_eth::TransactionRequest;
 use alloy_sol_types::{SolCall as _, sol};
 use prost::Message as _;
+use signer_client::ethereum::EthereumSigner;
 use signer_client::pb::request_body::Operation;
 use signer_client::pb::sign_ethereum_body::Payload;
 use signer_client::{ApiKeyPair, ApiKeyScheme, Client, Error, pb};
@@ -505,4 +511,74 @@ async fn malformed_ethereum_payloads_are_invalid_arguments() {
     w.one.sign_transaction(id, &good).await.unwrap();
     w.one.sign_personal_message(id, b"hello").await.unwrap();
     w.one.sign_typed_data(id, &typed("Permit2")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alloy_provider_fills_and_sends_a_transaction_the_enclave_signed() {
+    const CHAIN: u64 = 31_337;
+    let w = wallet(pb::EthereumRules {
+        chain_ids: vec![CHAIN],
+        allow_personal_sign: true,
+        ..rules()
+    })
+    .await;
+    let node = node::Node::start(CHAIN, &[(w.address, U256::from(10 * ETHER))]).await;
+    let signer = EthereumSigner::new(w.one.clone(), &w.key_id).await.unwrap();
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer.clone()))
+        .connect_http(node.url.parse().unwrap());
+
+    // alloy fills chain id, nonce, gas and fees from the node; the enclave reads, judges and
+    // signs; the node recovers the sender and executes it.
+    let value = U256::from(ETHER / 10);
+    let pending = provider
+        .send_transaction(TransactionRequest::default().with_to(BOB).with_value(value))
+        .await
+        .unwrap();
+    assert_eq!(node.senders(), vec![w.address]);
+    assert_eq!(provider.get_balance(BOB).await.unwrap(), value);
+    assert_eq!(provider.get_transaction_count(w.address).await.unwrap(), 1);
+    assert_ne!(*pending.tx_hash(), alloy_primitives::B256::ZERO);
+
+    // A second one fills the next nonce.
+    let _second = provider
+        .send_transaction(TransactionRequest::default().with_to(BOB).with_value(value))
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.get_balance(BOB).await.unwrap(),
+        value * U256::from(2)
+    );
+
+    // What the rules refuse never reaches the chain, and the provider says why.
+    let refused = provider
+        .send_transaction(
+            TransactionRequest::default()
+                .with_to(EVE)
+                .with_value(U256::from(1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("destination not allowed"),
+        "{refused}"
+    );
+    assert_eq!(node.senders().len(), 2);
+
+    // Messages through alloy's `Signer`: read by the enclave, recovered here.
+    let signature = alloy_signer::Signer::sign_message(&signer, b"hello")
+        .await
+        .unwrap();
+    assert_eq!(
+        signature.recover_address_from_msg(b"hello").unwrap(),
+        w.address
+    );
+    // A raw hash through the same trait is blind signing, which the rules close.
+    let blind = alloy_signer::Signer::sign_hash(&signer, &alloy_primitives::B256::repeat_byte(1))
+        .await
+        .unwrap_err();
+    assert!(
+        blind.to_string().contains("blind signing not allowed"),
+        "{blind}"
+    );
 }
