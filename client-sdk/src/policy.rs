@@ -6,7 +6,10 @@ use serde::ser::SerializeStruct as _;
 use signer_proto::pb;
 
 use crate::Error;
+
+mod ethereum;
 use crate::stamper::{Stamper, api_key_text, parse_api_key};
+pub use ethereum::{ContractCallJson, DomainJson, EthereumRulesJson, TierJson, TokenJson};
 
 /// The policy [`crate::Client::create_key`] gives a new key: the stamper's API keys approve
 /// (any one of them) and administer (any one), both signature schemes, no rate limit.
@@ -76,7 +79,7 @@ pub fn serialize<S: serde::Serializer>(
             _ => "unknown",
         })
         .collect();
-    let mut out = serializer.serialize_struct("Policy", 7)?;
+    let mut out = serializer.serialize_struct("Policy", 8)?;
     out.serialize_field("version", &policy.version)?;
     out.serialize_field("approvers", &keys(&policy.approvers))?;
     out.serialize_field("threshold", &policy.threshold)?;
@@ -87,6 +90,10 @@ pub fn serialize<S: serde::Serializer>(
     )?;
     out.serialize_field("admins", &keys(&policy.admins))?;
     out.serialize_field("admin_threshold", &policy.admin_threshold)?;
+    out.serialize_field(
+        "ethereum",
+        &policy.ethereum.as_ref().map(EthereumRulesJson::from),
+    )?;
     out.end()
 }
 

@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use signer_client::attestation::{AttestationPolicy, TrustAnchor};
+use signer_client::policy::EthereumRulesJson;
 use signer_client::stamper::{api_key_text, parse_api_key};
 use signer_client::{
     Address, ApiKeyPair, ApiKeyScheme, Client, ClientConfig, ClientTls, Error, Stamper, pb,
@@ -126,7 +127,9 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
-    /// Replace a key's policy (the --api-key(s) must meet its current admin quorum).
+    /// Replace a key's policy (the --api-key(s) must meet its current admin quorum), content
+    /// rules included (--ethereum-rules).
+    #[command(visible_alias = "set-policy")]
     UpdatePolicy {
         /// The key id.
         key: String,
@@ -160,6 +163,39 @@ enum Command {
     /// verified PCRs and enclave identity. Fails closed: without --allow-pcr0 nothing is
     /// accepted.
     Attest,
+    /// Sign an Ethereum transaction the enclave reads and judges. FILE is the usual JSON
+    /// transaction (`chainId`, `nonce`, `to`, `value`, `gas`, `maxFeePerGas`,
+    /// `maxPriorityFeePerGas` or `gasPrice`, `input`, `accessList`, `authorizationList`), every
+    /// field the type needs given. Prints the signed transaction, ready to broadcast.
+    SignTx {
+        /// The key id.
+        #[arg(long)]
+        key: String,
+        /// The transaction, JSON.
+        #[arg(long)]
+        tx: std::path::PathBuf,
+    },
+    /// Sign an EIP-191 `personal_sign` message.
+    SignMessage {
+        /// The key id.
+        #[arg(long)]
+        key: String,
+        /// The message, UTF-8 (or hex with --hex).
+        #[arg(long)]
+        message: String,
+        /// The message is hex.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Sign EIP-712 typed data (the standard JSON: types, primaryType, domain, message).
+    SignTypedData {
+        /// The key id.
+        #[arg(long)]
+        key: String,
+        /// The typed data, JSON.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
     /// BIP-340-sign a message (hex).
     SignSchnorr {
         /// The key id.
@@ -196,6 +232,10 @@ struct PolicyArgs {
     /// Most signatures per minute (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_signatures_per_minute: u32,
+    /// Ethereum content rules, a JSON file (chain_ids, destinations, max_value_wei, tokens,
+    /// tiers, …; see the SDK's `EthereumRulesJson`). Closes blind signing unless it allows it.
+    #[arg(long)]
+    ethereum_rules: Option<std::path::PathBuf>,
 }
 
 impl PolicyArgs {
@@ -232,7 +272,19 @@ impl PolicyArgs {
             max_signatures_per_minute: self.max_signatures_per_minute,
             admins,
             admin_threshold,
-            ethereum: None,
+            ethereum: self
+                .ethereum_rules
+                .as_ref()
+                .map(|path| {
+                    let text = std::fs::read(path)
+                        .map_err(|_| Error::InvalidArgument("cannot read --ethereum-rules"))?;
+                    serde_json::from_slice::<EthereumRulesJson>(&text)
+                        .map_err(|_| {
+                            Error::InvalidArgument("--ethereum-rules is not valid rules JSON")
+                        })?
+                        .to_proto()
+                })
+                .transpose()?,
         })
     }
 }
@@ -395,6 +447,25 @@ async fn command(
             json!({ "key_id": key, "r": hex::encode(signature.r), "s": hex::encode(signature.s), "v": signature.v,
                     "signature65": hex::encode(signature.to_bytes65()) })
         }
+        Command::SignTx { key, tx } => {
+            let text = std::fs::read(tx).map_err(|_| Error::InvalidArgument("cannot read --tx"))?;
+            let unsigned = unsigned_transaction(&text)?;
+            json!(client.sign_transaction(key, &unsigned).await?)
+        }
+        Command::SignMessage { key, message, hex } => {
+            let bytes = if *hex {
+                hex::decode(message.trim_start_matches("0x"))
+                    .map_err(|_| Error::InvalidArgument("--message is not hex"))?
+            } else {
+                message.as_bytes().to_vec()
+            };
+            json!(client.sign_personal_message(key, &bytes).await?)
+        }
+        Command::SignTypedData { key, file } => {
+            let json = std::fs::read_to_string(file)
+                .map_err(|_| Error::InvalidArgument("cannot read --file"))?;
+            json!(client.sign_typed_data(key, &json).await?)
+        }
         Command::Attest => {
             let policy = policy.ok_or(Error::NotConfigured("--allow-pcr0"))?;
             let attested = client.attest(&policy).await?;
@@ -467,4 +538,25 @@ fn attestation_policy(cli: &Cli) -> Result<Option<AttestationPolicy>, Error> {
         expected_nonce: None,
         max_age: std::time::Duration::from_secs(cli.max_age_secs),
     }))
+}
+
+/// The signing encoding of a JSON transaction, every field its type needs given.
+fn unsigned_transaction(json: &[u8]) -> Result<Vec<u8>, Error> {
+    use alloy_consensus::SignableTransaction as _;
+    let request: alloy_rpc_types_eth::TransactionRequest = serde_json::from_slice(json)
+        .map_err(|_| Error::InvalidArgument("--tx is not a JSON transaction"))?;
+    let typed = request.build_typed_tx().map_err(|_| {
+        Error::InvalidArgument("--tx lacks a field its type needs (chainId, nonce, gas, fees)")
+    })?;
+    let mut out = Vec::new();
+    match typed {
+        alloy_consensus::TypedTransaction::Legacy(tx) => tx.encode_for_signing(&mut out),
+        alloy_consensus::TypedTransaction::Eip2930(tx) => tx.encode_for_signing(&mut out),
+        alloy_consensus::TypedTransaction::Eip1559(tx) => tx.encode_for_signing(&mut out),
+        alloy_consensus::TypedTransaction::Eip7702(tx) => tx.encode_for_signing(&mut out),
+        alloy_consensus::TypedTransaction::Eip4844(_) => {
+            return Err(Error::InvalidArgument("blob transactions are not signed"));
+        }
+    }
+    Ok(out)
 }

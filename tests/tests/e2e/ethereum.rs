@@ -582,3 +582,126 @@ async fn an_alloy_provider_fills_and_sends_a_transaction_the_enclave_signed() {
         "{blind}"
     );
 }
+
+/// Runs `signer-cli` against `stack` with its admin key; the JSON it printed, or its error.
+fn cli(stack: &Stack, args: &[&str]) -> Result<serde_json::Value, serde_json::Value> {
+    let binary = tests::bin_dir().join("signer-cli");
+    assert!(
+        binary.exists(),
+        "signer-cli is not built (scripts/test builds it)"
+    );
+    let pcr0 = {
+        let binary = std::fs::read(&stack.enclave_binary).unwrap();
+        hex::encode(<sha2::Sha384 as sha2::Digest>::digest(&binary))
+    };
+    let dir = stack.dir.path();
+    let output = std::process::Command::new(binary)
+        .arg(format!("--endpoint={}", stack.address))
+        .arg(format!("--deployment-id={}", stack.deployment_id))
+        .arg(format!(
+            "--api-key={}",
+            dir.join("admin-api-key.pem").display()
+        ))
+        .arg(format!("--dev-root={}", dir.join("dev-root.der").display()))
+        .arg(format!("--allow-pcr0={pcr0}"))
+        .args(args)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).unwrap())
+    } else {
+        Err(serde_json::from_slice(&output.stderr).unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_rules_and_signs_transactions_messages_and_typed_data() {
+    let stack = Stack::start("k256").await;
+    stack.client().await;
+    let keyring = stack.keyring();
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, value: serde_json::Value| {
+        let path = files.path().join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path.display().to_string()
+    };
+    let key = tokio::task::block_in_place(|| {
+        cli(
+            &stack,
+            &["create-key", "--keyring", &keyring, "--scheme", "ecdsa"],
+        )
+        .unwrap()
+    });
+    let id = key["key_id"].as_str().unwrap().to_owned();
+    let rules = write(
+        "rules.json",
+        serde_json::json!({
+            "chain_ids": [1],
+            "destinations": [BOB.to_string()],
+            "max_value_wei": "1000",
+            "typed_data_domains": [{"name": "Permit2"}]
+        }),
+    );
+    let tx = |value: u64| {
+        write(
+            &format!("tx-{value}.json"),
+            serde_json::json!({
+                "chainId": "0x1", "nonce": "0x0", "to": BOB.to_string(), "value": format!("{value:#x}"),
+                "gas": "0x5208", "maxFeePerGas": "0x6fc23ac00", "maxPriorityFeePerGas": "0x3b9aca00"
+            }),
+        )
+    };
+    let (under, over) = (tx(1000), tx(1001));
+    let typed_data = write(
+        "typed.json",
+        serde_json::from_str(&typed("Permit2")).unwrap(),
+    );
+    tokio::task::block_in_place(|| {
+        // Before the rules: a message signs.
+        cli(
+            &stack,
+            &["sign-message", "--key", &id, "--message", "hello"],
+        )
+        .unwrap();
+        let updated = cli(
+            &stack,
+            &[
+                "set-policy",
+                &id,
+                "--scheme",
+                "ecdsa",
+                "--ethereum-rules",
+                &rules,
+            ],
+        )
+        .unwrap();
+        assert_eq!(updated["policy"]["ethereum"]["max_value_wei"], "1000");
+        let signed = cli(&stack, &["sign-tx", "--key", &id, "--tx", &under]).unwrap();
+        assert!(signed["encoded"].as_str().unwrap().starts_with("0x02"));
+        let refused = cli(&stack, &["sign-tx", "--key", &id, "--tx", &over]).unwrap_err();
+        assert_eq!(refused["code"], "PermissionDenied");
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("value above limit")
+        );
+        let refused = cli(
+            &stack,
+            &["sign-message", "--key", &id, "--message", "hello"],
+        )
+        .unwrap_err();
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("personal_sign not allowed")
+        );
+        let typed = cli(
+            &stack,
+            &["sign-typed-data", "--key", &id, "--file", &typed_data],
+        )
+        .unwrap();
+        assert_eq!(typed["signature"].as_str().unwrap().len(), 2 + 130);
+    });
+}
