@@ -1,7 +1,7 @@
 //! Ethereum answers, verified: every signature must recover to the key's attested address over a
 //! digest this SDK computed itself, and a signed transaction must decode to exactly the
 //! transaction that was asked for, carrying that signature and hash. With the `alloy` feature,
-//! [`EthereumSigner`] makes a signer key an alloy `Signer` and `TxSigner`.
+//! `EthereumSigner` makes a signer key an alloy `Signer` and `TxSigner`.
 
 use alloy_consensus::TxEnvelope;
 use alloy_consensus::transaction::SignableTransaction as _;
