@@ -43,7 +43,8 @@ pub struct Client {
 /// What the client has verified, shared by its clones.
 #[derive(Debug, Default)]
 struct State {
-    keys: RwLock<HashMap<String, KeyInfo>>,
+    /// Shared, so a sign call borrows the verified key without copying its policy.
+    keys: RwLock<HashMap<String, Arc<KeyInfo>>>,
     versions: Mutex<HashMap<String, u64>>,
     identity: RwLock<Option<AttestedIdentity>>,
     /// The enclave's clock minus ours, in ms, from the last verified attestation document.

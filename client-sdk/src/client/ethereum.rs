@@ -44,7 +44,7 @@ impl Client {
         key_id: &str,
         unsigned: &[u8],
     ) -> Result<SignedTransaction, Error> {
-        let key = self.public_key(key_id).await?;
+        let key = self.verified_key(key_id).await?;
         let reply = self
             .sign_ethereum(key_id, Payload::Transaction(unsigned.to_vec()))
             .await?;
@@ -60,7 +60,7 @@ impl Client {
         key_id: &str,
         message: &[u8],
     ) -> Result<EthereumSignature, Error> {
-        let key = self.public_key(key_id).await?;
+        let key = self.verified_key(key_id).await?;
         let digest = ethereum::personal_message_digest(message);
         let reply = self
             .sign_ethereum(key_id, Payload::PersonalMessage(message.to_vec()))
@@ -80,7 +80,7 @@ impl Client {
         json: &str,
     ) -> Result<EthereumSignature, Error> {
         let digest = ethereum::typed_data_digest(json)?;
-        let key = self.public_key(key_id).await?;
+        let key = self.verified_key(key_id).await?;
         let reply = self
             .sign_ethereum(key_id, Payload::TypedData(json.to_owned()))
             .await?;

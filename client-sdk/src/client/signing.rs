@@ -48,7 +48,7 @@ impl Client {
         key_id: &str,
         digest: [u8; 32],
     ) -> Result<EcdsaSignature, Error> {
-        let key = self.public_key(key_id).await?;
+        let key = self.verified_key(key_id).await?;
         let reply = self
             .sign_once(key_id, pb::SignatureScheme::EcdsaSecp256k1, &digest)
             .await?;
@@ -64,7 +64,7 @@ impl Client {
         key_id: &str,
         message: &[u8],
     ) -> Result<SchnorrSignature, Error> {
-        let key = self.public_key(key_id).await?;
+        let key = self.verified_key(key_id).await?;
         let reply = self
             .sign_once(key_id, pb::SignatureScheme::Bip340Schnorr, message)
             .await?;

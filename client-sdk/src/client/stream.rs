@@ -1,6 +1,7 @@
 //! `SignStream`: many sign requests in flight on one bidirectional call, each answer verified.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use signer_proto::pb;
 use signer_proto::pb::signer_service_client::SignerServiceClient;
@@ -26,8 +27,8 @@ pub enum StreamSignature {
 }
 
 enum Pending {
-    Ecdsa(KeyInfo, [u8; 32]),
-    Schnorr(KeyInfo, Vec<u8>),
+    Ecdsa(Arc<KeyInfo>, [u8; 32]),
+    Schnorr(Arc<KeyInfo>, Vec<u8>),
 }
 
 /// A signing stream. Submit requests, then read answers (in any order) with [`SignStream::next`].
@@ -92,7 +93,7 @@ impl SignStream {
     /// # Errors
     /// Key lookup failures, or a closed stream.
     pub async fn submit_digest(&mut self, key_id: &str, digest: [u8; 32]) -> Result<u64, Error> {
-        let key = self.client.public_key(key_id).await?;
+        let key = self.client.verified_key(key_id).await?;
         self.submit(
             key_id,
             pb::SignatureScheme::EcdsaSecp256k1,
@@ -107,7 +108,7 @@ impl SignStream {
     /// # Errors
     /// Key lookup failures, or a closed stream.
     pub async fn submit_schnorr(&mut self, key_id: &str, message: &[u8]) -> Result<u64, Error> {
-        let key = self.client.public_key(key_id).await?;
+        let key = self.client.verified_key(key_id).await?;
         self.submit(
             key_id,
             pb::SignatureScheme::Bip340Schnorr,

@@ -4,7 +4,7 @@
 //! and the cache of verified public keys.
 
 use std::collections::HashMap;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::SystemTime;
 
 use signer_proto::pb;
@@ -183,7 +183,7 @@ impl Client {
             .keys
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(info.key_id.clone(), info.clone());
+            .insert(info.key_id.clone(), Arc::new(info.clone()));
     }
 
     /// A key's public identity, verified against the attested enclave's signed statement and for
@@ -193,6 +193,12 @@ impl Client {
     /// # Errors
     /// Service errors (`NOT_FOUND` for an unknown key); [`Error::Verification`].
     pub async fn public_key(&self, key_id: &str) -> Result<KeyInfo, Error> {
+        Ok(self.verified_key(key_id).await?.as_ref().clone())
+    }
+
+    /// [`Client::public_key`] without the copy: what every sign call verifies its answer
+    /// against (a policy with a thousand destinations is not cloned per signature).
+    pub(crate) async fn verified_key(&self, key_id: &str) -> Result<Arc<KeyInfo>, Error> {
         if let Some(info) = self
             .state
             .keys
@@ -200,9 +206,9 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner)
             .get(key_id)
         {
-            return Ok(info.clone());
+            return Ok(Arc::clone(info));
         }
-        self.fresh_public_key(key_id).await
+        self.fresh_public_key(key_id).await.map(Arc::new)
     }
 
     /// A key's public identity and current policy fetched now, bound to a fresh challenge,
