@@ -1,0 +1,207 @@
+//! HD wallets: an HD root's seed (BIP-32, or BIP-39 from a mnemonic), derivation paths with
+//! limits, the signing secret at a path, and extended public keys at a path. Derivation is the
+//! `bip32` crate's (RustCrypto, over k256) and mnemonics are the `bip39` crate's (rust-bitcoin);
+//! only the limits and the secret handling are this crate's.
+//!
+//! The seed is the one secret a root's sealed record holds. Derived secrets are never stored:
+//! they are derived here when used and returned as a [`WalletSecret`], which wipes on drop.
+//! `bip32`'s intermediate keys wipe their scalar on drop but not their chain code; they live
+//! only for the duration of one derivation.
+
+// The HD-root key kind (records, service calls) builds on this module.
+#![allow(dead_code)]
+
+use bip32::{ChildNumber, Prefix, XPrv};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::Error;
+use crate::secret::{SECRET_LEN, WalletSecret};
+
+/// Deepest path accepted: BIP-32 serialises depth in one byte.
+pub(crate) const MAX_DEPTH: usize = 255;
+/// The hardened bit of a child index (BIP-32: indices from 2^31 are hardened).
+pub(crate) const HARDENED: u32 = 1 << 31;
+/// Bytes drawn from the OS RNG for a root created in the enclave (256 bits).
+pub(crate) const RANDOM_SEED_LEN: usize = 32;
+/// Longest BIP-32 seed (and the length of every BIP-39 seed).
+const MAX_SEED_LEN: usize = 64;
+
+/// A root's seed: 16, 32 or 64 bytes (the lengths BIP-32's reference vectors and the `bip32`
+/// crate use; a BIP-39 seed is 64). Redacted `Debug`, no `Clone`, wiped on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct HdSeed {
+    bytes: [u8; MAX_SEED_LEN],
+    len: usize,
+}
+
+impl core::fmt::Debug for HdSeed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("HdSeed([REDACTED])")
+    }
+}
+
+impl HdSeed {
+    /// A new root's seed from the OS RNG (the NSM hwrng inside Nitro).
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the OS RNG fails.
+    pub(crate) fn random() -> Result<Self, Error> {
+        let mut seed = Self {
+            bytes: [0; MAX_SEED_LEN],
+            len: RANDOM_SEED_LEN,
+        };
+        getrandom::fill(&mut seed.bytes[..RANDOM_SEED_LEN])?;
+        Ok(seed)
+    }
+
+    /// Wraps a seed the caller holds (an imported one, or one opened from a sealed record).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a length other than 16, 32 or 64 bytes.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        if ![16, 32, 64].contains(&bytes.len()) {
+            return Err(Error::InvalidArgument("seed must be 16, 32 or 64 bytes"));
+        }
+        let mut seed = Self {
+            bytes: [0; MAX_SEED_LEN],
+            len: bytes.len(),
+        };
+        seed.bytes[..bytes.len()].copy_from_slice(bytes);
+        Ok(seed)
+    }
+
+    /// The BIP-39 seed of an English mnemonic (12 to 24 words, checksum checked, NFKD
+    /// normalised) and an optional passphrase (empty for none).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown word, a wrong word count or a bad checksum.
+    pub(crate) fn from_mnemonic(phrase: &str, passphrase: &str) -> Result<Self, Error> {
+        let mnemonic = bip39::Mnemonic::parse_in(bip39::Language::English, phrase)
+            .map_err(|_| Error::InvalidArgument("mnemonic is not a valid English BIP-39 phrase"))?;
+        let seed = Zeroizing::new(mnemonic.to_seed(passphrase));
+        Self::from_bytes(seed.as_slice())
+    }
+
+    /// The seed bytes. Every exposure is greppable by this name.
+    pub(crate) fn expose_secret(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The root's fingerprint: the first 4 bytes of HASH160 of its public key (BIP-32), which
+    /// PSBTs use to name the root a derivation starts from.
+    ///
+    /// # Errors
+    /// As [`HdSeed::derive`].
+    pub(crate) fn fingerprint(&self) -> Result<[u8; 4], Error> {
+        Ok(self.root()?.public_key().fingerprint())
+    }
+
+    /// The signing secret at `path`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the path derives no valid key (probability below 2^-127 per
+    /// step; BIP-32 says to move to the next index, which is the caller's choice, not ours).
+    pub(crate) fn derive(&self, path: &HdPath) -> Result<WalletSecret, Error> {
+        let key = self.extended(path)?;
+        let mut bytes = Zeroizing::new([0u8; SECRET_LEN]);
+        let mut scalar = key.private_key().to_bytes();
+        bytes.copy_from_slice(&scalar);
+        scalar.as_mut_slice().zeroize();
+        Ok(WalletSecret::from_bytes(&bytes))
+    }
+
+    /// The extended public key at `path`, serialised with `version` (Base58Check, BIP-32).
+    ///
+    /// # Errors
+    /// As [`HdSeed::derive`].
+    pub(crate) fn xpub(&self, path: &HdPath, version: XpubVersion) -> Result<String, Error> {
+        Ok(self
+            .extended(path)?
+            .public_key()
+            .to_string(version.prefix()))
+    }
+
+    fn root(&self) -> Result<XPrv, Error> {
+        XPrv::new(self.expose_secret())
+            .map_err(|_| Error::InvalidArgument("seed derives no valid root key"))
+    }
+
+    fn extended(&self, path: &HdPath) -> Result<XPrv, Error> {
+        path.children
+            .iter()
+            .try_fold(self.root()?, |key, &child| key.derive_child(child))
+            .map_err(|_| Error::InvalidArgument("path derives no valid key"))
+    }
+}
+
+/// A derivation path: at most [`MAX_DEPTH`] child indices from the root, each with the hardened
+/// bit ([`HARDENED`]) set or not. The wire form is the list of indices as `u32`, the form
+/// PSBTs use, so there is no text to parse in the enclave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HdPath {
+    children: Vec<ChildNumber>,
+}
+
+impl HdPath {
+    /// The root itself (`m`).
+    pub(crate) fn root() -> Self {
+        Self {
+            children: Vec::new(),
+        }
+    }
+
+    /// A path from its indices (hardened ones have [`HARDENED`] set).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for more than [`MAX_DEPTH`] indices.
+    pub(crate) fn from_indices(indices: &[u32]) -> Result<Self, Error> {
+        if indices.len() > MAX_DEPTH {
+            return Err(Error::InvalidArgument("derivation path deeper than 255"));
+        }
+        Ok(Self {
+            children: indices.iter().map(|&i| ChildNumber(i)).collect(),
+        })
+    }
+
+    /// The indices, hardened ones with [`HARDENED`] set.
+    pub(crate) fn indices(&self) -> Vec<u32> {
+        self.children.iter().map(|c| c.0).collect()
+    }
+
+    /// Number of steps from the root.
+    pub(crate) fn depth(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Whether `self` starts with `prefix` (a policy's allowed subtree).
+    pub(crate) fn starts_with(&self, prefix: &HdPath) -> bool {
+        self.children.starts_with(&prefix.children)
+    }
+}
+
+/// The version bytes an extended public key is serialised with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum XpubVersion {
+    /// Mainnet, BIP-32 (`xpub`).
+    Xpub,
+    /// Testnet, BIP-32 (`tpub`).
+    Tpub,
+    /// Mainnet, BIP-84 native SegWit (`zpub`, SLIP-132).
+    Zpub,
+    /// Testnet, BIP-84 native SegWit (`vpub`, SLIP-132).
+    Vpub,
+}
+
+impl XpubVersion {
+    fn prefix(self) -> Prefix {
+        match self {
+            Self::Xpub => Prefix::XPUB,
+            Self::Tpub => Prefix::TPUB,
+            Self::Zpub => Prefix::ZPUB,
+            Self::Vpub => Prefix::from_parts_unchecked("vpub", 0x045f_1cf6),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
