@@ -5,6 +5,7 @@ pub mod attestation;
 mod client;
 mod error;
 pub mod ethereum;
+pub mod hd;
 pub mod policy;
 pub mod stamper;
 pub mod trust;

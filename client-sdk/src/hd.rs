@@ -1,0 +1,195 @@
+//! Deposit addresses from an account's extended public key, without calling the service: parse
+//! an `xpub`/`tpub`/`zpub`/`vpub` (BIP-32, SLIP-132), derive non-hardened children, and make
+//! BIP-84 (P2WPKH) and BIP-86 (P2TR key-path) addresses. Parsing, derivation, addresses and the
+//! Taproot tweak are rust-bitcoin's; this module adds the version forms and the checks BIP-32
+//! asks of an importer that rust-bitcoin leaves out (a depth-0 key names no parent).
+
+use std::str::FromStr;
+
+use bitcoin::bip32::{ChildNumber, Xpub};
+use bitcoin::key::{CompressedPublicKey, Secp256k1, UntweakedPublicKey};
+use bitcoin::{Address, KnownHrp, NetworkKind};
+
+use crate::Error;
+
+/// Serialised length of an extended key (BIP-32).
+const XKEY_LEN: usize = 78;
+/// Indices from 2^31 are hardened (BIP-32); an extended public key cannot derive those.
+const HARDENED: u32 = 1 << 31;
+
+/// The version bytes an extended public key is written with, and the network they name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XpubVersion {
+    /// Mainnet, BIP-32 (`xpub`); BIP-86 accounts use it too.
+    Xpub,
+    /// Testnet, BIP-32 (`tpub`).
+    Tpub,
+    /// Mainnet, BIP-84 native SegWit (`zpub`, SLIP-132).
+    Zpub,
+    /// Testnet, BIP-84 native SegWit (`vpub`, SLIP-132).
+    Vpub,
+}
+
+impl XpubVersion {
+    const ALL: [(Self, [u8; 4]); 4] = [
+        (Self::Xpub, [0x04, 0x88, 0xb2, 0x1e]),
+        (Self::Tpub, [0x04, 0x35, 0x87, 0xcf]),
+        (Self::Zpub, [0x04, 0xb2, 0x47, 0x46]),
+        (Self::Vpub, [0x04, 0x5f, 0x1c, 0xf6]),
+    ];
+
+    fn bytes(self) -> [u8; 4] {
+        Self::ALL
+            .iter()
+            .find(|(version, _)| *version == self)
+            .map_or([0; 4], |(_, bytes)| *bytes)
+    }
+
+    /// Mainnet or a test network.
+    pub fn network(self) -> NetworkKind {
+        match self {
+            Self::Xpub | Self::Zpub => NetworkKind::Main,
+            Self::Tpub | Self::Vpub => NetworkKind::Test,
+        }
+    }
+}
+
+/// An account's extended public key, as the service exports it at a hardened account path
+/// (`m/84'/0'/0'`). Everything below it that is not hardened (`0/i` receiving, `1/i` change)
+/// derives here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountXpub {
+    xpub: Xpub,
+    version: XpubVersion,
+}
+
+impl FromStr for AccountXpub {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        if text.len() > 2 * XKEY_LEN {
+            return Err(Error::InvalidArgument("extended public key too long"));
+        }
+        let mut data = bitcoin::base58::decode_check(text)
+            .map_err(|_| Error::InvalidArgument("extended public key is not Base58Check"))?;
+        if data.len() != XKEY_LEN {
+            return Err(Error::InvalidArgument(
+                "extended public key has the wrong length",
+            ));
+        }
+        let (version, _) = XpubVersion::ALL
+            .iter()
+            .find(|(_, bytes)| data.starts_with(bytes))
+            .ok_or(Error::InvalidArgument(
+                "not an xpub, tpub, zpub or vpub (private and unknown versions are refused)",
+            ))?;
+        // rust-bitcoin reads the BIP-32 versions only; the SLIP-132 ones differ in nothing else.
+        let base = match version.network() {
+            NetworkKind::Main => XpubVersion::Xpub,
+            NetworkKind::Test => XpubVersion::Tpub,
+        };
+        data[..4].copy_from_slice(&base.bytes());
+        let xpub = Xpub::decode(&data)
+            .map_err(|_| Error::InvalidArgument("extended public key is not a valid key"))?;
+        if xpub.depth == 0
+            && (xpub.parent_fingerprint != Default::default()
+                || xpub.child_number != ChildNumber::from(0))
+        {
+            return Err(Error::InvalidArgument(
+                "extended public key at depth 0 names a parent or an index",
+            ));
+        }
+        Ok(Self {
+            xpub,
+            version: *version,
+        })
+    }
+}
+
+impl std::fmt::Display for AccountXpub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut data = self.xpub.encode();
+        data[..4].copy_from_slice(&self.version.bytes());
+        f.write_str(&bitcoin::base58::encode_check(&data))
+    }
+}
+
+impl AccountXpub {
+    /// The version it was written with.
+    pub fn version(&self) -> XpubVersion {
+        self.version
+    }
+
+    /// Its depth below the root (3 for a BIP-84 or BIP-86 account).
+    pub fn depth(&self) -> u8 {
+        self.xpub.depth
+    }
+
+    /// The public key at `path` below this key (non-hardened indices only).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a hardened index or an index that derives no key.
+    pub fn derive(&self, path: &[u32]) -> Result<CompressedPublicKey, Error> {
+        let children = path
+            .iter()
+            .map(|&index| {
+                if index >= HARDENED {
+                    return Err(Error::InvalidArgument(
+                        "an extended public key cannot derive a hardened index",
+                    ));
+                }
+                ChildNumber::from_normal_idx(index)
+                    .map_err(|_| Error::InvalidArgument("child index out of range"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.xpub
+            .derive_pub(&Secp256k1::verification_only(), &children)
+            .map(Xpub::to_pub)
+            .map_err(|_| Error::InvalidArgument("path derives no valid key"))
+    }
+
+    /// The BIP-84 native SegWit (P2WPKH) address at `chain/index` (chain 0 receives, 1 is
+    /// change), for the network the key's version names, or `hrp` if given (regtest: `bcrt`).
+    ///
+    /// # Errors
+    /// As [`AccountXpub::derive`].
+    pub fn p2wpkh_address(
+        &self,
+        chain: u32,
+        index: u32,
+        hrp: Option<KnownHrp>,
+    ) -> Result<Address, Error> {
+        let key = self.derive(&[chain, index])?;
+        Ok(Address::p2wpkh(&key, hrp.unwrap_or(self.hrp())))
+    }
+
+    /// The BIP-86 Taproot (P2TR, key path only, no script tree) address at `chain/index`: the
+    /// derived key is the internal key, tweaked as BIP-341 says.
+    ///
+    /// # Errors
+    /// As [`AccountXpub::derive`].
+    pub fn p2tr_address(
+        &self,
+        chain: u32,
+        index: u32,
+        hrp: Option<KnownHrp>,
+    ) -> Result<Address, Error> {
+        let internal = UntweakedPublicKey::from(self.derive(&[chain, index])?.0);
+        Ok(Address::p2tr(
+            &Secp256k1::verification_only(),
+            internal,
+            None,
+            hrp.unwrap_or(self.hrp()),
+        ))
+    }
+
+    fn hrp(&self) -> KnownHrp {
+        match self.version.network() {
+            NetworkKind::Main => KnownHrp::Mainnet,
+            NetworkKind::Test => KnownHrp::Testnets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
