@@ -1,4 +1,5 @@
-//! Per-operation costs of both backends, sealing, and libsecp256k1's context re-randomisation.
+//! Per-operation costs of both backends, sealing, HD derivation, and libsecp256k1's context
+//! re-randomisation.
 //!
 //! Run: `cargo bench -p bench --bench micro`. Figures and machine in `bench/RESULTS.md`.
 #![expect(
@@ -8,6 +9,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use signer_enclave::backend::{Backend, Digest32, K256, Libsecp256k1};
+use signer_enclave::hd::{HARDENED, HdPath, HdSeed, XpubVersion};
 use signer_enclave::ids::{KeyId, KeyringId};
 use signer_enclave::seal::{self, Binding};
 use signer_enclave::secret::{KeyringKey, WalletSecret};
@@ -53,6 +55,27 @@ fn recovery(c: &mut Criterion) {
     });
 }
 
+/// HD derivation (bip32 over k256): a BIP-84 receiving key from the seed (five steps, three of
+/// them hardened; what a sign with a derived key costs without a cache), an account xpub (three
+/// hardened steps), and a BIP-39 mnemonic to its seed (PBKDF2, 2048 rounds; once per import).
+fn hd(c: &mut Criterion) {
+    let seed = HdSeed::from_bytes(&[0x42; 64]).expect("seed qed");
+    let receiving = HdPath::from_indices(&[84 | HARDENED, HARDENED, HARDENED, 0, 7]).expect("qed");
+    let account = HdPath::from_indices(&[84 | HARDENED, HARDENED, HARDENED]).expect("qed");
+    let mnemonic = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+    let mut group = c.benchmark_group("hd");
+    group.bench_function("derive m/84'/0'/0'/0/7 from the seed", |b| {
+        b.iter(|| seed.derive(black_box(&receiving)))
+    });
+    group.bench_function("xpub at m/84'/0'/0'", |b| {
+        b.iter(|| seed.xpub(black_box(&account), XpubVersion::Zpub))
+    });
+    group.bench_function("bip39 mnemonic to seed", |b| {
+        b.iter(|| HdSeed::from_mnemonic(black_box(mnemonic), "TREZOR"))
+    });
+    group.finish();
+}
+
 fn sealing(c: &mut Criterion) {
     let keyring_key = KeyringKey::from_bytes(&[1; 32]);
     let (key_id, keyring_id) = (
@@ -82,6 +105,7 @@ fn all(c: &mut Criterion) {
     backend::<Libsecp256k1>(c);
     recovery(c);
     sealing(c);
+    hd(c);
 }
 
 criterion_group!(benches, all);

@@ -8,9 +8,6 @@
 //! `bip32`'s intermediate keys wipe their scalar on drop but not their chain code; they live
 //! only for the duration of one derivation.
 
-// The HD-root key kind (records, service calls) builds on this module.
-#![allow(dead_code)]
-
 use bip32::{ChildNumber, Prefix, XPrv};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -18,18 +15,18 @@ use crate::Error;
 use crate::secret::{SECRET_LEN, WalletSecret};
 
 /// Deepest path accepted: BIP-32 serialises depth in one byte.
-pub(crate) const MAX_DEPTH: usize = 255;
+pub const MAX_DEPTH: usize = 255;
 /// The hardened bit of a child index (BIP-32: indices from 2^31 are hardened).
-pub(crate) const HARDENED: u32 = 1 << 31;
+pub const HARDENED: u32 = 1 << 31;
 /// Bytes drawn from the OS RNG for a root created in the enclave (256 bits).
-pub(crate) const RANDOM_SEED_LEN: usize = 32;
+pub const RANDOM_SEED_LEN: usize = 32;
 /// Longest BIP-32 seed (and the length of every BIP-39 seed).
 const MAX_SEED_LEN: usize = 64;
 
 /// A root's seed: 16, 32 or 64 bytes (the lengths BIP-32's reference vectors and the `bip32`
 /// crate use; a BIP-39 seed is 64). Redacted `Debug`, no `Clone`, wiped on drop.
 #[derive(Zeroize, ZeroizeOnDrop)]
-pub(crate) struct HdSeed {
+pub struct HdSeed {
     bytes: [u8; MAX_SEED_LEN],
     len: usize,
 }
@@ -45,7 +42,7 @@ impl HdSeed {
     ///
     /// # Errors
     /// [`Error::Rng`] if the OS RNG fails.
-    pub(crate) fn random() -> Result<Self, Error> {
+    pub fn random() -> Result<Self, Error> {
         let mut seed = Self {
             bytes: [0; MAX_SEED_LEN],
             len: RANDOM_SEED_LEN,
@@ -58,7 +55,7 @@ impl HdSeed {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a length other than 16, 32 or 64 bytes.
-    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if ![16, 32, 64].contains(&bytes.len()) {
             return Err(Error::InvalidArgument("seed must be 16, 32 or 64 bytes"));
         }
@@ -75,7 +72,7 @@ impl HdSeed {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown word, a wrong word count or a bad checksum.
-    pub(crate) fn from_mnemonic(phrase: &str, passphrase: &str) -> Result<Self, Error> {
+    pub fn from_mnemonic(phrase: &str, passphrase: &str) -> Result<Self, Error> {
         let mnemonic = bip39::Mnemonic::parse_in(bip39::Language::English, phrase)
             .map_err(|_| Error::InvalidArgument("mnemonic is not a valid English BIP-39 phrase"))?;
         let seed = Zeroizing::new(mnemonic.to_seed(passphrase));
@@ -83,7 +80,7 @@ impl HdSeed {
     }
 
     /// The seed bytes. Every exposure is greppable by this name.
-    pub(crate) fn expose_secret(&self) -> &[u8] {
+    pub fn expose_secret(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 
@@ -92,7 +89,7 @@ impl HdSeed {
     ///
     /// # Errors
     /// As [`HdSeed::derive`].
-    pub(crate) fn fingerprint(&self) -> Result<[u8; 4], Error> {
+    pub fn fingerprint(&self) -> Result<[u8; 4], Error> {
         Ok(self.root()?.public_key().fingerprint())
     }
 
@@ -101,7 +98,7 @@ impl HdSeed {
     /// # Errors
     /// [`Error::InvalidArgument`] if the path derives no valid key (probability below 2^-127 per
     /// step; BIP-32 says to move to the next index, which is the caller's choice, not ours).
-    pub(crate) fn derive(&self, path: &HdPath) -> Result<WalletSecret, Error> {
+    pub fn derive(&self, path: &HdPath) -> Result<WalletSecret, Error> {
         let key = self.extended(path)?;
         let mut bytes = Zeroizing::new([0u8; SECRET_LEN]);
         let mut scalar = key.private_key().to_bytes();
@@ -114,7 +111,7 @@ impl HdSeed {
     ///
     /// # Errors
     /// As [`HdSeed::derive`].
-    pub(crate) fn xpub(&self, path: &HdPath, version: XpubVersion) -> Result<String, Error> {
+    pub fn xpub(&self, path: &HdPath, version: XpubVersion) -> Result<String, Error> {
         Ok(self
             .extended(path)?
             .public_key()
@@ -138,13 +135,13 @@ impl HdSeed {
 /// bit ([`HARDENED`]) set or not. The wire form is the list of indices as `u32`, the form
 /// PSBTs use, so there is no text to parse in the enclave.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct HdPath {
+pub struct HdPath {
     children: Vec<ChildNumber>,
 }
 
 impl HdPath {
     /// The root itself (`m`).
-    pub(crate) fn root() -> Self {
+    pub fn root() -> Self {
         Self {
             children: Vec::new(),
         }
@@ -154,7 +151,7 @@ impl HdPath {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for more than [`MAX_DEPTH`] indices.
-    pub(crate) fn from_indices(indices: &[u32]) -> Result<Self, Error> {
+    pub fn from_indices(indices: &[u32]) -> Result<Self, Error> {
         if indices.len() > MAX_DEPTH {
             return Err(Error::InvalidArgument("derivation path deeper than 255"));
         }
@@ -164,24 +161,24 @@ impl HdPath {
     }
 
     /// The indices, hardened ones with [`HARDENED`] set.
-    pub(crate) fn indices(&self) -> Vec<u32> {
+    pub fn indices(&self) -> Vec<u32> {
         self.children.iter().map(|c| c.0).collect()
     }
 
     /// Number of steps from the root.
-    pub(crate) fn depth(&self) -> usize {
+    pub fn depth(&self) -> usize {
         self.children.len()
     }
 
     /// Whether `self` starts with `prefix` (a policy's allowed subtree).
-    pub(crate) fn starts_with(&self, prefix: &HdPath) -> bool {
+    pub fn starts_with(&self, prefix: &HdPath) -> bool {
         self.children.starts_with(&prefix.children)
     }
 }
 
 /// The version bytes an extended public key is serialised with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum XpubVersion {
+pub enum XpubVersion {
     /// Mainnet, BIP-32 (`xpub`).
     Xpub,
     /// Testnet, BIP-32 (`tpub`).

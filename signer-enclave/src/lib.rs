@@ -6,7 +6,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 mod error;
-pub(crate) mod hd;
+pub mod hd;
 pub(crate) mod identity;
 pub mod ids;
 pub(crate) mod intake;
