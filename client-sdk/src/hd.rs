@@ -54,7 +54,7 @@ impl XpubVersion {
     }
 }
 
-/// An account's extended public key, as the service exports it at a hardened account path
+/// An account's extended public key, as an HD wallet exports it at a hardened account path
 /// (`m/84'/0'/0'`). Everything below it that is not hardened (`0/i` receiving, `1/i` change)
 /// derives here.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -22,6 +22,11 @@ pub const HARDENED: u32 = 1 << 31;
 pub const RANDOM_SEED_LEN: usize = 32;
 /// Longest BIP-32 seed (and the length of every BIP-39 seed).
 const MAX_SEED_LEN: usize = 64;
+/// Longest mnemonic accepted, in bytes (24 English words are at most 215), checked before
+/// Unicode normalisation.
+pub const MAX_MNEMONIC_BYTES: usize = 1024;
+/// Longest BIP-39 passphrase accepted, in bytes.
+pub const MAX_PASSPHRASE_BYTES: usize = 1024;
 
 /// A root's seed: 16, 32 or 64 bytes (the lengths BIP-32's reference vectors and the `bip32`
 /// crate use; a BIP-39 seed is 64). Redacted `Debug`, no `Clone`, wiped on drop.
@@ -71,8 +76,12 @@ impl HdSeed {
     /// normalised) and an optional passphrase (empty for none).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown word, a wrong word count or a bad checksum.
+    /// [`Error::InvalidArgument`] for an unknown word, a wrong word count, a bad checksum, or a
+    /// phrase or passphrase longer than [`MAX_MNEMONIC_BYTES`] / [`MAX_PASSPHRASE_BYTES`].
     pub fn from_mnemonic(phrase: &str, passphrase: &str) -> Result<Self, Error> {
+        if phrase.len() > MAX_MNEMONIC_BYTES || passphrase.len() > MAX_PASSPHRASE_BYTES {
+            return Err(Error::InvalidArgument("mnemonic or passphrase too long"));
+        }
         let mnemonic = bip39::Mnemonic::parse_in(bip39::Language::English, phrase)
             .map_err(|_| Error::InvalidArgument("mnemonic is not a valid English BIP-39 phrase"))?;
         let seed = Zeroizing::new(mnemonic.to_seed(passphrase));

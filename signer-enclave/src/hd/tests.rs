@@ -234,7 +234,16 @@ fn bad_mnemonics_are_invalid_arguments() {
         );
     }
     let long = format!("{good} ").repeat(10_000);
-    assert!(HdSeed::from_mnemonic(&long, "").is_err());
+    assert!(matches!(
+        HdSeed::from_mnemonic(&long, ""),
+        Err(Error::InvalidArgument("mnemonic or passphrase too long"))
+    ));
+    let passphrase = "p".repeat(MAX_PASSPHRASE_BYTES);
+    assert!(HdSeed::from_mnemonic(good, &passphrase).is_ok());
+    assert!(matches!(
+        HdSeed::from_mnemonic(good, &format!("{passphrase}p")),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[test]
