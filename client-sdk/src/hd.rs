@@ -31,18 +31,15 @@ pub enum XpubVersion {
 }
 
 impl XpubVersion {
-    const ALL: [(Self, [u8; 4]); 4] = [
-        (Self::Xpub, [0x04, 0x88, 0xb2, 0x1e]),
-        (Self::Tpub, [0x04, 0x35, 0x87, 0xcf]),
-        (Self::Zpub, [0x04, 0xb2, 0x47, 0x46]),
-        (Self::Vpub, [0x04, 0x5f, 0x1c, 0xf6]),
-    ];
+    const ALL: [Self; 4] = [Self::Xpub, Self::Tpub, Self::Zpub, Self::Vpub];
 
     fn bytes(self) -> [u8; 4] {
-        Self::ALL
-            .iter()
-            .find(|(version, _)| *version == self)
-            .map_or([0; 4], |(_, bytes)| *bytes)
+        match self {
+            Self::Xpub => [0x04, 0x88, 0xb2, 0x1e],
+            Self::Tpub => [0x04, 0x35, 0x87, 0xcf],
+            Self::Zpub => [0x04, 0xb2, 0x47, 0x46],
+            Self::Vpub => [0x04, 0x5f, 0x1c, 0xf6],
+        }
     }
 
     /// Mainnet or a test network.
@@ -77,9 +74,9 @@ impl FromStr for AccountXpub {
                 "extended public key has the wrong length",
             ));
         }
-        let (version, _) = XpubVersion::ALL
-            .iter()
-            .find(|(_, bytes)| data.starts_with(bytes))
+        let version = XpubVersion::ALL
+            .into_iter()
+            .find(|version| data.starts_with(&version.bytes()))
             .ok_or(Error::InvalidArgument(
                 "not an xpub, tpub, zpub or vpub (private and unknown versions are refused)",
             ))?;
@@ -99,10 +96,7 @@ impl FromStr for AccountXpub {
                 "extended public key at depth 0 names a parent or an index",
             ));
         }
-        Ok(Self {
-            xpub,
-            version: *version,
-        })
+        Ok(Self { xpub, version })
     }
 }
 

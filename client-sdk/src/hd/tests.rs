@@ -126,8 +126,8 @@ fn private_keys_testnet_forms_and_garbage() {
     }
     // The same key in each form parses to the same public key and names its network.
     let mut data = xpub.xpub.encode();
-    for (version, bytes) in XpubVersion::ALL {
-        data[..4].copy_from_slice(&bytes);
+    for version in XpubVersion::ALL {
+        data[..4].copy_from_slice(&version.bytes());
         let other: AccountXpub = bitcoin::base58::encode_check(&data).parse().expect("form");
         assert_eq!(other.version(), version);
         assert_eq!(
