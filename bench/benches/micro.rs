@@ -59,7 +59,9 @@ fn recovery(c: &mut Criterion) {
 /// them hardened; what a sign with a derived key costs without a cache), an account xpub (three
 /// hardened steps), and a BIP-39 mnemonic to its seed (PBKDF2, 2048 rounds; once per import).
 fn hd(c: &mut Criterion) {
-    let seed = HdSeed::from_bytes(&[0x42; 64]).expect("seed qed");
+    let seed = HdSeed::from_bytes(&[0x42; 64])
+        .and_then(|seed| seed.root())
+        .expect("seed qed");
     let receiving = HdPath::from_indices(&[84 | HARDENED, HARDENED, HARDENED, 0, 7]).expect("qed");
     let account = HdPath::from_indices(&[84 | HARDENED, HARDENED, HARDENED]).expect("qed");
     let mnemonic = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";

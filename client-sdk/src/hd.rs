@@ -12,10 +12,26 @@ use bitcoin::{Address, KnownHrp, NetworkKind};
 
 use crate::Error;
 
+/// Parses a derivation path written the BIP-32 way (`m/84'/0'/0'/0/7`; `h` or `'` marks a
+/// hardened index) into the indices the service takes, hardened ones with [`HARDENED`] set.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for anything else, or a path deeper than 255.
+pub fn parse_path(text: &str) -> Result<Vec<u32>, Error> {
+    let path: bitcoin::bip32::DerivationPath = text
+        .parse()
+        .map_err(|_| Error::InvalidArgument("not a BIP-32 derivation path"))?;
+    if path.len() > 255 {
+        return Err(Error::InvalidArgument("derivation path deeper than 255"));
+    }
+    Ok(path.into_iter().map(|&child| u32::from(child)).collect())
+}
+
 /// Serialised length of an extended key (BIP-32).
 const XKEY_LEN: usize = 78;
-/// Indices from 2^31 are hardened (BIP-32); an extended public key cannot derive those.
-const HARDENED: u32 = 1 << 31;
+/// The hardened bit of a child index (BIP-32: indices from 2^31 are hardened); an
+/// extended public key cannot derive those.
+pub const HARDENED: u32 = 1 << 31;
 
 /// The version bytes an extended public key is written with, and the network they name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +125,16 @@ impl std::fmt::Display for AccountXpub {
 }
 
 impl AccountXpub {
+    /// The key's SEC1 compressed public key.
+    pub fn public_key(&self) -> [u8; 33] {
+        self.xpub.public_key.serialize()
+    }
+
+    /// The index it was derived at from its parent (hardened ones with bit 31 set).
+    pub fn child_index(&self) -> u32 {
+        u32::from(self.xpub.child_number)
+    }
+
     /// The version it was written with.
     pub fn version(&self) -> XpubVersion {
         self.version

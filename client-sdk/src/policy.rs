@@ -35,6 +35,32 @@ pub fn default_for(stamper: &Stamper) -> Result<pb::Policy, Error> {
         admins: keys,
         admin_threshold: 1,
         ethereum: None,
+        hd: None,
+    })
+}
+
+/// [`default_for`] for an HD root whose keys may be used under `subtrees` (paths from the
+/// root, hardened indices with [`crate::hd::HARDENED`] set; typically account paths such as
+/// `m/84'/0'/0'`).
+///
+/// # Errors
+/// As [`default_for`]; [`Error::InvalidArgument`] for no subtree.
+pub fn hd_root_for(stamper: &Stamper, subtrees: &[Vec<u32>]) -> Result<pb::Policy, Error> {
+    if subtrees.is_empty() {
+        return Err(Error::InvalidArgument(
+            "an HD root needs at least one subtree",
+        ));
+    }
+    Ok(pb::Policy {
+        hd: Some(pb::HdRules {
+            subtrees: subtrees
+                .iter()
+                .map(|indices| pb::DerivationPath {
+                    indices: indices.clone(),
+                })
+                .collect(),
+        }),
+        ..default_for(stamper)?
     })
 }
 

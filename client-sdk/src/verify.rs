@@ -37,8 +37,90 @@ pub struct KeyInfo {
     pub policy_version: u64,
     /// Creation label.
     pub label: String,
+    /// For an HD root, or a key derived under one: what the enclave's statement says of it.
+    pub hd: Option<HdKeyInfo>,
     #[serde(skip)]
     verifying_key: VerifyingKey,
+}
+
+/// What the enclave's statement says of an HD root or of a key derived under one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HdKeyInfo {
+    /// The root's BIP-32 fingerprint, which PSBTs name it by, hex.
+    #[serde(serialize_with = "as_hex")]
+    pub root_fingerprint: [u8; 4],
+    /// The derived key's path from the root (hardened indices with bit 31 set); empty for the
+    /// root itself, whose public key is then the master key's.
+    pub path: Vec<u32>,
+    /// The derived key's extended public key (checked against its public key, depth and
+    /// index); `None` for the root itself.
+    #[serde(serialize_with = "as_display")]
+    pub xpub: Option<crate::hd::AccountXpub>,
+}
+
+fn as_display<S: serde::Serializer, T: std::fmt::Display>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.serialize_str(&value.to_string()),
+        None => serializer.serialize_none(),
+    }
+}
+
+impl HdKeyInfo {
+    /// What a verified statement says, checked against the reply's public key and the path
+    /// asked for. `None` for a single key.
+    ///
+    /// # Errors
+    /// [`Error::Verification`] naming the first mismatch.
+    pub(crate) fn from_statement(
+        statement: &pb::KeyStatement,
+        kind: i32,
+        asked_path: &[u32],
+    ) -> Result<Option<Self>, Error> {
+        let bad = Error::Verification;
+        if statement.path != asked_path {
+            return Err(bad("statement is for another derivation path"));
+        }
+        let claimed_root = kind == i32::from(pb::KeyKind::HdRoot);
+        if statement.root_fingerprint.is_empty() {
+            if claimed_root || !statement.path.is_empty() || !statement.xpub.is_empty() {
+                return Err(bad("statement does not describe an HD root"));
+            }
+            return Ok(None);
+        }
+        if !claimed_root {
+            return Err(bad("key kind differs from the enclave's statement"));
+        }
+        let root_fingerprint = statement
+            .root_fingerprint
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("root fingerprint length"))?;
+        let xpub = match statement.path.last() {
+            None if statement.xpub.is_empty() => None,
+            None => return Err(bad("statement gives an xpub without a path")),
+            Some(&index) => {
+                let xpub: crate::hd::AccountXpub = statement
+                    .xpub
+                    .parse()
+                    .map_err(|_| bad("statement's xpub does not decode"))?;
+                if xpub.public_key().as_slice() != statement.public_key_compressed
+                    || usize::from(xpub.depth()) != statement.path.len()
+                    || xpub.child_index() != index
+                {
+                    return Err(bad("statement's xpub disagrees with its key and path"));
+                }
+                Some(xpub)
+            }
+        };
+        Ok(Some(Self {
+            root_fingerprint,
+            path: statement.path.clone(),
+            xpub,
+        }))
+    }
 }
 
 fn as_hex<S: serde::Serializer, T: AsRef<[u8]>>(
@@ -111,6 +193,7 @@ impl TryFrom<pb::KeyInfo> for KeyInfo {
             policy_version: policy.version,
             policy,
             label: info.label,
+            hd: None,
             verifying_key,
         })
     }

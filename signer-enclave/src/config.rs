@@ -18,6 +18,8 @@ pub struct Capacity {
     pub keys: usize,
     /// Distinct policies.
     pub policies: usize,
+    /// Keys derived under HD roots kept in RAM (a cache; 0 derives on every use).
+    pub derived_keys: usize,
 }
 
 impl Default for Capacity {
@@ -26,6 +28,7 @@ impl Default for Capacity {
             keyrings: 64,
             keys: 10_000_000,
             policies: 100_000,
+            derived_keys: 1_000_000,
         }
     }
 }

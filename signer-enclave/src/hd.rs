@@ -3,16 +3,17 @@
 //! `bip32` crate's (RustCrypto, over k256) and mnemonics are the `bip39` crate's (rust-bitcoin);
 //! only the limits and the secret handling are this crate's.
 //!
-//! The seed is the one secret a root's sealed record holds. Derived secrets are never stored:
-//! they are derived here when used and returned as a [`WalletSecret`], which wipes on drop.
+//! A root's sealed record holds its master extended private key ([`HdRoot`]: the BIP-32 master
+//! secret and chain code, computed from the seed once). Derived secrets are never stored: they
+//! are derived here when used and returned as a [`WalletSecret`], which wipes on drop.
 //! `bip32`'s intermediate keys wipe their scalar on drop but not their chain code; they live
 //! only for the duration of one derivation.
 
-use bip32::{ChildNumber, Prefix, XPrv};
+use bip32::{ChildNumber, ExtendedKey, ExtendedKeyAttrs, Prefix, XPrv};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::Error;
-use crate::secret::{SECRET_LEN, WalletSecret};
+use crate::secret::{ChainCode, SECRET_LEN, WalletSecret};
 
 /// Deepest path accepted: BIP-32 serialises depth in one byte.
 pub const MAX_DEPTH: usize = 255;
@@ -93,13 +94,72 @@ impl HdSeed {
         &self.bytes[..self.len]
     }
 
+    /// The root this seed makes (BIP-32 master key generation).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the seed derives no valid key (probability below 2^-127).
+    pub fn root(&self) -> Result<HdRoot, Error> {
+        let master = XPrv::new(self.expose_secret())
+            .map_err(|_| Error::InvalidArgument("seed derives no valid root key"))?;
+        Ok(HdRoot::from_xprv(&master))
+    }
+}
+
+/// An HD root's master extended private key: the BIP-32 master secret and chain code. What a
+/// root's sealed record holds. Redacted `Debug`, no `Clone`, wiped on drop.
+pub struct HdRoot {
+    secret: WalletSecret,
+    chain_code: ChainCode,
+}
+
+impl core::fmt::Debug for HdRoot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("HdRoot([REDACTED])")
+    }
+}
+
+impl HdRoot {
+    /// A new root from a fresh seed from the OS RNG.
+    ///
+    /// # Errors
+    /// [`Error::Rng`]; [`Error::InvalidArgument`] as [`HdSeed::root`].
+    pub fn random() -> Result<Self, Error> {
+        HdSeed::random()?.root()
+    }
+
+    /// A root from its master secret and chain code (as opened from a sealed record).
+    pub fn from_parts(secret: WalletSecret, chain_code: ChainCode) -> Self {
+        Self { secret, chain_code }
+    }
+
+    fn from_xprv(master: &XPrv) -> Self {
+        let mut scalar = master.private_key().to_bytes();
+        let mut bytes = Zeroizing::new([0u8; SECRET_LEN]);
+        bytes.copy_from_slice(&scalar);
+        scalar.as_mut_slice().zeroize();
+        Self {
+            secret: WalletSecret::from_bytes(&bytes),
+            chain_code: ChainCode::from_bytes(&master.attrs().chain_code),
+        }
+    }
+
+    /// The master secret (the key at `m`).
+    pub fn secret(&self) -> &WalletSecret {
+        &self.secret
+    }
+
+    /// The master chain code.
+    pub fn chain_code(&self) -> &ChainCode {
+        &self.chain_code
+    }
+
     /// The root's fingerprint: the first 4 bytes of HASH160 of its public key (BIP-32), which
     /// PSBTs use to name the root a derivation starts from.
     ///
     /// # Errors
-    /// As [`HdSeed::derive`].
+    /// As [`HdRoot::derive`].
     pub fn fingerprint(&self) -> Result<[u8; 4], Error> {
-        Ok(self.root()?.public_key().fingerprint())
+        Ok(self.master()?.public_key().fingerprint())
     }
 
     /// The signing secret at `path`.
@@ -108,18 +168,13 @@ impl HdSeed {
     /// [`Error::InvalidArgument`] if the path derives no valid key (probability below 2^-127 per
     /// step; BIP-32 says to move to the next index, which is the caller's choice, not ours).
     pub fn derive(&self, path: &HdPath) -> Result<WalletSecret, Error> {
-        let key = self.extended(path)?;
-        let mut bytes = Zeroizing::new([0u8; SECRET_LEN]);
-        let mut scalar = key.private_key().to_bytes();
-        bytes.copy_from_slice(&scalar);
-        scalar.as_mut_slice().zeroize();
-        Ok(WalletSecret::from_bytes(&bytes))
+        Ok(Self::from_xprv(&self.extended(path)?).secret)
     }
 
     /// The extended public key at `path`, serialised with `version` (Base58Check, BIP-32).
     ///
     /// # Errors
-    /// As [`HdSeed::derive`].
+    /// As [`HdRoot::derive`].
     pub fn xpub(&self, path: &HdPath, version: XpubVersion) -> Result<String, Error> {
         Ok(self
             .extended(path)?
@@ -127,15 +182,29 @@ impl HdSeed {
             .to_string(version.prefix()))
     }
 
-    fn root(&self) -> Result<XPrv, Error> {
-        XPrv::new(self.expose_secret())
-            .map_err(|_| Error::InvalidArgument("seed derives no valid root key"))
+    fn master(&self) -> Result<XPrv, Error> {
+        let mut key_bytes = [0u8; SECRET_LEN + 1];
+        key_bytes[1..].copy_from_slice(self.secret.expose_secret());
+        // `ExtendedKey` wipes `key_bytes` on drop; the conversion copies the scalar into a
+        // `k256` key, which wipes itself.
+        let extended = ExtendedKey {
+            prefix: Prefix::XPRV,
+            attrs: ExtendedKeyAttrs {
+                depth: 0,
+                parent_fingerprint: [0; 4],
+                child_number: ChildNumber(0),
+                chain_code: *self.chain_code.expose_secret(),
+            },
+            key_bytes,
+        };
+        key_bytes.zeroize();
+        XPrv::try_from(extended).map_err(|_| Error::InvalidArgument("root holds an invalid key"))
     }
 
     fn extended(&self, path: &HdPath) -> Result<XPrv, Error> {
         path.children
             .iter()
-            .try_fold(self.root()?, |key, &child| key.derive_child(child))
+            .try_fold(self.master()?, |key, &child| key.derive_child(child))
             .map_err(|_| Error::InvalidArgument("path derives no valid key"))
     }
 }

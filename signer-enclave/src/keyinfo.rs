@@ -13,8 +13,20 @@ pub(crate) fn ethereum_address(public: &PublicKey) -> String {
     signer_proto::ethereum_address(&public.0)
 }
 
+/// What a statement says of an HD root, or of a key derived under one.
+#[derive(Debug, Default)]
+pub(crate) struct HdFacts {
+    /// The root's BIP-32 fingerprint.
+    pub root_fingerprint: [u8; 4],
+    /// The derived key's path; empty for the root itself.
+    pub path: Vec<u32>,
+    /// The derived key's extended public key; empty for the root itself.
+    pub xpub: String,
+}
+
 /// The wire form of a key's public identity, with the enclave's statement about it bound to
-/// `request_binding` (the request's body hash, or the caller's challenge).
+/// `request_binding` (the request's body hash, or the caller's challenge). `hd` is set for an
+/// HD root (and `public` is then the key at `hd.path`).
 pub(crate) fn key_info(
     identity: &BootIdentity,
     key_id: &KeyId,
@@ -22,7 +34,14 @@ pub(crate) fn key_info(
     public: &PublicKey,
     policy: &PolicyEntry,
     request_binding: &[u8],
+    hd: Option<HdFacts>,
 ) -> pb::KeyInfo {
+    let kind = if hd.is_some() {
+        pb::KeyKind::HdRoot
+    } else {
+        pb::KeyKind::Secp256k1
+    };
+    let hd = hd.unwrap_or_default();
     let statement = identity.key_statement(&pb::KeyStatement {
         key_id: key_id.to_string(),
         keyring_id: keyring_id.to_string(),
@@ -30,6 +49,12 @@ pub(crate) fn key_info(
         policy_hash: policy.hash.to_vec(),
         policy_version: policy.policy.version,
         request_binding: request_binding.to_vec(),
+        root_fingerprint: match kind {
+            pb::KeyKind::HdRoot => hd.root_fingerprint.to_vec(),
+            pb::KeyKind::Secp256k1 => Vec::new(),
+        },
+        path: hd.path,
+        xpub: hd.xpub,
     });
     pb::KeyInfo {
         key_id: key_id.to_string(),
@@ -43,6 +68,7 @@ pub(crate) fn key_info(
         label: String::new(),
         policy: policy.bytes.clone(),
         statement: Some(statement),
+        kind: kind.into(),
     }
 }
 

@@ -85,6 +85,10 @@ struct Cli {
     /// Most distinct key policies held at once.
     #[arg(long, default_value_t = Capacity::default().policies, env = "SIGNER_ENCLAVE_MAX_POLICIES")]
     max_policies: usize,
+    /// Most keys derived under HD roots kept in RAM (a cache, about 370 bytes a key: see
+    /// bench/RESULTS.md); 0 derives on every signature.
+    #[arg(long, default_value_t = Capacity::default().derived_keys, env = "SIGNER_ENCLAVE_DERIVED_KEY_CACHE")]
+    derived_key_cache: usize,
     /// Replay window: bodies stamped more than this many seconds before the enclave's clock
     /// are refused (see SPEC.md on clock drift).
     #[arg(long, default_value_t = replay::DEFAULT_WINDOW_MS / 1_000, value_parser = clap::value_parser!(u64).range(1..=3600), env = "SIGNER_ENCLAVE_REPLAY_WINDOW_SECS")]
@@ -206,6 +210,7 @@ fn settings(cli: &Cli, provider: &str) -> Result<Settings, signer_enclave::Error
             keyrings: cli.max_keyrings,
             keys: cli.max_keys,
             policies: cli.max_policies,
+            derived_keys: cli.derived_key_cache,
         },
         window_ms: cli.replay_window_secs * 1_000,
         future_skew_ms: cli.future_skew_secs * 1_000,

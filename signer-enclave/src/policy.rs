@@ -8,8 +8,10 @@ use crate::Error;
 use crate::stamp::{ApiKeyId, Approvals};
 
 pub mod ethereum;
+pub mod hd;
 
 pub use ethereum::EthereumRules;
+pub use hd::HdRules;
 
 /// Most members of one quorum (the most stamps a request can carry).
 pub const MAX_MEMBERS: usize = signer_proto::MAX_STAMPS;
@@ -127,6 +129,8 @@ pub struct KeyPolicy {
     pub admins: Quorum,
     /// Rules on the content of Ethereum signatures, if any.
     pub ethereum: Option<EthereumRules>,
+    /// For HD roots (and only for them): where under the root keys may be used.
+    pub hd: Option<HdRules>,
 }
 
 impl KeyPolicy {
@@ -163,8 +167,10 @@ impl KeyPolicy {
                 "ethereum rules need the ECDSA scheme",
             ));
         }
+        let hd = policy.hd.as_ref().map(HdRules::parse).transpose()?;
         Ok(Self {
             ethereum,
+            hd,
             version: policy.version,
             approvers,
             schemes,
@@ -194,6 +200,7 @@ impl KeyPolicy {
             admins: self.admins.to_proto(),
             admin_threshold: self.admins.threshold_u32(),
             ethereum: self.ethereum.as_ref().map(EthereumRules::to_proto),
+            hd: self.hd.as_ref().map(HdRules::to_proto),
         }
         .encode_to_vec()
     }

@@ -1,4 +1,4 @@
-//! Secret byte types: redacted `Debug`, no `Display`/`Clone`/`PartialEq`, wiped on drop.
+//! Secret byte types (32 bytes each): redacted `Debug`, no `Display`/`Clone`/`PartialEq`, wiped on drop.
 
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -50,6 +50,12 @@ macro_rules! secret_type {
 secret_type!(
     /// A wallet secret key: a secp256k1 scalar, 32 bytes big-endian.
     WalletSecret
+);
+
+secret_type!(
+    /// A BIP-32 chain code: public in an extended public key, but with one non-hardened child's
+    /// secret it yields the parent's, so the enclave keeps its roots' chain codes as secrets.
+    ChainCode
 );
 
 secret_type!(

@@ -7,6 +7,7 @@
 //! policy changes check the policy and act under one lookup. Nothing in this module returns or
 //! logs a secret.
 
+mod derived;
 mod keyrings;
 mod policies;
 
@@ -17,6 +18,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use subtle::ConstantTimeEq as _;
 
+use self::derived::DerivedKeys;
 #[cfg(test)]
 pub(crate) use self::keyrings::NewKeyring;
 use self::keyrings::OpenKeyring;
@@ -26,10 +28,11 @@ use crate::Error;
 use crate::auth::{Authorized, Committed};
 use crate::backend::{Backend, PublicKey};
 use crate::config::Capacity;
+use crate::hd::{HdPath, HdRoot, XpubVersion};
 use crate::ids::{KeyId, KeyringId};
 use crate::policy::KeyPolicy;
-use crate::seal::{self, Binding};
-use crate::secret::WalletSecret;
+use crate::seal::{self, Binding, Opened};
+use crate::secret::{ChainCode, WalletSecret};
 
 /// Lifecycle phase. Only [`Phase::Ready`] signs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,9 +58,39 @@ impl Phase {
 /// A wallet key held in RAM: kept small, since a vault holds millions of them. Keyrings and
 /// policies are shared by many keys and stored once; labels stay with the host.
 pub(crate) struct LoadedKey<B: Backend> {
+    /// The secret, or an HD root's master secret.
     key: B::Key,
+    /// An HD root's chain code; `None` for a single key.
+    chain: Option<Box<ChainCode>>,
     keyring: u32,
     policy: u32,
+}
+
+impl<B: Backend> LoadedKey<B> {
+    /// The HD root this entry holds, rebuilt for one derivation or re-seal.
+    fn root(&self) -> Option<HdRoot> {
+        self.chain.as_ref().map(|chain| {
+            HdRoot::from_parts(
+                B::secret(&self.key),
+                ChainCode::from_bytes(chain.expose_secret()),
+            )
+        })
+    }
+}
+
+/// What a new key holds, for sealing.
+enum Material<'a> {
+    Key(&'a WalletSecret),
+    Root(&'a HdRoot),
+}
+
+/// A key derived under an HD root, as exported.
+#[derive(Debug)]
+pub(crate) struct Derived {
+    /// The derived key's public key.
+    pub public: PublicKey,
+    /// Its extended public key (mainnet `xpub` version bytes).
+    pub xpub: String,
 }
 
 /// A loaded key's public identity.
@@ -69,6 +102,8 @@ pub(crate) struct KeySummary {
     pub keyring_id: KeyringId,
     /// Its policy.
     pub policy: Arc<PolicyEntry>,
+    /// For an HD root, its BIP-32 fingerprint.
+    pub root_fingerprint: Option<[u8; 4]>,
 }
 
 /// A sealed record as it travels between host and enclave.
@@ -113,6 +148,8 @@ pub(crate) struct Changed {
     pub policy: Arc<PolicyEntry>,
     /// The request, committed.
     pub committed: Committed,
+    /// For an HD root, its BIP-32 fingerprint.
+    pub root_fingerprint: Option<[u8; 4]>,
 }
 
 /// Why a stored record was refused at load. Generic on purpose.
@@ -152,6 +189,7 @@ pub(crate) struct Vault<B: Backend> {
     keyring_ids: RwLock<Interned<KeyringId>>,
     policies: RwLock<PolicyTable>,
     keys: RwLock<HashMap<KeyId, LoadedKey<B>>>,
+    derived: DerivedKeys<B>,
 }
 
 impl<B: Backend> Default for Vault<B> {
@@ -171,6 +209,7 @@ impl<B: Backend> Vault<B> {
             keyring_ids: RwLock::default(),
             policies: RwLock::new(PolicyTable::new(capacity.policies)),
             keys: RwLock::default(),
+            derived: DerivedKeys::new(capacity.derived_keys),
         }
     }
 
@@ -235,18 +274,28 @@ impl<B: Backend> Vault<B> {
             public_key: &record.public_key,
             policy_hash: &policy_hash,
         };
-        let secret = {
+        let opened = {
             let keyrings = read(&self.keyrings);
             let Some(keyring) = keyrings.get(&record.keyring_id) else {
                 return Ok(Err(Rejection::UnknownKeyring));
             };
-            match seal::open(&keyring.key, &binding, &record.sealed) {
-                Ok(secret) => secret,
+            match seal::open_any(&keyring.key, &binding, &record.sealed) {
+                Ok(opened) => opened,
                 Err(_) => return Ok(Err(Rejection::SealCheckFailed)),
             }
         };
-        let key = B::load(&secret)
-            .inspect_err(|_| self.fail_closed("authenticated record holds an invalid scalar"))?;
+        let (key, chain) = match &opened {
+            Opened::Key(secret) => (B::load(secret), None),
+            Opened::Root(root) => (
+                B::load(root.secret()),
+                Some(Box::new(ChainCode::from_bytes(
+                    root.chain_code().expose_secret(),
+                ))),
+            ),
+        };
+        drop(opened);
+        let key =
+            key.inspect_err(|_| self.fail_closed("authenticated record holds an invalid scalar"))?;
         let derived = B::public_key_compressed(&key);
         if !bool::from(derived.ct_eq(&record.public_key)) {
             self.fail_closed("authenticated record's public key does not match its secret");
@@ -269,8 +318,15 @@ impl<B: Backend> Vault<B> {
             Err(Error::Capacity(_)) => return Ok(Err(Rejection::OverCapacity)),
             Err(_) => return Ok(Err(Rejection::InvalidPolicy)),
         };
+        // A root's policy has HD rules and only a root's does (both are sealed together, so a
+        // mismatch is a record this enclave never made).
+        if read(&self.policies).get(policy).policy.hd.is_some() != chain.is_some() {
+            write(&self.policies).release(policy);
+            return Ok(Err(Rejection::InvalidPolicy));
+        }
         slot.insert(LoadedKey {
             key,
+            chain,
             keyring: write(&self.keyring_ids).intern(record.keyring_id),
             policy,
         });
@@ -307,6 +363,7 @@ impl<B: Backend> Vault<B> {
         authorized: Authorized<'_>,
     ) -> Result<Changed, Error> {
         self.require(Phase::Ready)?;
+        single_key_policy(&policy)?;
         let (secret, key) = loop {
             let secret = WalletSecret::random()?;
             // A random 256-bit value is outside 1..n-1 with probability below 2^-127.
@@ -314,7 +371,46 @@ impl<B: Backend> Vault<B> {
                 break (secret, key);
             }
         };
-        self.insert_new(keyring_id, label, policy, &secret, key, authorized)
+        self.insert_new(
+            keyring_id,
+            label,
+            policy,
+            Material::Key(&secret),
+            key,
+            authorized,
+        )
+    }
+
+    /// Generates an HD root from a 256-bit seed from the OS RNG, in `keyring_id` under
+    /// `policy` (which must carry HD rules), seals it and keeps it, spending `authorized`.
+    ///
+    /// # Errors
+    /// As [`Vault::create_key`]; [`Error::InvalidArgument`] for a policy without HD rules.
+    pub(crate) fn create_root(
+        &self,
+        keyring_id: KeyringId,
+        label: &str,
+        policy: KeyPolicy,
+        authorized: Authorized<'_>,
+    ) -> Result<Changed, Error> {
+        self.require(Phase::Ready)?;
+        if policy.hd.is_none() {
+            return Err(Error::InvalidArgument("an HD root's policy needs hd rules"));
+        }
+        let (root, key) = loop {
+            let root = HdRoot::random()?;
+            if let Ok(key) = B::load(root.secret()) {
+                break (root, key);
+            }
+        };
+        self.insert_new(
+            keyring_id,
+            label,
+            policy,
+            Material::Root(&root),
+            key,
+            authorized,
+        )
     }
 
     /// Keeps an imported secret as a new key in `keyring_id` under `policy` (version 1),
@@ -332,9 +428,17 @@ impl<B: Backend> Vault<B> {
         authorized: Authorized<'_>,
     ) -> Result<Changed, Error> {
         self.require(Phase::Ready)?;
+        single_key_policy(&policy)?;
         let key = B::load(secret)
             .map_err(|_| Error::InvalidArgument("imported secret is not a valid key"))?;
-        self.insert_new(keyring_id, label, policy, secret, key, authorized)
+        self.insert_new(
+            keyring_id,
+            label,
+            policy,
+            Material::Key(secret),
+            key,
+            authorized,
+        )
     }
 
     fn insert_new(
@@ -342,17 +446,27 @@ impl<B: Backend> Vault<B> {
         keyring_id: KeyringId,
         label: &str,
         mut policy: KeyPolicy,
-        secret: &WalletSecret,
+        material: Material<'_>,
         key: B::Key,
         authorized: Authorized<'_>,
     ) -> Result<Changed, Error> {
         policy.version = 1;
+        let (chain, root_fingerprint) = match &material {
+            Material::Key(_) => (None, None),
+            Material::Root(root) => (
+                Some(Box::new(ChainCode::from_bytes(
+                    root.chain_code().expose_secret(),
+                ))),
+                Some(root.fingerprint()?),
+            ),
+        };
         let policy_bytes = policy.encode();
         let policy_hash = seal::policy_hash(&policy_bytes);
         let public = B::public_key(&key);
         let key_id = KeyId::random()?;
         let public_key = B::public_key_compressed(&key);
-        let sealed = self.seal_record(&key_id, &keyring_id, &public_key, &policy_hash, secret)?;
+        let sealed =
+            self.seal_record(&key_id, &keyring_id, &public_key, &policy_hash, &material)?;
         let mut keys = write(&self.keys);
         if keys.len() >= self.capacity.keys {
             return Err(Error::Capacity("key capacity reached"));
@@ -364,6 +478,7 @@ impl<B: Backend> Vault<B> {
             key_id,
             LoadedKey {
                 key,
+                chain,
                 keyring,
                 policy: policy_index,
             },
@@ -381,6 +496,7 @@ impl<B: Backend> Vault<B> {
             public,
             policy: read(&self.policies).get(policy_index),
             committed,
+            root_fingerprint,
         })
     }
 
@@ -390,7 +506,7 @@ impl<B: Backend> Vault<B> {
         keyring_id: &KeyringId,
         public_key: &[u8; 33],
         policy_hash: &[u8; 32],
-        secret: &WalletSecret,
+        material: &Material<'_>,
     ) -> Result<Vec<u8>, Error> {
         let keyrings = read(&self.keyrings);
         let keyring = keyrings.get(keyring_id).ok_or(Error::KeyringNotFound)?;
@@ -400,7 +516,10 @@ impl<B: Backend> Vault<B> {
             public_key,
             policy_hash,
         };
-        seal::seal(&keyring.key, &binding, secret)
+        match material {
+            Material::Key(secret) => seal::seal(&keyring.key, &binding, secret),
+            Material::Root(root) => seal::seal_root(&keyring.key, &binding, root),
+        }
     }
 
     /// Replaces a key's policy, if its current policy hashes to `current_hash` and `authorize`,
@@ -426,6 +545,11 @@ impl<B: Backend> Vault<B> {
         if &current.hash != current_hash {
             return Err(Error::Denied("change names a policy that is not current"));
         }
+        if policy.hd.is_some() != loaded.chain.is_some() {
+            return Err(Error::InvalidArgument(
+                "hd rules are for HD roots, and HD roots need them",
+            ));
+        }
         policy.version = current
             .policy
             .version
@@ -438,9 +562,26 @@ impl<B: Backend> Vault<B> {
         }
         let keyring_id = read(&self.keyring_ids).get(loaded.keyring);
         let public_key = B::public_key_compressed(&loaded.key);
-        let secret = B::secret(&loaded.key);
-        let sealed = self.seal_record(key_id, &keyring_id, &public_key, &policy_hash, &secret)?;
-        drop(secret);
+        let sealed = match loaded.root() {
+            Some(root) => self.seal_record(
+                key_id,
+                &keyring_id,
+                &public_key,
+                &policy_hash,
+                &Material::Root(&root),
+            )?,
+            None => {
+                let secret = B::secret(&loaded.key);
+                self.seal_record(
+                    key_id,
+                    &keyring_id,
+                    &public_key,
+                    &policy_hash,
+                    &Material::Key(&secret),
+                )?
+            }
+        };
+        let root_fingerprint = loaded.root().map(|root| root.fingerprint()).transpose()?;
         let authorized = authorize(&current)?;
         // Released first, so a key that was its old policy's last user can always move on;
         // the room check above (under the same keys lock) makes the acquire succeed.
@@ -463,18 +604,24 @@ impl<B: Backend> Vault<B> {
             public: B::public_key(&loaded.key),
             policy: read(&self.policies).get(policy_index),
             committed,
+            root_fingerprint,
         })
     }
 
-    /// Signs with a loaded key: `authorize` is given the key's current policy and must return
-    /// the proof (quorum, scheme, rate limit, nonce), and `sign` runs under the same lookup, so a
-    /// policy change cannot land between the check and the signature.
+    /// Signs with a loaded key, or with the key at `path` under a loaded HD root: `authorize`
+    /// is given the key's current policy and must return the proof (quorum, scheme, rate limit,
+    /// nonce), and `sign` runs under the same lookup, so a policy change cannot land between the
+    /// check and the signature. A root's path is checked against the current policy's HD rules
+    /// here, under the same lookup.
     ///
     /// # Errors
-    /// [`Error::NotReady`], [`Error::KeyNotFound`], and whatever `authorize` returns.
+    /// [`Error::NotReady`], [`Error::KeyNotFound`], [`Error::InvalidArgument`] for a path given
+    /// to a single key or none given to a root, [`Error::Denied`] for a path outside the root's
+    /// subtrees, and whatever `authorize` returns.
     pub(crate) fn sign<'g, T>(
         &self,
         key_id: &KeyId,
+        path: &HdPath,
         authorize: impl FnOnce(&PolicyEntry) -> Result<Authorized<'g>, Error>,
         sign: impl FnOnce(&B::Key) -> T,
     ) -> Result<(T, Committed), Error> {
@@ -482,8 +629,61 @@ impl<B: Backend> Vault<B> {
         let keys = read(&self.keys);
         let loaded = keys.get(key_id).ok_or(Error::KeyNotFound)?;
         let policy = read(&self.policies).get(loaded.policy);
+        let derived = self.at_path(key_id, loaded, &policy, path)?;
         let committed = authorize(&policy)?.commit();
-        Ok((sign(&loaded.key), committed))
+        let key = derived.as_deref().unwrap_or(&loaded.key);
+        Ok((sign(key), committed))
+    }
+
+    /// The key at `path` under a root (from the cache, or derived and cached), after checking
+    /// the path against the root's current HD rules; `None` for a single key and no path.
+    fn at_path(
+        &self,
+        key_id: &KeyId,
+        loaded: &LoadedKey<B>,
+        policy: &PolicyEntry,
+        path: &HdPath,
+    ) -> Result<Option<Arc<B::Key>>, Error> {
+        let (Some(rules), Some(_)) = (&policy.policy.hd, loaded.chain.as_ref()) else {
+            if path.depth() > 0 {
+                return Err(Error::InvalidArgument("a path is only for HD roots"));
+            }
+            return Ok(None);
+        };
+        if path.depth() == 0 {
+            return Err(Error::InvalidArgument("an HD root signs only at a path"));
+        }
+        rules.check(path)?;
+        let indices = path.indices();
+        if let Some(key) = self.derived.get(key_id, &indices) {
+            return Ok(Some(key));
+        }
+        let root = loaded.root().ok_or(Error::Internal)?;
+        let key = Arc::new(B::load(&root.derive(path)?)?);
+        self.derived.insert(key_id, &indices, Arc::clone(&key));
+        Ok(Some(key))
+    }
+
+    /// The public key and extended public key at `path` under an HD root, if the root's current
+    /// policy allows the path.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`], [`Error::KeyNotFound`], [`Error::InvalidArgument`] for a key that is
+    /// not a root, [`Error::Denied`] for a path outside its subtrees.
+    pub(crate) fn derived_identity(&self, key_id: &KeyId, path: &HdPath) -> Result<Derived, Error> {
+        self.require(Phase::Ready)?;
+        let keys = read(&self.keys);
+        let loaded = keys.get(key_id).ok_or(Error::KeyNotFound)?;
+        let policy = read(&self.policies).get(loaded.policy);
+        let (Some(rules), Some(root)) = (&policy.policy.hd, loaded.root()) else {
+            return Err(Error::InvalidArgument("a path is only for HD roots"));
+        };
+        rules.check(path)?;
+        let key = B::load(&root.derive(path)?)?;
+        Ok(Derived {
+            public: B::public_key(&key),
+            xpub: root.xpub(path, XpubVersion::Xpub)?,
+        })
     }
 
     /// A loaded key's current policy (a snapshot: it may change before the caller acts, so
@@ -510,8 +710,17 @@ impl<B: Backend> Vault<B> {
             public: B::public_key(&loaded.key),
             keyring_id: read(&self.keyring_ids).get(loaded.keyring),
             policy: read(&self.policies).get(loaded.policy),
+            root_fingerprint: loaded.root().map(|root| root.fingerprint()).transpose()?,
         })
     }
+}
+
+/// Refuses HD rules on a key that is not a root.
+fn single_key_policy(policy: &KeyPolicy) -> Result<(), Error> {
+    if policy.hd.is_some() {
+        return Err(Error::InvalidArgument("hd rules are only for HD roots"));
+    }
+    Ok(())
 }
 
 // A panic while holding a lock cannot leave these maps half-updated (every write is a single

@@ -193,9 +193,16 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
-        let pb::GetPublicKeyRequest { key_id, challenge } = request.into_inner();
+        let pb::GetPublicKeyRequest {
+            key_id,
+            challenge,
+            path,
+        } = request.into_inner();
         if key_id.len() > 64 {
             return Err(Status::invalid_argument("malformed KeyId"));
+        }
+        if path.len() > 255 {
+            return Err(Status::invalid_argument("derivation path deeper than 255"));
         }
         let mut info = self
             .enclave
@@ -203,6 +210,7 @@ impl SignerService for Relay {
             .get_public_key(pb::GetKeyRequest {
                 key_id: key_id.clone(),
                 challenge,
+                path,
             })
             .await
             .map_err(relayed)?

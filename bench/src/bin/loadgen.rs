@@ -240,6 +240,7 @@ async fn main() {
         .get_public_key(signer_client::pb::GetPublicKeyRequest {
             key_id: "k-0000000000000000000000000000000b".to_owned(),
             challenge: vec![],
+            path: vec![],
         })
         .await
         .expect("baseline key")

@@ -272,6 +272,7 @@ impl PolicyArgs {
             max_signatures_per_minute: self.max_signatures_per_minute,
             admins,
             admin_threshold,
+            hd: None,
             ethereum: self
                 .ethereum_rules
                 .as_ref()

@@ -13,6 +13,7 @@ impl Client {
     async fn sign_ethereum(
         &self,
         key_id: &str,
+        path: &[u32],
         payload: Payload,
     ) -> Result<pb::SignEthereumResponse, Error> {
         let (reply, _) = self
@@ -23,6 +24,7 @@ impl Client {
                         pb::SignEthereumBody {
                             key_id: key_id.to_owned(),
                             payload: Some(payload.clone()),
+                            path: path.to_vec(),
                         },
                     ))
                 },
@@ -44,9 +46,23 @@ impl Client {
         key_id: &str,
         unsigned: &[u8],
     ) -> Result<SignedTransaction, Error> {
-        let key = self.verified_key(key_id).await?;
+        self.sign_transaction_at(key_id, &[], unsigned).await
+    }
+
+    /// [`Client::sign_transaction`] with the key at `path` under an HD root (the root's
+    /// Ethereum rules apply, and its daily totals count every key under it).
+    ///
+    /// # Errors
+    /// As [`Client::sign_transaction`].
+    pub async fn sign_transaction_at(
+        &self,
+        key_id: &str,
+        path: &[u32],
+        unsigned: &[u8],
+    ) -> Result<SignedTransaction, Error> {
+        let key = self.verified_key_at(key_id, path).await?;
         let reply = self
-            .sign_ethereum(key_id, Payload::Transaction(unsigned.to_vec()))
+            .sign_ethereum(key_id, path, Payload::Transaction(unsigned.to_vec()))
             .await?;
         ethereum::verify_transaction(&key, unsigned, &reply)
     }
@@ -63,7 +79,7 @@ impl Client {
         let key = self.verified_key(key_id).await?;
         let digest = ethereum::personal_message_digest(message);
         let reply = self
-            .sign_ethereum(key_id, Payload::PersonalMessage(message.to_vec()))
+            .sign_ethereum(key_id, &[], Payload::PersonalMessage(message.to_vec()))
             .await?;
         ethereum::verify_signature(&key, &digest, &reply)
     }
@@ -82,7 +98,7 @@ impl Client {
         let digest = ethereum::typed_data_digest(json)?;
         let key = self.verified_key(key_id).await?;
         let reply = self
-            .sign_ethereum(key_id, Payload::TypedData(json.to_owned()))
+            .sign_ethereum(key_id, &[], Payload::TypedData(json.to_owned()))
             .await?;
         ethereum::verify_signature(&key, &digest, &reply)
     }

@@ -101,11 +101,45 @@ impl Client {
         label: &str,
         policy: pb::Policy,
     ) -> Result<KeyInfo, Error> {
+        self.create(keyring_id, label, policy, pb::KeyKind::Secp256k1)
+            .await
+    }
+
+    /// Creates an HD root (BIP-32, from a 256-bit seed drawn in the enclave) in `keyring_id`
+    /// under exactly `policy`, which must carry `hd` rules (see [`policy::hd_root_for`]). The
+    /// reply is the root's: its master public key and fingerprint; use
+    /// [`Client::derived_key`] for the keys and xpubs under it.
+    ///
+    /// # Errors
+    /// As [`Client::create_key`]; [`Error::Verification`] if the reply is not an HD root.
+    pub async fn create_hd_root(
+        &self,
+        keyring_id: &str,
+        label: &str,
+        policy: pb::Policy,
+    ) -> Result<KeyInfo, Error> {
+        let info = self
+            .create(keyring_id, label, policy, pb::KeyKind::HdRoot)
+            .await?;
+        if info.hd.is_none() {
+            return Err(Error::Verification("the enclave did not create an HD root"));
+        }
+        Ok(info)
+    }
+
+    async fn create(
+        &self,
+        keyring_id: &str,
+        label: &str,
+        policy: pb::Policy,
+        kind: pb::KeyKind,
+    ) -> Result<KeyInfo, Error> {
         let expected = policy::canonical(&policy, 1)?.encode_to_vec();
         let operation = Operation::CreateKey(pb::CreateKeyBody {
             keyring_id: keyring_id.to_owned(),
             label: label.to_owned(),
             policy: Some(policy),
+            kind: kind.into(),
         });
         let (response, request) = self
             .call(

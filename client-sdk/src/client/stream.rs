@@ -71,7 +71,7 @@ impl SignStream {
         payload: Vec<u8>,
         pending: Pending,
     ) -> Result<u64, Error> {
-        let request = self.client.sign_request(key_id, scheme, &payload)?;
+        let request = self.client.sign_request(key_id, &[], scheme, &payload)?;
         let id = self.next_id;
         self.next_id += 1;
         let tx = self

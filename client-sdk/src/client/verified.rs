@@ -14,7 +14,7 @@ use super::call::Fresh;
 use crate::Error;
 use crate::attestation::{AttestationPolicy, VerifiedAttestation};
 use crate::trust::AttestedIdentity;
-use crate::verify::KeyInfo;
+use crate::verify::{HdKeyInfo, KeyInfo};
 
 /// A verified attestation document and the enclave identity and configuration it carries.
 #[derive(Clone, Debug)]
@@ -115,20 +115,39 @@ impl Client {
         asked: Option<&str>,
         expected_policy: Option<&[u8]>,
     ) -> Result<KeyInfo, Error> {
+        self.checked_key_at(reply, binding, asked, &[], expected_policy)
+            .await
+    }
+
+    /// [`Client::checked_key`] for the key at `path` under an HD root (an empty path: the root
+    /// itself, or a single key): the statement must name that path, and its extended public key
+    /// must agree with the public key.
+    pub(super) async fn checked_key_at(
+        &self,
+        reply: Option<pb::KeyInfo>,
+        binding: &[u8],
+        asked: Option<&str>,
+        path: &[u32],
+        expected_policy: Option<&[u8]>,
+    ) -> Result<KeyInfo, Error> {
         let reply = reply.ok_or(Error::Verification("reply without a key"))?;
         let identity = self.enclave_identity(false).await?;
-        if identity.check_key(&reply, binding).is_err() {
+        let statement = match identity.check_key(&reply, binding) {
+            Ok(statement) => statement,
             // A restarted enclave signs with a new identity: attest again, then decide.
-            self.enclave_identity(true)
+            Err(_) => self
+                .enclave_identity(true)
                 .await?
-                .check_key(&reply, binding)?;
-        }
+                .check_key(&reply, binding)?,
+        };
+        let hd = HdKeyInfo::from_statement(&statement, reply.kind, path)?;
         if expected_policy.is_some_and(|expected| expected != reply.policy.as_slice()) {
             return Err(Error::Verification(
                 "the key carries another policy than the one requested",
             ));
         }
-        let info = KeyInfo::try_from(reply)?;
+        let mut info = KeyInfo::try_from(reply)?;
+        info.hd = hd;
         if asked.is_some_and(|id| id != info.key_id) {
             return Err(Error::Verification("reply is for another key"));
         }
@@ -179,11 +198,61 @@ impl Client {
     }
 
     fn remember(&self, info: &KeyInfo) {
+        let path = info.hd.as_ref().map_or(&[][..], |hd| hd.path.as_slice());
         self.state
             .keys
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(info.key_id.clone(), Arc::new(info.clone()));
+            .insert(cache_name(&info.key_id, path), Arc::new(info.clone()));
+    }
+
+    /// The key at `path` under the HD root `key_id`: its public key and extended public key,
+    /// verified against the attested enclave's statement (bound to a fresh challenge, naming
+    /// this path), so deposit addresses can be derived from the xpub without asking again.
+    /// Cached after the first call. The path must lie inside the root's `HdRules`.
+    ///
+    /// # Errors
+    /// Service errors (`PERMISSION_DENIED` outside the root's subtrees, `INVALID_ARGUMENT` for
+    /// a key that is not a root); [`Error::Verification`].
+    pub async fn derived_key(&self, key_id: &str, path: &[u32]) -> Result<KeyInfo, Error> {
+        Ok(self.verified_key_at(key_id, path).await?.as_ref().clone())
+    }
+
+    /// [`Client::derived_key`] without the copy; an empty path is [`Client::verified_key`].
+    pub(crate) async fn verified_key_at(
+        &self,
+        key_id: &str,
+        path: &[u32],
+    ) -> Result<Arc<KeyInfo>, Error> {
+        if path.is_empty() {
+            return self.verified_key(key_id).await;
+        }
+        if let Some(info) = self
+            .state
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&cache_name(key_id, path))
+        {
+            return Ok(Arc::clone(info));
+        }
+        let mut challenge = vec![0u8; 32];
+        getrandom::fill(&mut challenge)?;
+        let request = pb::GetPublicKeyRequest {
+            key_id: key_id.to_owned(),
+            challenge: challenge.clone(),
+            path: path.to_vec(),
+        };
+        let (response, _) = self
+            .call(
+                Fresh::WhenExpired,
+                || Ok(request.clone()),
+                |mut c, r| async move { c.get_public_key(r).await },
+            )
+            .await?;
+        self.checked_key_at(response.key, &challenge, Some(key_id), path, None)
+            .await
+            .map(Arc::new)
     }
 
     /// A key's public identity, verified against the attested enclave's signed statement and for
@@ -223,6 +292,7 @@ impl Client {
         let request = pb::GetPublicKeyRequest {
             key_id: key_id.to_owned(),
             challenge: challenge.clone(),
+            path: Vec::new(),
         };
         let (response, _) = self
             .call(
@@ -265,4 +335,14 @@ impl Client {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((keys, response.next_page_token))
     }
+}
+
+/// The cache's name for a key: its id, and for a derived key its path.
+fn cache_name(key_id: &str, path: &[u32]) -> String {
+    let mut name = key_id.to_owned();
+    for index in path {
+        name.push('/');
+        name.push_str(&index.to_string());
+    }
+    name
 }

@@ -59,7 +59,9 @@ fn bip32_vectors_1_to_4_derive_every_published_key() {
     let vectors = json(BIP32);
     let mut steps = 0;
     for vector in vectors["vectors"].as_array().expect("vectors") {
-        let seed = HdSeed::from_bytes(&hex(&vector["seed_hex"])).expect("seed");
+        let seed = HdSeed::from_bytes(&hex(&vector["seed_hex"]))
+            .and_then(|seed| seed.root())
+            .expect("seed");
         for step in vector["chains"].as_array().expect("chains") {
             let indices: Vec<u32> = step["indices"]
                 .as_array()
@@ -98,6 +100,7 @@ fn bip39_trezor_vectors_give_the_published_seeds_and_roots() {
         let mnemonic = case[1].as_str().expect("mnemonic");
         let seed = HdSeed::from_mnemonic(mnemonic, "TREZOR").expect("mnemonic");
         assert_eq!(seed.expose_secret(), hex(&case[2]).as_slice(), "{mnemonic}");
+        let seed = seed.root().expect("root");
         let root = XPrv::from_str(case[3].as_str().expect("xprv")).expect("xprv");
         assert_eq!(
             seed.xpub(&HdPath::root(), XpubVersion::Xpub).expect("xpub"),
@@ -119,7 +122,9 @@ fn bip84_and_bip86_account_keys_and_addresses_keys() {
     for bip in ["bip84", "bip86"] {
         let groups = vectors[bip].as_array().expect("groups");
         let mnemonic = groups[0]["mnemonic"].as_str().expect("mnemonic");
-        let seed = HdSeed::from_mnemonic(mnemonic, "").expect("mnemonic");
+        let seed = HdSeed::from_mnemonic(mnemonic, "")
+            .and_then(|seed| seed.root())
+            .expect("mnemonic");
         let version = if bip == "bip84" {
             XpubVersion::Zpub
         } else {
@@ -155,6 +160,7 @@ fn testnet_versions_serialise_the_same_key() {
         "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
         "",
     )
+    .and_then(|seed| seed.root())
     .expect("mnemonic");
     let at = path("m/84'/1'/0'");
     let tpub = seed.xpub(&at, XpubVersion::Tpub).expect("tpub");
@@ -163,11 +169,7 @@ fn testnet_versions_serialise_the_same_key() {
         tpub.starts_with("tpub") && vpub.starts_with("vpub"),
         "{tpub} {vpub}"
     );
-    let key = |text: &str| {
-        bip32::ExtendedKey::from_str(text)
-            .expect("decodes")
-            .key_bytes
-    };
+    let key = |text: &str| ExtendedKey::from_str(text).expect("decodes").key_bytes;
     assert_eq!(key(&tpub), key(&vpub));
 }
 
@@ -176,7 +178,9 @@ fn fingerprints_are_the_roots() {
     // BIP-32 vector 1's first child names its parent, the root, by fingerprint.
     let vectors = json(BIP32);
     let vector = &vectors["vectors"][0];
-    let seed = HdSeed::from_bytes(&hex(&vector["seed_hex"])).expect("seed");
+    let seed = HdSeed::from_bytes(&hex(&vector["seed_hex"]))
+        .and_then(|seed| seed.root())
+        .expect("seed");
     let child = XPrv::from_str(vector["chains"][1]["xprv"].as_str().expect("xprv")).expect("xprv");
     assert_eq!(
         seed.fingerprint().expect("fingerprint"),
@@ -248,7 +252,9 @@ fn bad_mnemonics_are_invalid_arguments() {
 
 #[test]
 fn paths_are_limited_to_bip32_depth() {
-    let seed = HdSeed::from_bytes(&[1; 32]).expect("seed");
+    let seed = HdSeed::from_bytes(&[1; 32])
+        .and_then(|seed| seed.root())
+        .expect("seed");
     let deepest = HdPath::from_indices(&[HARDENED | 7; MAX_DEPTH]).expect("255 steps");
     assert_eq!(deepest.depth(), MAX_DEPTH);
     assert!(seed.derive(&deepest).is_ok());

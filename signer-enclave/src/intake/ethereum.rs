@@ -22,6 +22,7 @@ use signer_proto::pb::sign_ethereum_body::Payload;
 
 use crate::Error;
 use crate::backend::Digest32;
+use crate::hd::HdPath;
 use crate::ids::KeyId;
 
 /// Largest unsigned transaction accepted, in bytes.
@@ -48,6 +49,8 @@ mod erc20 {
 pub(crate) struct SignEthereumOp {
     /// The key to sign with.
     pub key_id: KeyId,
+    /// For an HD root, the derived key's path (empty otherwise).
+    pub path: HdPath,
     /// What to sign.
     pub payload: EthPayload,
 }
@@ -142,6 +145,7 @@ pub(crate) fn sign_ethereum_op(operation: Operation) -> Result<SignEthereumOp, E
         return Err(Error::InvalidArgument("body is for another operation"));
     };
     let key_id = KeyId::parse(&body.key_id)?;
+    let path = HdPath::from_indices(&body.path)?;
     let payload = match body.payload {
         Some(Payload::Transaction(bytes)) => {
             EthPayload::Transaction(Box::new(transaction(&bytes)?))
@@ -160,7 +164,11 @@ pub(crate) fn sign_ethereum_op(operation: Operation) -> Result<SignEthereumOp, E
         }
         None => return Err(Error::InvalidArgument("sign_ethereum names no payload")),
     };
-    Ok(SignEthereumOp { key_id, payload })
+    Ok(SignEthereumOp {
+        key_id,
+        path,
+        payload,
+    })
 }
 
 /// Decodes an unsigned transaction in its signing encoding and reads what it does.

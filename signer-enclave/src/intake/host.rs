@@ -5,6 +5,7 @@
 use signer_proto::pb;
 
 use crate::Error;
+use crate::hd::HdPath;
 use crate::ids::{KeyId, KeyringId};
 use crate::vault::SealedRecord;
 
@@ -59,16 +60,21 @@ pub(crate) fn keyring(request: pb::LoadKeyringRequest) -> Result<StoredKeyring, 
     })
 }
 
-/// A `GetPublicKey` request: the key and the caller's challenge (at most 64 bytes), echoed in
-/// the signed statement.
+/// A `GetPublicKey` request: the key, the path under an HD root (empty for none), and the
+/// caller's challenge (at most 64 bytes), echoed in the signed statement.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a malformed id or an oversized challenge.
-pub(crate) fn key_request(request: &pb::GetKeyRequest) -> Result<(KeyId, &[u8]), Error> {
+/// [`Error::InvalidArgument`] for a malformed id, an oversized challenge or a path deeper than
+/// 255.
+pub(crate) fn key_request(request: &pb::GetKeyRequest) -> Result<(KeyId, HdPath, &[u8]), Error> {
     if request.challenge.len() > 64 {
         return Err(Error::InvalidArgument("challenge longer than 64 bytes"));
     }
-    Ok((KeyId::parse(&request.key_id)?, &request.challenge))
+    Ok((
+        KeyId::parse(&request.key_id)?,
+        HdPath::from_indices(&request.path)?,
+        &request.challenge,
+    ))
 }
 
 /// Checks the shape of `SetCredentials` (the values themselves are KMS's to judge).

@@ -18,6 +18,7 @@ use signer_proto::pb::request_body::Operation;
 use crate::Error;
 use crate::auth::Authenticated;
 use crate::backend::Digest32;
+use crate::hd::HdPath;
 use crate::ids::{KeyId, KeyringId};
 use crate::policy::{KeyPolicy, KeyringAdmins, Quorum};
 use crate::replay::TimeRules;
@@ -116,6 +117,8 @@ const WRONG_OPERATION: Error = Error::InvalidArgument("body is for another opera
 pub(crate) struct SignOp {
     /// The key to sign with.
     pub key_id: KeyId,
+    /// For an HD root, the derived key's path (empty otherwise).
+    pub path: HdPath,
     /// What to sign.
     pub kind: SignKind,
 }
@@ -148,6 +151,7 @@ pub(crate) fn sign_op(operation: Operation) -> Result<SignOp, Error> {
         return Err(WRONG_OPERATION);
     };
     let key_id = KeyId::parse(&body.key_id)?;
+    let path = HdPath::from_indices(&body.path)?;
     let kind = match pb::SignatureScheme::try_from(body.scheme) {
         Ok(pb::SignatureScheme::EcdsaSecp256k1) => {
             let digest: [u8; 32] =
@@ -166,7 +170,7 @@ pub(crate) fn sign_op(operation: Operation) -> Result<SignOp, Error> {
             return Err(Error::InvalidArgument("unknown signature scheme"));
         }
     };
-    Ok(SignOp { key_id, kind })
+    Ok(SignOp { key_id, path, kind })
 }
 
 /// A validated create-key (or the common part of an import) request.
@@ -178,13 +182,18 @@ pub(crate) struct CreateOp {
     pub label: String,
     /// The new key's policy, at version 1.
     pub policy: KeyPolicy,
+    /// What to create.
+    pub kind: pb::KeyKind,
 }
 
 fn create_op(
     keyring_id: &str,
     label: String,
     policy: Option<&pb::Policy>,
+    kind: i32,
 ) -> Result<CreateOp, Error> {
+    let kind =
+        pb::KeyKind::try_from(kind).map_err(|_| Error::InvalidArgument("unknown key kind"))?;
     if label.len() > MAX_LABEL {
         return Err(Error::InvalidArgument("label longer than 128 bytes"));
     }
@@ -197,6 +206,7 @@ fn create_op(
         keyring_id: KeyringId::parse(keyring_id)?,
         label,
         policy,
+        kind,
     })
 }
 
@@ -208,7 +218,12 @@ pub(crate) fn create_key_op(operation: Operation) -> Result<CreateOp, Error> {
     let Operation::CreateKey(body) = operation else {
         return Err(WRONG_OPERATION);
     };
-    create_op(&body.keyring_id, body.label, body.policy.as_ref())
+    create_op(
+        &body.keyring_id,
+        body.label,
+        body.policy.as_ref(),
+        body.kind,
+    )
 }
 
 /// A validated import request.
@@ -250,7 +265,12 @@ pub(crate) fn import_key_op(operation: Operation) -> Result<ImportOp, Error> {
         ));
     }
     Ok(ImportOp {
-        create: create_op(&body.keyring_id, body.label, body.policy.as_ref())?,
+        create: create_op(
+            &body.keyring_id,
+            body.label,
+            body.policy.as_ref(),
+            pb::KeyKind::Secp256k1.into(),
+        )?,
         hpke_public_key: body.hpke_public_key,
         encapsulated_key: body.encapsulated_key,
         ciphertext: body.ciphertext,

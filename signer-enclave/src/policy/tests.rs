@@ -20,6 +20,7 @@ fn two_of_three() -> pb::Policy {
         admins: vec![api(9)],
         admin_threshold: 1,
         ethereum: None,
+        hd: None,
     }
 }
 

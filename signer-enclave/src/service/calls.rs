@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use crate::config::Settings;
 use crate::identity::BootIdentity;
 use crate::intake::stamped::{self, SignKind};
-use crate::keyinfo::key_info;
+use crate::keyinfo::{HdFacts, key_info};
 use crate::provider::KeyWrapper;
 use crate::ratelimit::RateLimiter;
 use crate::replay::{self, ReplayGuard};
@@ -52,6 +52,7 @@ fn changed_reply<B: Backend>(shared: &State<B>, changed: Changed) -> pb::Enclave
         public,
         policy,
         committed,
+        root_fingerprint,
     } = changed;
     let info = key_info(
         &shared.identity,
@@ -60,6 +61,10 @@ fn changed_reply<B: Backend>(shared: &State<B>, changed: Changed) -> pb::Enclave
         &public,
         &policy,
         &committed.body_hash,
+        root_fingerprint.map(|root_fingerprint| HdFacts {
+            root_fingerprint,
+            ..HdFacts::default()
+        }),
     );
     pb::EnclaveCreateKeyResponse {
         key: Some(info),
@@ -94,6 +99,7 @@ pub(super) fn sign<B: Backend>(
     }
     let (signed, _) = shared.vault.sign(
         &op.key_id,
+        &op.path,
         |current| {
             current.policy.check_blind(scheme)?;
             let approvers = Requirement {
@@ -146,9 +152,18 @@ pub(super) fn create_key<B: Backend>(
         refusal: KEYRING_ADMINS,
     };
     let authorized = auth.authorize(&[requirement], &shared.guard, now)?;
-    let created = shared
-        .vault
-        .create_key(op.keyring_id, &op.label, op.policy, authorized)?;
+    let created = match op.kind {
+        pb::KeyKind::Secp256k1 => {
+            shared
+                .vault
+                .create_key(op.keyring_id, &op.label, op.policy, authorized)?
+        }
+        pb::KeyKind::HdRoot => {
+            shared
+                .vault
+                .create_root(op.keyring_id, &op.label, op.policy, authorized)?
+        }
+    };
     tracing::info!(key_id = %created.record.key_id, keyring = %created.record.keyring_id, "key created");
     Ok(changed_reply(shared, created))
 }
@@ -275,15 +290,40 @@ pub(super) fn public_key<B: Backend>(
     shared: &State<B>,
     request: &pb::GetKeyRequest,
 ) -> Result<pb::KeyInfo, Error> {
-    let (id, challenge) = crate::intake::host::key_request(request)?;
+    let (id, path, challenge) = crate::intake::host::key_request(request)?;
     let identity = shared.vault.identity(&id)?;
+    let (public, hd) = match identity.root_fingerprint {
+        None if path.depth() > 0 => {
+            return Err(Error::InvalidArgument("a path is only for HD roots"));
+        }
+        None => (identity.public, None),
+        Some(root_fingerprint) if path.depth() == 0 => (
+            identity.public,
+            Some(HdFacts {
+                root_fingerprint,
+                ..HdFacts::default()
+            }),
+        ),
+        Some(root_fingerprint) => {
+            let derived = shared.vault.derived_identity(&id, &path)?;
+            (
+                derived.public,
+                Some(HdFacts {
+                    root_fingerprint,
+                    path: path.indices(),
+                    xpub: derived.xpub,
+                }),
+            )
+        }
+    };
     Ok(key_info(
         &shared.identity,
         &id,
         &identity.keyring_id,
-        &identity.public,
+        &public,
         &identity.policy,
         challenge,
+        hd,
     ))
 }
 

@@ -50,6 +50,7 @@ pub(super) fn sign_ethereum<B: Backend>(
     let digest = op.payload.digest();
     let (signature, _) = shared.vault.sign(
         &op.key_id,
+        &op.path,
         |current| {
             let verdict = judge(&current.policy, &op.payload)?;
             let approvers = Requirement {

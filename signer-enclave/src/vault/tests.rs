@@ -49,6 +49,7 @@ fn sign_ecdsa(
     vault
         .sign(
             id,
+            &HdPath::root(),
             |_| Ok(authorized(guard)),
             |k| K256::sign_ecdsa(k, &digest),
         )
@@ -115,6 +116,7 @@ async fn capacities_are_enforced_without_spending_the_nonce() {
         keyrings: 1,
         keys: 2,
         policies: 1,
+        derived_keys: 16,
     };
     let vault = Vault::<K256>::new(capacity);
     vault.finish_loading().unwrap();
@@ -305,11 +307,11 @@ fn clone_record(r: &SealedRecord) -> SealedRecord {
 #[test]
 fn loaded_keys_stay_small() {
     assert!(
-        size_of::<LoadedKey<K256>>() <= 96,
+        size_of::<LoadedKey<K256>>() <= 104,
         "{}",
         size_of::<LoadedKey<K256>>()
     );
-    assert!(size_of::<LoadedKey<crate::backend::Libsecp256k1>>() <= 104);
+    assert!(size_of::<LoadedKey<crate::backend::Libsecp256k1>>() <= 112);
 }
 
 #[tokio::test]
@@ -400,6 +402,7 @@ async fn signing_checks_the_policy_in_force_at_the_signature() {
     let digest = crate::backend::Digest32([5; 32]);
     let refused = vault.sign(
         &id,
+        &HdPath::root(),
         |current| {
             if current.policy.approvers.has_member(&approver_2) {
                 Ok(authorized(&guard))

@@ -18,6 +18,7 @@ fn body(
             key_id: key_id.into(),
             scheme: scheme.into(),
             payload,
+            path: Vec::new(),
         }))
         .unwrap()
 }
@@ -124,6 +125,7 @@ async fn each_bad_request_gets_its_status_and_the_service_keeps_serving() {
         .get_public_key(pb::GetPublicKeyRequest {
             key_id: "x".repeat(10_000),
             challenge: vec![],
+            path: Vec::new(),
         })
         .await
         .unwrap_err();

@@ -427,6 +427,7 @@ async fn a_hostile_host_cannot_edit_the_transaction_or_get_its_digest_signed() {
             key_id: id.clone(),
             scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
             payload: digest.to_vec(),
+            path: Vec::new(),
         }))
         .unwrap();
     let own = ApiKeyPair::generate(ApiKeyScheme::Ed25519).unwrap();
@@ -498,6 +499,7 @@ async fn malformed_ethereum_payloads_are_invalid_arguments() {
             .body(Operation::SignEthereum(pb::SignEthereumBody {
                 key_id: id.to_owned(),
                 payload: Some(payload),
+                path: Vec::new(),
             }))
             .unwrap();
         let status = raw

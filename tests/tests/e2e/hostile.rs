@@ -13,6 +13,7 @@ pub(super) fn sign_body(client: &Client, key_id: &str, digest: [u8; 32]) -> Vec<
             key_id: key_id.to_owned(),
             scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
             payload: digest.to_vec(),
+            path: Vec::new(),
         }))
         .unwrap()
 }
@@ -115,6 +116,7 @@ async fn forged_edited_replayed_and_underapproved_requests_fail() {
             key_id: id.to_owned(),
             scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
             payload: vec![8; 32],
+            path: Vec::new(),
         })),
     };
     let stale = stack.stamped(prost::Message::encode_to_vec(&stale), &[&a, &b]);
@@ -216,7 +218,11 @@ async fn substituted_public_keys_are_caught_by_the_sdk() {
         async move {
             client
                 .raw()
-                .get_public_key(pb::GetPublicKeyRequest { key_id, challenge })
+                .get_public_key(pb::GetPublicKeyRequest {
+                    key_id,
+                    challenge,
+                    path: Vec::new(),
+                })
                 .await
                 .unwrap()
                 .into_inner()

@@ -88,6 +88,7 @@ async fn appended_stamps_give_a_relay_no_authority_over_new_keys() {
             keyring_id: keyring.clone(),
             label: String::new(),
             policy: None,
+            kind: 0,
         }))
         .unwrap();
     let refused = relay

@@ -108,6 +108,7 @@ async fn a_body_dated_ahead_beyond_the_small_skew_is_refused() {
                 key_id: key.key_id.clone(),
                 scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
                 payload: vec![3; 32],
+                path: Vec::new(),
             })),
         };
         stack.stamped(body.encode_to_vec(), &[&admin_key])

@@ -168,6 +168,7 @@ fn eip191_messages_sign_to_the_published_signatures() {
         Operation::SignEthereum(pb::SignEthereumBody {
             key_id: KeyId::random().unwrap().to_string(),
             payload: Some(Payload::PersonalMessage(message)),
+            path: Vec::new(),
         })
     };
     let cases = v["sign_cases"].as_array().unwrap();
@@ -408,6 +409,7 @@ fn bodies_name_one_payload_and_a_key() {
         sign_ethereum_op(Operation::SignEthereum(pb::SignEthereumBody {
             key_id,
             payload,
+            path: Vec::new(),
         }))
     };
     let key = KeyId::random().unwrap().to_string();

@@ -34,6 +34,7 @@ fn good_sign() -> pb::SignBody {
         key_id: format!("k-{}", "ab".repeat(16)),
         scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
         payload: vec![1; 32],
+        path: Vec::new(),
     }
 }
 
@@ -243,6 +244,7 @@ fn new_keys_need_a_keyring_and_a_policy() {
                 keyring_id: keyring_id.to_owned(),
                 label,
                 policy,
+                kind: 0,
             }))
             .encode_to_vec(),
         );
