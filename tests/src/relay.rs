@@ -35,9 +35,13 @@ pub enum Method {
 /// Edits a stamped request on its way to the host.
 pub type Tamper = Arc<dyn Fn(Method, &mut pb::SignedRequest) + Send + Sync>;
 
+/// Edits a (not stamped) public-key lookup on its way to the host.
+pub type TamperLookup = Arc<dyn Fn(&mut pb::GetPublicKeyRequest) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     tamper: Option<Tamper>,
+    tamper_lookup: Option<TamperLookup>,
     seen: Vec<(Method, pb::SignedRequest)>,
 }
 
@@ -84,6 +88,14 @@ impl HostileRelay {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .tamper = tamper;
+    }
+
+    /// Sets (or clears) the hook applied to every `GetPublicKey` request from now on.
+    pub fn tamper_lookup(&self, tamper: Option<TamperLookup>) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tamper_lookup = tamper;
     }
 
     /// The stamped requests seen so far, as they arrived (before any edit).
@@ -163,10 +175,17 @@ impl SignerService for Service {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
-        self.upstream
-            .clone()
-            .get_public_key(request.into_inner())
-            .await
+        let mut request = request.into_inner();
+        let tamper = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tamper_lookup
+            .clone();
+        if let Some(tamper) = tamper {
+            tamper(&mut request);
+        }
+        self.upstream.clone().get_public_key(request).await
     }
 
     async fn list_keys(

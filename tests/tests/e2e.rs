@@ -8,6 +8,7 @@ mod e2e {
     mod api;
     mod bad_input;
     mod ethereum;
+    mod hd;
     mod hostile;
     mod hostile_authority;
     mod hostile_replay;

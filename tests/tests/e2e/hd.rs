@@ -1,0 +1,256 @@
+//! HD roots over real processes: a root created in the enclave exports a verified account xpub
+//! whose locally derived keys are exactly the keys the enclave signs with; paths outside the
+//! root's subtrees are refused for signing and for export; Ethereum rules and their daily total
+//! span every key under a root; a hostile host can neither move a signature to another path nor
+//! pass off one path's key as another's.
+
+use alloy_consensus::transaction::SignerRecoverable as _;
+use alloy_consensus::{SignableTransaction as _, TxEip1559, TxEnvelope};
+use alloy_eips::Decodable2718 as _;
+use alloy_primitives::{Address, TxKind, U256};
+use prost::Message as _;
+use signer_client::hd::{HARDENED, parse_path};
+use signer_client::pb::request_body::Operation;
+use signer_client::{Client, Error, pb, policy};
+use std::sync::Arc;
+
+use tests::{HostileRelay, Stack};
+use tonic::Code;
+
+const H: u32 = HARDENED;
+const ETHER: u64 = 1_000_000_000_000_000_000;
+
+fn status_of<T: std::fmt::Debug>(result: Result<T, Error>) -> Code {
+    match result {
+        Err(Error::Status(status)) => status.code(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn join(prefix: &[u32], rest: &[u32]) -> Vec<u32> {
+    prefix.iter().chain(rest).copied().collect()
+}
+
+async fn root(stack: &Stack, client: &Client, subtrees: &[Vec<u32>]) -> String {
+    let policy = policy::hd_root_for(&stack.admin_stamper(), subtrees).unwrap();
+    let root = client
+        .create_hd_root(&stack.keyring(), "deposits", policy)
+        .await
+        .unwrap();
+    let hd = root.hd.as_ref().unwrap();
+    assert!(hd.path.is_empty() && hd.xpub.is_none(), "{hd:?}");
+    root.key_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_xpub_derives_the_keys_the_enclave_signs_with() {
+    let stack = Stack::start("secp256k1").await;
+    let client = stack.client().await;
+    let account = parse_path("m/84'/0'/0'").unwrap();
+    assert_eq!(account, [84 | H, H, H]);
+    let id = root(&stack, &client, std::slice::from_ref(&account)).await;
+    let root_info = client.public_key(&id).await.unwrap();
+
+    let exported = client.derived_key(&id, &account).await.unwrap();
+    let hd = exported.hd.clone().unwrap();
+    let xpub = hd.xpub.unwrap();
+    assert_eq!(xpub.depth(), 3);
+    assert!(xpub.to_string().starts_with("xpub"), "{xpub}");
+    assert_eq!(hd.root_fingerprint, root_info.hd.unwrap().root_fingerprint);
+
+    for (chain, index) in [(0, 0), (0, 7), (1, 3)] {
+        let path = join(&account, &[chain, index]);
+        let local = xpub.derive(&[chain, index]).unwrap();
+        let derived = client.derived_key(&id, &path).await.unwrap();
+        assert_eq!(derived.public_key_compressed, local.to_bytes());
+        assert_eq!(derived.key_id, id);
+        let address = xpub.p2wpkh_address(chain, index, None).unwrap();
+        assert_eq!(address, bitcoin::Address::p2wpkh(&local, bitcoin::KnownHrp::Mainnet));
+
+        // Signed by that key, verified here with libsecp256k1 against the locally derived key.
+        let digest = [u8::try_from(index).unwrap() + 1; 32];
+        let sig = client.sign_digest_at(&id, &path, digest).await.unwrap();
+        let mut compact = [0; 64];
+        compact[..32].copy_from_slice(&sig.r);
+        compact[32..].copy_from_slice(&sig.s);
+        secp256k1::ecdsa::Signature::from_compact(&compact)
+            .unwrap()
+            .verify(
+                secp256k1::Message::from_digest(digest),
+                &secp256k1::PublicKey::from_slice(&local.to_bytes()).unwrap(),
+            )
+            .unwrap();
+        let schnorr = client.sign_schnorr_at(&id, &path, b"hd").await.unwrap();
+        secp256k1::schnorr::Signature::from_byte_array(schnorr.0)
+            .verify(
+                b"hd",
+                &secp256k1::XOnlyPublicKey::from_byte_array(derived.public_key_xonly).unwrap(),
+            )
+            .unwrap();
+    }
+
+    // Outside the subtree (a sibling account, the subtree's parent, another purpose): no
+    // signature and no public key. The root itself does not sign.
+    for outside in ["m/84'/0'/1'/0/0", "m/84'/0'", "m/44'/0'/0'/0/0"] {
+        let path = parse_path(outside).unwrap();
+        assert_eq!(
+            status_of(client.sign_digest_at(&id, &path, [1; 32]).await),
+            Code::PermissionDenied,
+            "{outside}"
+        );
+        assert_eq!(
+            status_of(client.derived_key(&id, &path).await),
+            Code::PermissionDenied,
+            "{outside}"
+        );
+    }
+    assert_eq!(
+        status_of(client.sign_digest(&id, [1; 32]).await),
+        Code::InvalidArgument
+    );
+    // A single key has no path.
+    let single = client.create_key(&stack.keyring(), "single").await.unwrap();
+    assert_eq!(
+        status_of(
+            client
+                .sign_digest_at(&single.key_id, &join(&account, &[0, 0]), [1; 32])
+                .await
+        ),
+        Code::InvalidArgument
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ethereum_rules_and_their_daily_total_span_every_key_under_a_root() {
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let bob = Address::repeat_byte(0xb0);
+    let account = parse_path("m/44'/60'/0'").unwrap();
+    let policy = pb::Policy {
+        schemes: vec![pb::SignatureScheme::EcdsaSecp256k1.into()],
+        ethereum: Some(pb::EthereumRules {
+            chain_ids: vec![1],
+            destinations: vec![bob.to_vec()],
+            max_value_wei: U256::from(10 * ETHER).to_be_bytes_trimmed_vec(),
+            max_value_per_day_wei: U256::from(12 * ETHER).to_be_bytes_trimmed_vec(),
+            ..Default::default()
+        }),
+        ..policy::hd_root_for(&stack.admin_stamper(), std::slice::from_ref(&account)).unwrap()
+    };
+    let id = client
+        .create_hd_root(&stack.keyring(), "eth", policy)
+        .await
+        .unwrap()
+        .key_id;
+    let send = |nonce: u64, value: u64| {
+        let tx = TxEip1559 {
+            chain_id: 1,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: 30_000_000_000,
+            max_priority_fee_per_gas: 1_000_000_000,
+            to: TxKind::Call(bob),
+            value: U256::from(value) * U256::from(ETHER),
+            access_list: Default::default(),
+            input: Default::default(),
+        };
+        let mut out = Vec::new();
+        tx.encode_for_signing(&mut out);
+        out
+    };
+    let first = join(&account, &[0, 0]);
+    let second = join(&account, &[0, 1]);
+    let signed = client
+        .sign_transaction_at(&id, &first, &send(0, 8))
+        .await
+        .unwrap();
+    // The broadcast form recovers to the derived key's address, not the root's.
+    let sender = TxEnvelope::decode_2718(&mut signed.encoded.as_slice())
+        .unwrap()
+        .recover_signer()
+        .unwrap();
+    let derived = client.derived_key(&id, &first).await.unwrap();
+    assert_eq!(sender, derived.ethereum_address.parse::<Address>().unwrap());
+    let root_address: Address = client
+        .public_key(&id)
+        .await
+        .unwrap()
+        .ethereum_address
+        .parse()
+        .unwrap();
+    assert_ne!(sender, root_address);
+
+    // Splitting across addresses does not escape the root's daily total: 8 + 5 > 12.
+    assert_eq!(
+        status_of(client.sign_transaction_at(&id, &second, &send(0, 5)).await),
+        Code::PermissionDenied
+    );
+    client
+        .sign_transaction_at(&id, &second, &send(0, 4))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_host_cannot_move_a_signature_or_a_key_to_another_path() {
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let account = parse_path("m/86'/0'/0'").unwrap();
+    let id = root(&stack, &client, std::slice::from_ref(&account)).await;
+    let mine = join(&account, &[0, 1]);
+    let other = join(&account, &[0, 2]);
+
+    // The path is inside the stamped body: editing it breaks the stamps.
+    let body = client
+        .body(Operation::Sign(pb::SignBody {
+            key_id: id.clone(),
+            scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+            payload: vec![4; 32],
+            path: mine.clone(),
+        }))
+        .unwrap();
+    let mut decoded = pb::RequestBody::decode(body.as_slice()).unwrap();
+    if let Some(Operation::Sign(sign)) = decoded.operation.as_mut() {
+        sign.path.clone_from(&other);
+    }
+    let edited = stack.stamped(decoded.encode_to_vec(), &[]);
+    let mut stamped = stack.stamped(body, &[&stack.admin_key()]);
+    stamped.body = edited.body;
+    let status = client.raw().sign(stamped).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    // A statement for one path does not pass for another: the host answers the SDK's
+    // question about `mine` with the enclave's genuine, fresh statement about `other`.
+    let relay = HostileRelay::start(&stack.address).await;
+    let through_relay = stack
+        .client_at(relay.address.clone(), Some(stack.admin_stamper()))
+        .await;
+    let swapped = other.clone();
+    relay.tamper_lookup(Some(Arc::new(move |request: &mut pb::GetPublicKeyRequest| {
+        request.path.clone_from(&swapped);
+    })));
+    match through_relay.derived_key(&id, &mine).await {
+        Err(Error::Verification(why)) => assert!(why.contains("another derivation path"), "{why}"),
+        other => panic!("a swapped path passed: {other:?}"),
+    }
+    match through_relay.sign_digest_at(&id, &mine, [6; 32]).await {
+        Err(Error::Verification(_)) => {}
+        other => panic!("signed against a swapped key: {other:?}"),
+    }
+    relay.tamper_lookup(None);
+    let honest = through_relay.derived_key(&id, &mine).await.unwrap();
+    assert_eq!(honest.hd.unwrap().path, mine);
+
+    // Depth beyond BIP-32's 255 is refused before any derivation.
+    let deep = vec![0; 256];
+    let status = client
+        .raw()
+        .get_public_key(pb::GetPublicKeyRequest {
+            key_id: id.clone(),
+            challenge: vec![1; 32],
+            path: deep,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
