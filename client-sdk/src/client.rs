@@ -6,6 +6,7 @@
 mod call;
 mod config;
 mod ethereum;
+mod import;
 mod keys;
 mod signing;
 mod stream;

@@ -71,15 +71,17 @@ pub fn config_hash(config: &[u8]) -> [u8; 32] {
 /// The HPKE associated data of a key import: everything that decides who controls the imported
 /// key. `keyring_id` as named in the body (required, at most 255 bytes), `policy` the policy's
 /// canonical encoding at version 1 (what the enclave will seal), `nonce` the body's nonce (so the
-/// ciphertext is good for exactly one request).
-pub fn import_aad(keyring_id: &str, policy: &[u8], nonce: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(IMPORT_AAD_DOMAIN.len() + 2 + keyring_id.len() + 32 + 32);
+/// ciphertext is good for exactly one request), `material` the `ImportMaterial` value (what the
+/// plaintext is, so it is read only as that).
+pub fn import_aad(keyring_id: &str, policy: &[u8], nonce: &[u8], material: u8) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(IMPORT_AAD_DOMAIN.len() + 3 + keyring_id.len() + 32 + 32);
     aad.extend_from_slice(IMPORT_AAD_DOMAIN);
     aad.push(u8::try_from(keyring_id.len()).unwrap_or(u8::MAX));
     aad.extend_from_slice(keyring_id.as_bytes());
     aad.extend_from_slice(&policy_hash(policy));
     aad.push(u8::try_from(nonce.len()).unwrap_or(u8::MAX));
     aad.extend_from_slice(nonce);
+    aad.push(material);
     aad
 }
 
@@ -108,10 +110,11 @@ mod tests {
 
     #[test]
     fn import_aad_binds_every_part() {
-        let base = import_aad("kr-1", b"policy", &[1; 16]);
-        assert_ne!(base, import_aad("kr-2", b"policy", &[1; 16]));
-        assert_ne!(base, import_aad("kr-1", b"other", &[1; 16]));
-        assert_ne!(base, import_aad("kr-1", b"policy", &[2; 16]));
+        let base = import_aad("kr-1", b"policy", &[1; 16], 0);
+        assert_ne!(base, import_aad("kr-2", b"policy", &[1; 16], 0));
+        assert_ne!(base, import_aad("kr-1", b"other", &[1; 16], 0));
+        assert_ne!(base, import_aad("kr-1", b"policy", &[2; 16], 0));
+        assert_ne!(base, import_aad("kr-1", b"policy", &[1; 16], 1));
         assert!(base.starts_with(b"signer.v1 key import aad\0\x04kr-1"));
     }
 }

@@ -12,7 +12,6 @@ use signer_proto::pb;
 use zeroize::Zeroizing;
 
 use crate::Error;
-use crate::secret::{SECRET_LEN, WalletSecret};
 
 pub(crate) use signer_proto::canonical::{
     IMPORT_INFO, KEY_STATEMENT_DOMAIN, KEYRING_STATEMENT_DOMAIN,
@@ -125,7 +124,8 @@ impl BootIdentity {
         self.sign(KEYRING_STATEMENT_DOMAIN, statement.encode_to_vec())
     }
 
-    /// Opens an imported secret: HPKE base mode with [`IMPORT_INFO`] and `aad`.
+    /// Opens an import's ciphertext: HPKE base mode with [`IMPORT_INFO`] and `aad`. The
+    /// plaintext is read by [`crate::intake::import::ImportOp::read`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if the encapsulated key or ciphertext is malformed or does not
@@ -135,23 +135,20 @@ impl BootIdentity {
         encapsulated_key: &[u8],
         ciphertext: &[u8],
         aad: &[u8],
-    ) -> Result<WalletSecret, Error> {
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         const REFUSED: Error = Error::InvalidArgument("import ciphertext does not open");
         let encapped =
             <Kem as hpke::Kem>::EncappedKey::from_bytes(encapsulated_key).map_err(|_| REFUSED)?;
-        let plaintext = Zeroizing::new(
-            hpke::single_shot_open::<Aead, Kdf, Kem>(
-                &hpke::OpModeR::Base,
-                &self.hpke_private,
-                &encapped,
-                IMPORT_INFO,
-                ciphertext,
-                aad,
-            )
-            .map_err(|_| REFUSED)?,
-        );
-        let bytes: &[u8; SECRET_LEN] = plaintext.as_slice().try_into().map_err(|_| REFUSED)?;
-        Ok(WalletSecret::from_bytes(bytes))
+        hpke::single_shot_open::<Aead, Kdf, Kem>(
+            &hpke::OpModeR::Base,
+            &self.hpke_private,
+            &encapped,
+            IMPORT_INFO,
+            ciphertext,
+            aad,
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| REFUSED)
     }
 }
 
@@ -225,7 +222,7 @@ mod tests {
         .unwrap();
         let enc = encapped.to_bytes();
         let opened = identity.open_import(&enc, &ciphertext, b"kr-1").unwrap();
-        assert_eq!(opened.expose_secret(), &secret);
+        assert_eq!(opened.as_slice(), &secret);
         assert!(identity.open_import(&enc, &ciphertext, b"kr-2").is_err());
         let mut tampered = ciphertext.clone();
         tampered[0] ^= 1;

@@ -4,4 +4,5 @@
 
 pub(crate) mod ethereum;
 pub(crate) mod host;
+pub(crate) mod import;
 pub(crate) mod stamped;

@@ -413,6 +413,36 @@ impl<B: Backend> Vault<B> {
         )
     }
 
+    /// Keeps an imported HD root (from a seed or mnemonic) as a new key in `keyring_id` under
+    /// `policy` (version 1, with HD rules), spending `authorized`.
+    ///
+    /// # Errors
+    /// As [`Vault::create_root`]; [`Error::InvalidArgument`] for a master secret that is not a
+    /// valid key.
+    pub(crate) fn import_root(
+        &self,
+        keyring_id: KeyringId,
+        label: &str,
+        policy: KeyPolicy,
+        root: &HdRoot,
+        authorized: Authorized<'_>,
+    ) -> Result<Changed, Error> {
+        self.require(Phase::Ready)?;
+        if policy.hd.is_none() {
+            return Err(Error::InvalidArgument("an HD root's policy needs hd rules"));
+        }
+        let key = B::load(root.secret())
+            .map_err(|_| Error::InvalidArgument("imported root is not a valid key"))?;
+        self.insert_new(
+            keyring_id,
+            label,
+            policy,
+            Material::Root(root),
+            key,
+            authorized,
+        )
+    }
+
     /// Keeps an imported secret as a new key in `keyring_id` under `policy` (version 1),
     /// spending `authorized`.
     ///

@@ -1,12 +1,8 @@
 //! Key administration: keyrings with admin sets, key creation under an explicit policy,
-//! attested key import, policy changes. Each reply is checked against the attested enclave's
+//! policy changes (import is in `import.rs`). Each reply is checked against the attested enclave's
 //! signed statement, and a key's policy against the one requested, before it is returned.
 
-use getrandom_sys_rng::SysRng;
-use hpke::{Deserializable as _, Serializable as _};
 use prost::Message as _;
-use rand_core::UnwrapErr;
-use signer_proto::canonical::{IMPORT_INFO, import_aad};
 use signer_proto::pb;
 use signer_proto::pb::request_body::Operation;
 
@@ -16,15 +12,8 @@ use crate::Error;
 use crate::policy;
 use crate::verify::KeyInfo;
 
-type Kem = hpke::kem::X25519HkdfSha256;
-type Kdf = hpke::kdf::HkdfSha256;
-type Aead = hpke::aead::ChaCha20Poly1305;
-
-/// The message the enclave answers an import sealed to another of its boots with.
-const OTHER_IDENTITY: &str = "import encrypted to another enclave identity; attest again";
-
 impl Client {
-    fn stamper_policy(&self) -> Result<pb::Policy, Error> {
+    pub(super) fn stamper_policy(&self) -> Result<pb::Policy, Error> {
         policy::default_for(
             self.stamper
                 .as_ref()
@@ -155,96 +144,6 @@ impl Client {
             Some(&expected),
         )
         .await
-    }
-
-    /// Imports an existing secp256k1 secret into `keyring_id` under `policy` (`None`: the
-    /// default policy): verifies a fresh attestation document (chain, PCR allow-list, nonce),
-    /// HPKE-encrypts the secret to the enclave key it carries, bound to the keyring, the policy
-    /// and this request's nonce, and sends only the ciphertext through the host. The returned
-    /// key's public key is checked against the secret's, and its policy against the one asked.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for a value that is not a secret key; service errors;
-    /// [`Error::Attestation`]; [`Error::Verification`].
-    pub async fn import_key(
-        &self,
-        keyring_id: &str,
-        label: &str,
-        policy: Option<pb::Policy>,
-        secret: &[u8; 32],
-    ) -> Result<KeyInfo, Error> {
-        let expected_public = k256::SecretKey::from_slice(secret)
-            .map_err(|_| Error::InvalidArgument("not a valid secp256k1 secret key"))?
-            .public_key();
-        let policy = match policy {
-            Some(policy) => policy,
-            None => self.stamper_policy()?,
-        };
-        let sealed_policy = policy::canonical(&policy, 1)?.encode_to_vec();
-        let mut identity = self.enclave_identity(true).await?;
-        // Twice at most: once more after the enclave restarted under a new identity.
-        let mut outcome = None;
-        for _ in 0..2 {
-            let recipient = <Kem as hpke::Kem>::PublicKey::from_bytes(&identity.hpke_public_key)
-                .map_err(|_| Error::Attestation("malformed enclave HPKE key"))?;
-            let make = || {
-                let fields = self.replay_fields()?;
-                let aad = import_aad(keyring_id, &sealed_policy, &fields.nonce);
-                let (encapped, ciphertext) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(
-                    &hpke::OpModeS::Base,
-                    &recipient,
-                    IMPORT_INFO,
-                    secret,
-                    &aad,
-                    &mut UnwrapErr(SysRng),
-                )
-                .map_err(|_| Error::Attestation("enclave HPKE key unusable"))?;
-                let operation = Operation::ImportKey(pb::ImportKeyBody {
-                    keyring_id: keyring_id.to_owned(),
-                    label: label.to_owned(),
-                    policy: Some(policy.clone()),
-                    hpke_public_key: identity.hpke_public_key.to_vec(),
-                    encapsulated_key: encapped.to_bytes().to_vec(),
-                    ciphertext,
-                });
-                self.stamp(Self::encode_body(&fields, operation))
-            };
-            let attempt = self
-                .call(Fresh::WhenExpired, make, |mut c, r| async move {
-                    c.import_key(r).await
-                })
-                .await;
-            match attempt {
-                Err(Error::Status(status)) if status.message() == OTHER_IDENTITY => {
-                    identity = self.enclave_identity(true).await?;
-                    outcome = Some(Err(Error::Status(status)));
-                }
-                other => {
-                    outcome = Some(other);
-                    break;
-                }
-            }
-        }
-        let (response, request) =
-            outcome.unwrap_or(Err(Error::Attestation("import not attempted")))?;
-        let info = self
-            .checked_key(
-                response.key,
-                &body_hash(&request.body),
-                None,
-                Some(&sealed_policy),
-            )
-            .await?;
-        let compressed = k256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(
-            expected_public.as_affine(),
-            true,
-        );
-        if compressed.as_bytes() != info.public_key_compressed {
-            return Err(Error::Verification(
-                "imported key's public key is not the secret's",
-            ));
-        }
-        Ok(info)
     }
 
     /// Replaces a key's policy. The client's API keys must satisfy the current policy's admin

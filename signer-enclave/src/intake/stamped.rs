@@ -110,7 +110,7 @@ pub(crate) fn open<'r>(
     ))
 }
 
-const WRONG_OPERATION: Error = Error::InvalidArgument("body is for another operation");
+pub(super) const WRONG_OPERATION: Error = Error::InvalidArgument("body is for another operation");
 
 /// A validated sign request.
 #[derive(Debug)]
@@ -186,7 +186,7 @@ pub(crate) struct CreateOp {
     pub kind: pb::KeyKind,
 }
 
-fn create_op(
+pub(super) fn create_op(
     keyring_id: &str,
     label: String,
     policy: Option<&pb::Policy>,
@@ -224,57 +224,6 @@ pub(crate) fn create_key_op(operation: Operation) -> Result<CreateOp, Error> {
         body.policy.as_ref(),
         body.kind,
     )
-}
-
-/// A validated import request.
-#[derive(Debug)]
-pub(crate) struct ImportOp {
-    /// Keyring, label and policy.
-    pub create: CreateOp,
-    /// The HPKE key the client encrypted to.
-    pub hpke_public_key: Vec<u8>,
-    /// HPKE encapsulated key.
-    pub encapsulated_key: Vec<u8>,
-    /// HPKE ciphertext of the secret.
-    pub ciphertext: Vec<u8>,
-}
-
-impl ImportOp {
-    /// The HPKE associated data this import must have been sealed with: the keyring, the
-    /// canonical policy the key will get, and the body's nonce.
-    pub(crate) fn aad(&self, nonce: &[u8]) -> Vec<u8> {
-        signer_proto::canonical::import_aad(
-            &self.create.keyring_id.to_string(),
-            &self.create.policy.encode(),
-            nonce,
-        )
-    }
-}
-
-/// Validates an `ImportKeyBody`.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] naming the first problem found.
-pub(crate) fn import_key_op(operation: Operation) -> Result<ImportOp, Error> {
-    let Operation::ImportKey(body) = operation else {
-        return Err(WRONG_OPERATION);
-    };
-    if body.encapsulated_key.len() != 32 || body.ciphertext.len() != 48 {
-        return Err(Error::InvalidArgument(
-            "import ciphertext has the wrong size",
-        ));
-    }
-    Ok(ImportOp {
-        create: create_op(
-            &body.keyring_id,
-            body.label,
-            body.policy.as_ref(),
-            pb::KeyKind::Secp256k1.into(),
-        )?,
-        hpke_public_key: body.hpke_public_key,
-        encapsulated_key: body.encapsulated_key,
-        ciphertext: body.ciphertext,
-    })
 }
 
 /// Validates a `CreateKeyringBody`.

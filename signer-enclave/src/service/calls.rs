@@ -13,6 +13,7 @@ use crate::auth::Requirement;
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::identity::BootIdentity;
+use crate::intake::import::{self, Imported};
 use crate::intake::stamped::{self, SignKind};
 use crate::keyinfo::{HdFacts, key_info};
 use crate::provider::KeyWrapper;
@@ -176,7 +177,7 @@ pub(super) fn import_key<B: Backend>(
 ) -> Result<pb::EnclaveCreateKeyResponse, Error> {
     let now = replay::now_ms();
     let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
-    let op = stamped::import_key_op(operation)?;
+    let op = import::import_key_op(operation)?;
     if op.hpke_public_key.as_slice() != shared.identity.hpke_public().as_slice() {
         // Encrypted to another boot of the enclave (or to someone else): it cannot open here.
         return Err(Error::InvalidArgument(
@@ -190,21 +191,31 @@ pub(super) fn import_key<B: Backend>(
         refusal: KEYRING_ADMINS,
     };
     let authorized = auth.authorize(&[requirement], &shared.guard, now)?;
-    // A ciphertext lifted from another request (other keyring, policy or nonce) does not open;
-    // the refusal drops `authorized` and so spends nothing.
-    let secret =
+    // A ciphertext lifted from another request (other keyring, policy, nonce or material) does
+    // not open; the refusal drops `authorized` and so spends nothing.
+    let plaintext =
         shared
             .identity
             .open_import(&op.encapsulated_key, &op.ciphertext, &op.aad(auth.nonce()))?;
+    let material = op.read(&plaintext)?;
+    drop(plaintext);
     let create = op.create;
-    let imported = shared.vault.import_key(
-        create.keyring_id,
-        &create.label,
-        create.policy,
-        &secret,
-        authorized,
-    )?;
-    drop(secret);
+    let imported = match material {
+        Imported::Key(secret) => shared.vault.import_key(
+            create.keyring_id,
+            &create.label,
+            create.policy,
+            &secret,
+            authorized,
+        )?,
+        Imported::Root(root) => shared.vault.import_root(
+            create.keyring_id,
+            &create.label,
+            create.policy,
+            &root,
+            authorized,
+        )?,
+    };
     tracing::info!(key_id = %imported.record.key_id, keyring = %imported.record.keyring_id, "key imported");
     Ok(changed_reply(shared, imported))
 }

@@ -14,6 +14,7 @@ use signer_client::pb::request_body::Operation;
 use signer_client::{Client, Error, pb, policy};
 use std::sync::Arc;
 
+use tests::relay::Method;
 use tests::{HostileRelay, Stack};
 use tonic::Code;
 
@@ -65,7 +66,10 @@ async fn account_xpub_derives_the_keys_the_enclave_signs_with() {
         assert_eq!(derived.public_key_compressed, local.to_bytes());
         assert_eq!(derived.key_id, id);
         let address = xpub.p2wpkh_address(chain, index, None).unwrap();
-        assert_eq!(address, bitcoin::Address::p2wpkh(&local, bitcoin::KnownHrp::Mainnet));
+        assert_eq!(
+            address,
+            bitcoin::Address::p2wpkh(&local, bitcoin::KnownHrp::Mainnet)
+        );
 
         // Signed by that key, verified here with libsecp256k1 against the locally derived key.
         let digest = [u8::try_from(index).unwrap() + 1; 32];
@@ -226,9 +230,11 @@ async fn a_hostile_host_cannot_move_a_signature_or_a_key_to_another_path() {
         .client_at(relay.address.clone(), Some(stack.admin_stamper()))
         .await;
     let swapped = other.clone();
-    relay.tamper_lookup(Some(Arc::new(move |request: &mut pb::GetPublicKeyRequest| {
-        request.path.clone_from(&swapped);
-    })));
+    relay.tamper_lookup(Some(Arc::new(
+        move |request: &mut pb::GetPublicKeyRequest| {
+            request.path.clone_from(&swapped);
+        },
+    )));
     match through_relay.derived_key(&id, &mine).await {
         Err(Error::Verification(why)) => assert!(why.contains("another derivation path"), "{why}"),
         other => panic!("a swapped path passed: {other:?}"),
@@ -253,4 +259,147 @@ async fn a_hostile_host_cannot_move_a_signature_or_a_key_to_another_path() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+fn vectors(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/vectors")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_seeds_and_mnemonics_make_the_roots_the_bips_give() {
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let admin = stack.admin_stamper();
+
+    // BIP-32 test vector 1, imported as a seed: the enclave's xpubs are the vector's.
+    let bip32 = vectors("bip32_vectors.json");
+    let vector = &bip32["vectors"][0];
+    let seed = hex::decode(vector["seed_hex"].as_str().unwrap()).unwrap();
+    let chains = vector["chains"].as_array().unwrap();
+    let first = &chains[1];
+    let account: Vec<u32> = serde_json::from_value(first["indices"].clone()).unwrap();
+    let policy = policy::hd_root_for(&admin, std::slice::from_ref(&account)).unwrap();
+    let root = client
+        .import_hd_seed(&stack.keyring(), "vector 1", policy, &seed)
+        .await
+        .unwrap();
+    for chain in &chains[1..3] {
+        let path: Vec<u32> = serde_json::from_value(chain["indices"].clone()).unwrap();
+        let derived = client.derived_key(&root.key_id, &path).await.unwrap();
+        assert_eq!(
+            derived.hd.unwrap().xpub.unwrap().to_string(),
+            chain["xpub"].as_str().unwrap(),
+            "{}",
+            chain["path"]
+        );
+    }
+
+    // BIP-84's mnemonic: the account key is the vector's (which BIP-84 writes as a zpub), and
+    // its addresses, derived here from the exported xpub, are the vector's.
+    let bip84 = vectors("bip84_bip86_vectors.json")["bip84"].clone();
+    let account = parse_path("m/84'/0'/0'").unwrap();
+    let policy = policy::hd_root_for(&admin, std::slice::from_ref(&account)).unwrap();
+    let root = client
+        .import_mnemonic(
+            &stack.keyring(),
+            "bip84",
+            policy,
+            bip84[0]["mnemonic"].as_str().unwrap(),
+            "",
+        )
+        .await
+        .unwrap();
+    let exported = client.derived_key(&root.key_id, &account).await.unwrap();
+    let xpub = exported.hd.unwrap().xpub.unwrap();
+    let zpub: signer_client::hd::AccountXpub = bip84[1]["xpub"].as_str().unwrap().parse().unwrap();
+    assert_eq!(xpub.public_key(), zpub.public_key());
+    for (entry, (chain, index)) in
+        bip84.as_array().unwrap()[2..]
+            .iter()
+            .zip([(0, 0), (0, 1), (1, 0)])
+    {
+        assert_eq!(
+            xpub.p2wpkh_address(chain, index, None).unwrap().to_string(),
+            entry["address"].as_str().unwrap()
+        );
+    }
+
+    // Malformed material is refused in the SDK before anything is sent.
+    let policy = policy::hd_root_for(&admin, std::slice::from_ref(&account)).unwrap();
+    assert!(matches!(
+        client
+            .import_mnemonic(&stack.keyring(), "x", policy.clone(), "abandon about", "")
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        client
+            .import_hd_seed(&stack.keyring(), "x", policy, &[1; 20])
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_seed_cannot_be_read_as_another_material() {
+    let stack = Stack::start("k256").await;
+    stack.client().await; // creates the keyring
+    let relay = HostileRelay::start(&stack.address).await;
+    // The relay keeps the import to itself: what reaches the host is garbage.
+    relay.tamper(Some(Arc::new(|method, request| {
+        if method == Method::ImportKey {
+            request.body = vec![0xff; 8];
+        }
+    })));
+    let client = stack
+        .client_at(relay.address.clone(), Some(stack.admin_stamper()))
+        .await;
+    let account = parse_path("m/84'/0'/0'").unwrap();
+    let policy = policy::hd_root_for(&stack.admin_stamper(), &[account]).unwrap();
+    assert!(
+        client
+            .import_hd_seed(&stack.keyring(), "x", policy, &[0x42; 64])
+            .await
+            .is_err()
+    );
+    let original = relay.seen(Method::ImportKey).pop().unwrap();
+    // Even with a keyring admin's stamps (a fresh nonce would be one more edit), the 64 bytes
+    // sealed as a seed do not open as a mnemonic or as a secret: the form is bound into the
+    // ciphertext, not only into the stamped body.
+    let mut host = relay.host();
+    for (material, message) in [
+        (
+            pb::ImportMaterial::Mnemonic,
+            "import ciphertext does not open",
+        ),
+        (
+            pb::ImportMaterial::Secret,
+            "import ciphertext has the wrong size",
+        ),
+    ] {
+        let mut body = pb::RequestBody::decode(original.body.as_slice()).unwrap();
+        if let Some(Operation::ImportKey(import)) = body.operation.as_mut() {
+            import.material = material.into();
+        }
+        let status = host
+            .import_key(stack.stamped(body.encode_to_vec(), &[&stack.admin_key()]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::InvalidArgument, message)
+        );
+    }
+    // The request as sent imports the root.
+    let key = host
+        .import_key(original)
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(key.kind, i32::from(pb::KeyKind::HdRoot));
 }
