@@ -3,6 +3,7 @@
 //! `verified` (identity, key statements, policy versions), `keys` (administration), `signing`,
 //! `ethereum` and `stream`.
 
+mod bitcoin;
 mod call;
 mod config;
 mod ethereum;

@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod attestation;
+pub mod bitcoin;
 mod client;
 mod error;
 pub mod ethereum;

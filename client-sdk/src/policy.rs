@@ -36,6 +36,7 @@ pub fn default_for(stamper: &Stamper) -> Result<pb::Policy, Error> {
         admin_threshold: 1,
         ethereum: None,
         hd: None,
+        bitcoin: None,
     })
 }
 

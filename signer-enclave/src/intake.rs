@@ -5,4 +5,5 @@
 pub(crate) mod ethereum;
 pub(crate) mod host;
 pub(crate) mod import;
+pub(crate) mod psbt;
 pub(crate) mod stamped;

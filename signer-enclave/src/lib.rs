@@ -13,6 +13,7 @@ pub(crate) mod intake;
 pub(crate) mod keyinfo;
 pub mod policy;
 pub mod provider;
+pub(crate) mod psbt;
 pub(crate) mod ratelimit;
 pub mod replay;
 pub mod seal;

@@ -7,9 +7,11 @@ use signer_proto::pb;
 use crate::Error;
 use crate::stamp::{ApiKeyId, Approvals};
 
+pub mod bitcoin;
 pub mod ethereum;
 pub mod hd;
 
+pub use bitcoin::BitcoinRules;
 pub use ethereum::EthereumRules;
 pub use hd::HdRules;
 
@@ -131,6 +133,8 @@ pub struct KeyPolicy {
     pub ethereum: Option<EthereumRules>,
     /// For HD roots (and only for them): where under the root keys may be used.
     pub hd: Option<HdRules>,
+    /// For HD roots: rules on Bitcoin transactions, if any.
+    pub bitcoin: Option<BitcoinRules>,
 }
 
 impl KeyPolicy {
@@ -168,9 +172,18 @@ impl KeyPolicy {
             ));
         }
         let hd = policy.hd.as_ref().map(HdRules::parse).transpose()?;
+        let bitcoin = policy
+            .bitcoin
+            .as_ref()
+            .map(BitcoinRules::parse)
+            .transpose()?;
+        if bitcoin.is_some() && hd.is_none() {
+            return Err(Error::InvalidArgument("bitcoin rules are for HD roots"));
+        }
         Ok(Self {
             ethereum,
             hd,
+            bitcoin,
             version: policy.version,
             approvers,
             schemes,
@@ -201,6 +214,7 @@ impl KeyPolicy {
             admin_threshold: self.admins.threshold_u32(),
             ethereum: self.ethereum.as_ref().map(EthereumRules::to_proto),
             hd: self.hd.as_ref().map(HdRules::to_proto),
+            bitcoin: self.bitcoin.as_ref().map(BitcoinRules::to_proto),
         }
         .encode_to_vec()
     }
@@ -220,15 +234,17 @@ impl KeyPolicy {
         if !self.allows(scheme) {
             return Err(Error::Denied("scheme not allowed by the key's policy"));
         }
-        match &self.ethereum {
-            Some(rules)
-                if scheme == pb::SignatureScheme::EcdsaSecp256k1
-                    && !rules.allows_blind_signing() =>
-            {
-                Err(Error::Refused("blind signing not allowed"))
-            }
-            _ => Ok(()),
+        let ethereum_closed = self.ethereum.as_ref().is_some_and(|rules| {
+            scheme == pb::SignatureScheme::EcdsaSecp256k1 && !rules.allows_blind_signing()
+        });
+        let bitcoin_closed = self
+            .bitcoin
+            .as_ref()
+            .is_some_and(|rules| !rules.allows_blind_signing());
+        if ethereum_closed || bitcoin_closed {
+            return Err(Error::Refused("blind signing not allowed"));
         }
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ use signer_proto::pb::enclave_service_server::EnclaveService;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
+mod bitcoin;
 mod calls;
 mod ethereum;
 mod load;
@@ -246,6 +247,15 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         ethereum::sign_ethereum(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("SignEthereum", e))
+    }
+
+    async fn sign_psbt(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignPsbtResponse>, Status> {
+        bitcoin::sign_psbt(&self.shared, request.get_ref())
+            .map(Response::new)
+            .map_err(|e| status("SignPsbt", e))
     }
 
     async fn attest(

@@ -1,4 +1,5 @@
-//! Rolling 24-hour spend totals per key and asset, for the Ethereum rules' daily limits. Kept in
+//! Rolling 24-hour spend totals per key and asset, for the Ethereum and Bitcoin rules' daily
+//! limits. Kept in
 //! enclave RAM in 15-minute buckets: a spend counts against the limit for between 24 h and
 //! 24 h 15 min after it was signed. Totals start at zero when the enclave starts (documented in
 //! SPEC.md: a restart forgets them) and survive policy changes.
@@ -62,6 +63,7 @@ impl SpendLedger {
                 return Err(Error::Refused(match spend.asset {
                     Asset::Wei => "daily value limit reached",
                     Asset::Token(_) => "daily token limit reached",
+                    Asset::Satoshi => "daily bitcoin limit reached",
                 }));
             }
         }

@@ -665,6 +665,38 @@ impl<B: Backend> Vault<B> {
         Ok((sign(key), committed))
     }
 
+    /// For an operation that signs with several keys under one HD root (a PSBT): the keys at
+    /// `paths`, each checked against the root's current HD rules, handed with the current
+    /// policy to `act`, which judges, signs and authorises; the nonce is spent only when `act`
+    /// succeeds.
+    ///
+    /// # Errors
+    /// As [`Vault::sign`]; [`Error::InvalidArgument`] for a key that is not a root; whatever
+    /// `act` returns.
+    pub(crate) fn with_keys<'g, T>(
+        &self,
+        key_id: &KeyId,
+        paths: &[HdPath],
+        act: impl FnOnce(&PolicyEntry, &[Arc<B::Key>]) -> Result<(T, Authorized<'g>), Error>,
+    ) -> Result<(T, Committed), Error> {
+        self.require(Phase::Ready)?;
+        let keys = read(&self.keys);
+        let loaded = keys.get(key_id).ok_or(Error::KeyNotFound)?;
+        let policy = read(&self.policies).get(loaded.policy);
+        if loaded.chain.is_none() {
+            return Err(Error::InvalidArgument("not an HD root"));
+        }
+        let derived = paths
+            .iter()
+            .map(|path| {
+                self.at_path(key_id, loaded, &policy, path)?
+                    .ok_or(Error::Internal)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (value, authorized) = act(&policy, &derived)?;
+        Ok((value, authorized.commit()))
+    }
+
     /// The key at `path` under a root (from the cache, or derived and cached), after checking
     /// the path against the root's current HD rules; `None` for a single key and no path.
     fn at_path(

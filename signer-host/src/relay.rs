@@ -287,6 +287,15 @@ impl SignerService for Relay {
             .map(Response::new)
     }
 
+    async fn sign_psbt(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignPsbtResponse>, Status> {
+        self.forward(request, |mut e, r| async move { e.sign_psbt(r).await })
+            .await
+            .map(Response::new)
+    }
+
     async fn attest(
         &self,
         request: Request<pb::AttestRequest>,

@@ -30,6 +30,8 @@ pub enum Method {
     Sign,
     /// `SignEthereum`.
     SignEthereum,
+    /// `SignPsbt`.
+    SignPsbt,
 }
 
 /// Edits a stamped request on its way to the host.
@@ -209,6 +211,14 @@ impl SignerService for Service {
     ) -> Result<Response<pb::SignEthereumResponse>, Status> {
         let request = self.edit(Method::SignEthereum, request.into_inner());
         self.upstream.clone().sign_ethereum(request).await
+    }
+
+    async fn sign_psbt(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignPsbtResponse>, Status> {
+        let request = self.edit(Method::SignPsbt, request.into_inner());
+        self.upstream.clone().sign_psbt(request).await
     }
 
     type SignStreamStream = Answers;

@@ -139,6 +139,12 @@ impl<B: Backend> SignerService for SignServer<B> {
     ) -> Result<Response<pb::SignEthereumResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+    async fn sign_psbt(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignPsbtResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     async fn attest(
         &self,
         _: Request<pb::AttestRequest>,
@@ -219,6 +225,12 @@ impl SignerService for Relay {
         &self,
         _: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignEthereumResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn sign_psbt(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignPsbtResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
     async fn attest(

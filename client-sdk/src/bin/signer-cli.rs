@@ -273,6 +273,7 @@ impl PolicyArgs {
             admins,
             admin_threshold,
             hd: None,
+            bitcoin: None,
             ethereum: self
                 .ethereum_rules
                 .as_ref()

@@ -29,6 +29,8 @@ pub enum Asset {
     Wei,
     /// An ERC-20 token, by contract, in token units.
     Token(Address),
+    /// Bitcoin, in satoshis (an HD root's `BitcoinRules`).
+    Satoshi,
 }
 
 /// An amount to add to a daily total, and the limit that total may not pass.

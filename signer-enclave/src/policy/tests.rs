@@ -21,6 +21,7 @@ fn two_of_three() -> pb::Policy {
         admin_threshold: 1,
         ethereum: None,
         hd: None,
+        bitcoin: None,
     }
 }
 
