@@ -40,10 +40,14 @@ pub type Tamper = Arc<dyn Fn(Method, &mut pb::SignedRequest) + Send + Sync>;
 /// Edits a (not stamped) public-key lookup on its way to the host.
 pub type TamperLookup = Arc<dyn Fn(&mut pb::GetPublicKeyRequest) + Send + Sync>;
 
+/// Edits a signed PSBT on its way back to the SDK.
+pub type TamperPsbtReply = Arc<dyn Fn(&mut pb::SignPsbtResponse) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     tamper: Option<Tamper>,
     tamper_lookup: Option<TamperLookup>,
+    tamper_psbt_reply: Option<TamperPsbtReply>,
     seen: Vec<(Method, pb::SignedRequest)>,
 }
 
@@ -98,6 +102,14 @@ impl HostileRelay {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .tamper_lookup = tamper;
+    }
+
+    /// Sets (or clears) the hook applied to every `SignPsbt` answer from now on.
+    pub fn tamper_psbt_reply(&self, tamper: Option<TamperPsbtReply>) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tamper_psbt_reply = tamper;
     }
 
     /// The stamped requests seen so far, as they arrived (before any edit).
@@ -218,7 +230,17 @@ impl SignerService for Service {
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignPsbtResponse>, Status> {
         let request = self.edit(Method::SignPsbt, request.into_inner());
-        self.upstream.clone().sign_psbt(request).await
+        let mut reply = self.upstream.clone().sign_psbt(request).await?;
+        let tamper = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tamper_psbt_reply
+            .clone();
+        if let Some(tamper) = tamper {
+            tamper(reply.get_mut());
+        }
+        Ok(reply)
     }
 
     type SignStreamStream = Answers;

@@ -7,6 +7,7 @@
 mod e2e {
     mod api;
     mod bad_input;
+    mod bitcoin;
     mod ethereum;
     mod hd;
     mod hostile;

@@ -27,6 +27,11 @@ impl Client {
             ));
         }
         let bytes = psbt.serialize();
+        if bytes.len() > signer_proto::MAX_BODY_BYTES {
+            return Err(Error::InvalidArgument(
+                "PSBT larger than a request body may be (64 KiB)",
+            ));
+        }
         let (reply, _) = self
             .call(
                 Fresh::EveryAttempt,
