@@ -27,6 +27,19 @@ pub fn parse_path(text: &str) -> Result<Vec<u32>, Error> {
     Ok(path.into_iter().map(|&child| u32::from(child)).collect())
 }
 
+/// Writes a path the BIP-32 way (`m/84'/0'/0'`), hardened indices with `'`.
+pub fn format_path(indices: &[u32]) -> String {
+    let mut text = String::from("m");
+    for &index in indices {
+        if index >= HARDENED {
+            text.push_str(&format!("/{}'", index - HARDENED));
+        } else {
+            text.push_str(&format!("/{index}"));
+        }
+    }
+    text
+}
+
 /// Serialised length of an extended key (BIP-32).
 const XKEY_LEN: usize = 78;
 /// The hardened bit of a child index (BIP-32: indices from 2^31 are hardened); an
@@ -44,6 +57,22 @@ pub enum XpubVersion {
     Zpub,
     /// Testnet, BIP-84 native SegWit (`vpub`, SLIP-132).
     Vpub,
+}
+
+impl FromStr for XpubVersion {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "xpub" => Ok(Self::Xpub),
+            "tpub" => Ok(Self::Tpub),
+            "zpub" => Ok(Self::Zpub),
+            "vpub" => Ok(Self::Vpub),
+            _ => Err(Error::InvalidArgument(
+                "an xpub version is xpub, tpub, zpub or vpub",
+            )),
+        }
+    }
 }
 
 impl XpubVersion {
@@ -201,6 +230,16 @@ impl AccountXpub {
             None,
             hrp.unwrap_or(self.hrp()),
         ))
+    }
+
+    /// The same key written with `version` (`xpub` as `zpub` or, for a test network's account,
+    /// `vpub`). The enclave exports `xpub`; the version only says which network addresses
+    /// default to, and the key and chain code stay as they are.
+    pub fn with_version(&self, version: XpubVersion) -> Self {
+        Self {
+            xpub: self.xpub,
+            version,
+        }
     }
 
     fn hrp(&self) -> KnownHrp {

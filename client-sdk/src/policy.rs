@@ -7,8 +7,10 @@ use signer_proto::pb;
 
 use crate::Error;
 
+mod bitcoin;
 mod ethereum;
 use crate::stamper::{Stamper, api_key_text, parse_api_key};
+pub use bitcoin::BitcoinRulesJson;
 pub use ethereum::{ContractCallJson, DomainJson, EthereumRulesJson, TierJson, TokenJson};
 
 /// The policy [`crate::Client::create_key`] gives a new key: the stamper's API keys approve
@@ -106,7 +108,7 @@ pub fn serialize<S: serde::Serializer>(
             _ => "unknown",
         })
         .collect();
-    let mut out = serializer.serialize_struct("Policy", 8)?;
+    let mut out = serializer.serialize_struct("Policy", 10)?;
     out.serialize_field("version", &policy.version)?;
     out.serialize_field("approvers", &keys(&policy.approvers))?;
     out.serialize_field("threshold", &policy.threshold)?;
@@ -120,6 +122,20 @@ pub fn serialize<S: serde::Serializer>(
     out.serialize_field(
         "ethereum",
         &policy.ethereum.as_ref().map(EthereumRulesJson::from),
+    )?;
+    let subtrees: Option<Vec<String>> = policy.hd.as_ref().map(|hd| {
+        hd.subtrees
+            .iter()
+            .map(|path| crate::hd::format_path(&path.indices))
+            .collect()
+    });
+    out.serialize_field("hd_subtrees", &subtrees)?;
+    out.serialize_field(
+        "bitcoin",
+        &policy
+            .bitcoin
+            .as_ref()
+            .map(|rules| BitcoinRulesJson::from_proto(rules, None)),
     )?;
     out.end()
 }

@@ -345,6 +345,41 @@ impl Stack {
         client
     }
 
+    /// Runs `signer-cli` against this stack with its admin key; the JSON it printed, or its
+    /// error. A blocking call: run it in `tokio::task::block_in_place`.
+    ///
+    /// # Panics
+    /// If `signer-cli` is not built (`scripts/test` builds it) or prints no JSON.
+    pub fn cli(&self, args: &[&str]) -> Result<serde_json::Value, serde_json::Value> {
+        let binary = bin_dir().join("signer-cli");
+        assert!(
+            binary.exists(),
+            "signer-cli is not built (scripts/test builds it)"
+        );
+        let pcr0 = {
+            let binary = std::fs::read(&self.enclave_binary).expect("enclave binary");
+            hex::encode(<sha2::Sha384 as sha2::Digest>::digest(&binary))
+        };
+        let dir = self.dir.path();
+        let output = Command::new(binary)
+            .arg(format!("--endpoint={}", self.address))
+            .arg(format!("--deployment-id={}", self.deployment_id))
+            .arg(format!(
+                "--api-key={}",
+                dir.join("admin-api-key.pem").display()
+            ))
+            .arg(format!("--dev-root={}", dir.join("dev-root.der").display()))
+            .arg(format!("--allow-pcr0={pcr0}"))
+            .args(args)
+            .output()
+            .expect("signer-cli runs");
+        if output.status.success() {
+            Ok(serde_json::from_slice(&output.stdout).expect("signer-cli prints JSON"))
+        } else {
+            Err(serde_json::from_slice(&output.stderr).expect("signer-cli prints JSON errors"))
+        }
+    }
+
     /// The keyring [`Stack::client`] created.
     ///
     /// # Panics

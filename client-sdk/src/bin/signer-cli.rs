@@ -1,5 +1,8 @@
 //! `signer-cli`: the SDK's calls from the command line, printing JSON.
 
+#[path = "signer-cli/hd.rs"]
+mod hd;
+
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use signer_client::attestation::{AttestationPolicy, TrustAnchor};
@@ -205,6 +208,8 @@ enum Command {
         #[arg(long)]
         message: String,
     },
+    #[command(flatten)]
+    Hd(hd::HdCommand),
 }
 
 /// A key policy from the command line. Without --approver the --api-key(s) approve; without
@@ -506,6 +511,7 @@ async fn command(
             let signature = client.sign_schnorr(key, &message).await?;
             json!({ "key_id": key, "signature": hex::encode(signature.0) })
         }
+        Command::Hd(command) => hd::run(command, client, own_keys).await?,
     };
     Ok(value)
 }

@@ -146,3 +146,35 @@ fn private_keys_testnet_forms_and_garbage() {
         .expect("address");
     assert!(regtest.to_string().starts_with("bcrt1p"), "{regtest}");
 }
+
+#[test]
+fn paths_format_back_to_what_parses() {
+    for text in ["m", "m/84'/0'/0'", "m/0/1/2147483647'", "m/44'/60'/0'/0/7"] {
+        assert_eq!(format_path(&parse_path(text).unwrap()), text);
+    }
+    assert_eq!(format_path(&[HARDENED | 84, 5]), "m/84'/5");
+}
+
+#[test]
+fn versions_rewrite_the_prefix_and_the_default_network_only() {
+    // BIP-84's account key, as a zpub and as the xpub the service exports.
+    let zpub: AccountXpub = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs".parse().unwrap();
+    let xpub = zpub.with_version(XpubVersion::Xpub);
+    assert_eq!(xpub.public_key(), zpub.public_key());
+    assert!(xpub.to_string().starts_with("xpub"));
+    assert_eq!(xpub.with_version(XpubVersion::Zpub), zpub);
+    let vpub = zpub.with_version(XpubVersion::Vpub);
+    assert!(vpub.to_string().starts_with("vpub"));
+    assert!(
+        vpub.p2wpkh_address(0, 0, None)
+            .unwrap()
+            .to_string()
+            .starts_with("tb1")
+    );
+    assert_eq!(
+        zpub.p2wpkh_address(0, 0, None).unwrap().to_string(),
+        "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
+    );
+    assert_eq!("vpub".parse::<XpubVersion>().unwrap(), XpubVersion::Vpub);
+    assert!("ypub".parse::<XpubVersion>().is_err());
+}

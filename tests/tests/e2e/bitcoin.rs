@@ -508,3 +508,116 @@ async fn malformed_psbts_are_invalid_argument() {
     // The honest PSBT beside them signs.
     client.sign_psbt(&id, &good).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_a_root_exports_xpubs_derives_addresses_and_signs_psbts() {
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let keyring = stack.keyring();
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let alice =
+        bitcoin::Address::from_script(&Foreign::new(ALICE).script(), bitcoin::Network::Testnet)
+            .unwrap();
+    let rules = write(
+        "rules.json",
+        serde_json::json!({
+            "network": "testnet", "destinations": [alice.to_string()],
+            "max_sat_per_tx": 1_000_000, "max_sat_per_day": 1_500_000,
+            "max_fee_sat": 20_000, "max_fee_rate_sat_per_vb": 50
+        })
+        .to_string(),
+    );
+    let cli = |args: &[&str]| tokio::task::block_in_place(|| stack.cli(args));
+    let root = cli(&[
+        "create-hd-root",
+        "--keyring",
+        &keyring,
+        "--label",
+        "cli",
+        "--subtree",
+        "m/84'/1'/0'",
+        "--subtree",
+        "m/49'/1'/0'",
+        "--subtree",
+        "m/86'/1'/0'",
+        "--bitcoin-rules",
+        &rules,
+    ])
+    .unwrap();
+    let id = root["key_id"].as_str().unwrap().to_owned();
+    // The policy shows the destination as the script the enclave holds (no network is sealed).
+    assert_eq!(
+        root["policy"]["bitcoin"]["destinations"][0],
+        alice.script_pubkey().to_hex_string()
+    );
+
+    // The account xpub, as vpub (BIP-84 testnet), and an address derived from it offline is the
+    // one the SDK's wallet pays.
+    let xpub = cli(&[
+        "xpub",
+        "--root",
+        &id,
+        "--path",
+        "m/84'/1'/0'",
+        "--version",
+        "vpub",
+    ])
+    .unwrap();
+    let vpub = xpub["xpub"].as_str().unwrap().to_owned();
+    assert!(vpub.starts_with("vpub"), "{vpub}");
+    let wallet = Wallet::open(&client, &id).await;
+    let address = cli(&[
+        "derive-address",
+        "--xpub",
+        &vpub,
+        "--chain",
+        "0",
+        "--index",
+        "3",
+    ])
+    .unwrap();
+    let expected = bitcoin::Address::from_script(
+        &wallet.script(Kind::P2wpkh, 0, 3),
+        bitcoin::Network::Testnet,
+    )
+    .unwrap();
+    assert_eq!(address["address"], expected.to_string());
+    assert_eq!(
+        cli(&["xpub", "--root", &id, "--path", "m/84'/0'/0'"]).unwrap_err()["code"],
+        "PermissionDenied"
+    );
+
+    // A PSBT in base64 from a file, signed, out in base64; Core verifies it once finalised.
+    let unsigned = psbt(
+        vec![wallet.input(Kind::P2wpkh, 3, 100_000)],
+        vec![
+            pay(&Foreign::new(ALICE).script(), 50_000),
+            wallet.change(Kind::P2wpkh, 3, 49_000),
+        ],
+    );
+    let file = write("tx.psbt", unsigned.to_string());
+    let signed = cli(&["sign-psbt", "--root", &id, "--psbt", &file]).unwrap();
+    assert_eq!(signed["signed_inputs"], serde_json::json!([0]));
+    let mut done: Psbt = signed["psbt"].as_str().unwrap().parse().unwrap();
+    finalise(&mut done, &[0]);
+    verify_with_core(&done);
+    // Off the allow-list: refused, and the CLI says which rule.
+    let eve = psbt(
+        vec![wallet.input(Kind::P2wpkh, 4, 100_000)],
+        vec![pay(&Foreign::new(EVE).script(), 50_000)],
+    );
+    let file = write("eve.psbt", eve.to_string());
+    let refused = cli(&["sign-psbt", "--root", &id, "--psbt", &file]).unwrap_err();
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("destination not allowed"),
+        "{refused}"
+    );
+}

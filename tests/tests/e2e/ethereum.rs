@@ -585,35 +585,8 @@ async fn an_alloy_provider_fills_and_sends_a_transaction_the_enclave_signed() {
     );
 }
 
-/// Runs `signer-cli` against `stack` with its admin key; the JSON it printed, or its error.
 fn cli(stack: &Stack, args: &[&str]) -> Result<serde_json::Value, serde_json::Value> {
-    let binary = tests::bin_dir().join("signer-cli");
-    assert!(
-        binary.exists(),
-        "signer-cli is not built (scripts/test builds it)"
-    );
-    let pcr0 = {
-        let binary = std::fs::read(&stack.enclave_binary).unwrap();
-        hex::encode(<sha2::Sha384 as sha2::Digest>::digest(&binary))
-    };
-    let dir = stack.dir.path();
-    let output = std::process::Command::new(binary)
-        .arg(format!("--endpoint={}", stack.address))
-        .arg(format!("--deployment-id={}", stack.deployment_id))
-        .arg(format!(
-            "--api-key={}",
-            dir.join("admin-api-key.pem").display()
-        ))
-        .arg(format!("--dev-root={}", dir.join("dev-root.der").display()))
-        .arg(format!("--allow-pcr0={pcr0}"))
-        .args(args)
-        .output()
-        .unwrap();
-    if output.status.success() {
-        Ok(serde_json::from_slice(&output.stdout).unwrap())
-    } else {
-        Err(serde_json::from_slice(&output.stderr).unwrap())
-    }
+    stack.cli(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,7 +68,12 @@ impl Wallet {
     }
 
     /// The key at `chain/index` of `kind`'s account, and its full path.
-    pub(super) fn key(&self, kind: Kind, chain: u32, index: u32) -> (CompressedPublicKey, Vec<u32>) {
+    pub(super) fn key(
+        &self,
+        kind: Kind,
+        chain: u32,
+        index: u32,
+    ) -> (CompressedPublicKey, Vec<u32>) {
         let xpub = &self.xpubs.iter().find(|(k, _)| *k == kind).unwrap().1;
         let mut path = kind.account();
         path.extend([chain, index]);
