@@ -403,3 +403,68 @@ async fn an_imported_seed_cannot_be_read_as_another_material() {
         .unwrap();
     assert_eq!(key.kind, i32::from(pb::KeyKind::HdRoot));
 }
+
+/// `SignBody` with its path widened to 64-bit indices, to send what a `uint32` cannot hold.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WideSign {
+    #[prost(string, tag = "1")]
+    key_id: String,
+    #[prost(int32, tag = "2")]
+    scheme: i32,
+    #[prost(bytes = "vec", tag = "3")]
+    payload: Vec<u8>,
+    #[prost(uint64, repeated, tag = "4")]
+    path: Vec<u64>,
+}
+
+/// `RequestBody` carrying a [`WideSign`].
+#[derive(Clone, PartialEq, prost::Message)]
+struct WideBody {
+    #[prost(uint64, tag = "1")]
+    timestamp_ms: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    nonce: Vec<u8>,
+    #[prost(message, optional, tag = "10")]
+    sign: Option<WideSign>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_beyond_32_bits_is_invalid_not_truncated() {
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let account = parse_path("m/84'/0'/0'").unwrap();
+    let id = root(&stack, &client, std::slice::from_ref(&account)).await;
+    let genuine = pb::RequestBody::decode(
+        client
+            .body(Operation::Sign(pb::SignBody {
+                key_id: id.clone(),
+                scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+                payload: vec![1; 32],
+                path: join(&account, &[0, 5]),
+            }))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let wide = |last: u64| WideBody {
+        timestamp_ms: genuine.timestamp_ms,
+        nonce: genuine.nonce.clone(),
+        sign: Some(WideSign {
+            key_id: id.clone(),
+            scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+            payload: vec![1; 32],
+            path: account
+                .iter()
+                .map(|&i| u64::from(i))
+                .chain([0, last])
+                .collect(),
+        }),
+    };
+    // 2^32 + 5 would truncate to index 5, a key the policy allows: refused as malformed.
+    let overflow = stack.stamped(wide((1 << 32) + 5).encode_to_vec(), &[&stack.admin_key()]);
+    let status = client.raw().sign(overflow).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // The same body with index 5 is the honest request, and signs.
+    let honest = stack.stamped(wide(5).encode_to_vec(), &[&stack.admin_key()]);
+    client.raw().sign(honest).await.unwrap();
+}
