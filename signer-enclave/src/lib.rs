@@ -5,6 +5,7 @@ pub mod attestation;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod derived;
 mod error;
 pub mod hd;
 pub(crate) mod identity;

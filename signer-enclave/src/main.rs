@@ -85,7 +85,7 @@ struct Cli {
     /// Most distinct key policies held at once.
     #[arg(long, default_value_t = Capacity::default().policies, env = "SIGNER_ENCLAVE_MAX_POLICIES")]
     max_policies: usize,
-    /// Most keys derived under HD roots kept in RAM (a cache, about 370 bytes a key: see
+    /// Most keys derived under HD roots kept in RAM (a cache, about 250 bytes a key: see
     /// bench/RESULTS.md); 0 derives on every signature.
     #[arg(long, default_value_t = Capacity::default().derived_keys, env = "SIGNER_ENCLAVE_DERIVED_KEY_CACHE")]
     derived_key_cache: usize,

@@ -7,7 +7,6 @@
 //! policy changes check the policy and act under one lookup. Nothing in this module returns or
 //! logs a secret.
 
-mod derived;
 mod keyrings;
 mod policies;
 
@@ -18,7 +17,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use subtle::ConstantTimeEq as _;
 
-use self::derived::DerivedKeys;
 #[cfg(test)]
 pub(crate) use self::keyrings::NewKeyring;
 use self::keyrings::OpenKeyring;
@@ -28,6 +26,7 @@ use crate::Error;
 use crate::auth::{Authorized, Committed};
 use crate::backend::{Backend, PublicKey};
 use crate::config::Capacity;
+use crate::derived::DerivedKeys;
 use crate::hd::{HdPath, HdRoot, XpubVersion};
 use crate::ids::{KeyId, KeyringId};
 use crate::policy::KeyPolicy;

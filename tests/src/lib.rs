@@ -6,6 +6,7 @@
 //! them first (`cargo build --workspace --bins`).
 
 pub mod relay;
+pub mod wallet;
 
 pub use relay::HostileRelay;
 

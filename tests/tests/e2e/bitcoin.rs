@@ -3,18 +3,19 @@
 //! transaction that breaks it next to the one that passes; a hostile host that edits the PSBT
 //! on the way in or the signatures on the way out; blind signing under Bitcoin rules closed.
 
-mod wallet;
+mod consensus;
 
 use std::sync::Arc;
 
 use bitcoin::psbt::Psbt;
+use consensus::verify_with_core;
 use prost::Message as _;
 use signer_client::pb::request_body::Operation;
 use signer_client::{Client, Error, pb, policy};
 use tests::relay::Method;
+use tests::wallet::{self, Foreign, Kind, Wallet, finalise, pay, psbt};
 use tests::{HostileRelay, Stack};
 use tonic::Code;
-use wallet::{Foreign, Kind, Wallet, finalise, pay, psbt, verify_with_core};
 
 const ALICE: u8 = 0xa1;
 const EVE: u8 = 0xee;

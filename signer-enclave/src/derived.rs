@@ -18,14 +18,14 @@ struct Generations<K> {
 }
 
 /// The cache of derived keys.
-pub(crate) struct DerivedKeys<B: Backend> {
+pub struct DerivedKeys<B: Backend> {
     half: usize,
     generations: RwLock<Generations<B::Key>>,
 }
 
 impl<B: Backend> DerivedKeys<B> {
     /// A cache holding at most `budget` keys (0 disables it).
-    pub(crate) fn new(budget: usize) -> Self {
+    pub fn new(budget: usize) -> Self {
         Self {
             half: budget / 2,
             generations: RwLock::new(Generations {
@@ -36,7 +36,7 @@ impl<B: Backend> DerivedKeys<B> {
     }
 
     /// The key at `path` under `root`, if cached.
-    pub(crate) fn get(&self, root: &KeyId, path: &[u32]) -> Option<Arc<B::Key>> {
+    pub fn get(&self, root: &KeyId, path: &[u32]) -> Option<Arc<B::Key>> {
         let id = (*root, path.to_vec());
         {
             let generations = self
@@ -58,7 +58,7 @@ impl<B: Backend> DerivedKeys<B> {
     }
 
     /// Keeps a freshly derived key.
-    pub(crate) fn insert(&self, root: &KeyId, path: &[u32], key: Arc<B::Key>) {
+    pub fn insert(&self, root: &KeyId, path: &[u32], key: Arc<B::Key>) {
         if self.half == 0 {
             return;
         }
@@ -81,9 +81,13 @@ impl<B: Backend> DerivedKeys<B> {
         generations.newer.insert(id, key);
     }
 
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Keys held now.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         let generations = self
             .generations
             .read()

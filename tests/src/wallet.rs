@@ -1,7 +1,6 @@
 //! A watch-only wallet over an HD root's verified account xpubs, as an exchange's backend would
-//! hold one: it builds PSBTs whose inputs and change name the root by fingerprint and path,
-//! finalises what the enclave signed, and has Bitcoin Core's interpreter (libbitcoinconsensus)
-//! check every input of the result.
+//! hold one: it builds PSBTs whose inputs and change name the root by fingerprint and path, and
+//! finalises what the enclave signed. For the end-to-end tests and the benchmark.
 
 use bitcoin::bip32::{ChildNumber, DerivationPath, Fingerprint};
 use bitcoin::hashes::Hash as _;
@@ -18,7 +17,7 @@ use signer_client::hd::{AccountXpub, HARDENED, parse_path};
 
 /// How a key is spent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
+pub enum Kind {
     /// BIP-84, native SegWit.
     P2wpkh,
     /// BIP-49, SegWit in P2SH.
@@ -29,19 +28,20 @@ pub(super) enum Kind {
 
 impl Kind {
     /// The account (testnet coin type) whose subtree the root's policy allows.
-    pub(super) fn account(self) -> Vec<u32> {
+    pub fn account(self) -> Vec<u32> {
         parse_path(match self {
             Kind::P2wpkh => "m/84'/1'/0'",
             Kind::P2shP2wpkh => "m/49'/1'/0'",
             Kind::P2tr => "m/86'/1'/0'",
         })
-        .unwrap()
+        .expect("a BIP-32 path qed")
     }
 }
 
 /// The root's accounts, by verified xpub.
-pub(super) struct Wallet {
-    pub(super) fingerprint: Fingerprint,
+pub struct Wallet {
+    /// The root's BIP-32 fingerprint.
+    pub fingerprint: Fingerprint,
     xpubs: Vec<(Kind, AccountXpub)>,
     next_outpoint: std::cell::Cell<u32>,
 }
@@ -52,13 +52,25 @@ fn derivation(path: &[u32]) -> DerivationPath {
 
 impl Wallet {
     /// Fetches (and so verifies) the three accounts' xpubs of `root`.
-    pub(super) async fn open(client: &Client, root: &str) -> Wallet {
-        let info = client.public_key(root).await.unwrap();
-        let fingerprint = Fingerprint::from(info.hd.unwrap().root_fingerprint);
+    pub async fn open(client: &Client, root: &str) -> Wallet {
+        let info = client
+            .public_key(root)
+            .await
+            .expect("the root's public key");
+        let fingerprint = Fingerprint::from(info.hd.expect("an HD root").root_fingerprint);
         let mut xpubs = Vec::new();
         for kind in [Kind::P2wpkh, Kind::P2shP2wpkh, Kind::P2tr] {
-            let account = client.derived_key(root, &kind.account()).await.unwrap();
-            xpubs.push((kind, account.hd.unwrap().xpub.unwrap()));
+            let account = client
+                .derived_key(root, &kind.account())
+                .await
+                .expect("the account's xpub");
+            xpubs.push((
+                kind,
+                account
+                    .hd
+                    .and_then(|hd| hd.xpub)
+                    .expect("an account statement carries its xpub"),
+            ));
         }
         Wallet {
             fingerprint,
@@ -68,20 +80,24 @@ impl Wallet {
     }
 
     /// The key at `chain/index` of `kind`'s account, and its full path.
-    pub(super) fn key(
-        &self,
-        kind: Kind,
-        chain: u32,
-        index: u32,
-    ) -> (CompressedPublicKey, Vec<u32>) {
-        let xpub = &self.xpubs.iter().find(|(k, _)| *k == kind).unwrap().1;
+    pub fn key(&self, kind: Kind, chain: u32, index: u32) -> (CompressedPublicKey, Vec<u32>) {
+        let xpub = &self
+            .xpubs
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .expect("every kind has an account qed")
+            .1;
         let mut path = kind.account();
         path.extend([chain, index]);
-        (xpub.derive(&[chain, index]).unwrap(), path)
+        (
+            xpub.derive(&[chain, index])
+                .expect("a non-hardened index qed"),
+            path,
+        )
     }
 
     /// The script paying that key.
-    pub(super) fn script(&self, kind: Kind, chain: u32, index: u32) -> ScriptBuf {
+    pub fn script(&self, kind: Kind, chain: u32, index: u32) -> ScriptBuf {
         script_for(kind, &self.key(kind, chain, index).0)
     }
 
@@ -98,7 +114,7 @@ impl Wallet {
 
     /// An input spending `value` sats paid earlier to the receiving key `index` of `kind`, with
     /// the origin data that names the root.
-    pub(super) fn input(&self, kind: Kind, index: u32, value: u64) -> (TxIn, Input) {
+    pub fn input(&self, kind: Kind, index: u32, value: u64) -> (TxIn, Input) {
         let (key, path) = self.key(kind, 0, index);
         let mut input = Input {
             witness_utxo: Some(TxOut {
@@ -124,7 +140,7 @@ impl Wallet {
     }
 
     /// A change output of `value` sats to the change key `index` of `kind`, naming the root.
-    pub(super) fn change(&self, kind: Kind, index: u32, value: u64) -> (TxOut, Output) {
+    pub fn change(&self, kind: Kind, index: u32, value: u64) -> (TxOut, Output) {
         let (key, path) = self.key(kind, 1, index);
         let mut output = Output::default();
         self.name(
@@ -170,7 +186,7 @@ impl Wallet {
 }
 
 /// The script paying `key` as `kind`.
-pub(super) fn script_for(kind: Kind, key: &CompressedPublicKey) -> ScriptBuf {
+pub fn script_for(kind: Kind, key: &CompressedPublicKey) -> ScriptBuf {
     let p2wpkh = ScriptBuf::new_p2wpkh(&key.wpubkey_hash());
     match kind {
         Kind::P2wpkh => p2wpkh,
@@ -193,7 +209,7 @@ fn txin(previous_output: OutPoint) -> TxIn {
 }
 
 /// A plain P2WPKH output to `script` (someone else's).
-pub(super) fn pay(script: &ScriptBuf, value: u64) -> (TxOut, Output) {
+pub fn pay(script: &ScriptBuf, value: u64) -> (TxOut, Output) {
     (
         TxOut {
             value: Amount::from_sat(value),
@@ -204,24 +220,29 @@ pub(super) fn pay(script: &ScriptBuf, value: u64) -> (TxOut, Output) {
 }
 
 /// A P2WPKH key held by someone other than the signer (another party, a payee).
-pub(super) struct Foreign {
-    pub(super) secret: SecretKey,
-    pub(super) key: CompressedPublicKey,
+pub struct Foreign {
+    /// Its secret key.
+    pub secret: SecretKey,
+    /// Its public key.
+    pub key: CompressedPublicKey,
 }
 
 impl Foreign {
-    pub(super) fn new(seed: u8) -> Foreign {
-        let secret = SecretKey::from_slice(&[seed; 32]).unwrap();
+    /// The party whose secret key is `seed` repeated.
+    pub fn new(seed: u8) -> Foreign {
+        let secret =
+            SecretKey::from_slice(&[seed; 32]).expect("a valid secret for seeds below the order");
         let key = CompressedPublicKey(secret.public_key(&Secp256k1::signing_only()));
         Foreign { secret, key }
     }
 
-    pub(super) fn script(&self) -> ScriptBuf {
+    /// Its P2WPKH script.
+    pub fn script(&self) -> ScriptBuf {
         ScriptBuf::new_p2wpkh(&self.key.wpubkey_hash())
     }
 
     /// An input of this party's, `value` sats, with its UTXO data and no origin of the root.
-    pub(super) fn input(&self, wallet: &Wallet, value: u64) -> (TxIn, Input) {
+    pub fn input(&self, wallet: &Wallet, value: u64) -> (TxIn, Input) {
         let input = Input {
             witness_utxo: Some(TxOut {
                 value: Amount::from_sat(value),
@@ -233,8 +254,11 @@ impl Foreign {
     }
 
     /// Signs and finalises input `index` of `psbt` (this party's own P2WPKH input).
-    pub(super) fn sign(&self, psbt: &mut Psbt, index: usize) {
-        let utxo = psbt.inputs[index].witness_utxo.clone().unwrap();
+    pub fn sign(&self, psbt: &mut Psbt, index: usize) {
+        let utxo = psbt.inputs[index]
+            .witness_utxo
+            .clone()
+            .expect("the party's input has its UTXO");
         let sighash = SighashCache::new(&psbt.unsigned_tx)
             .p2wpkh_signature_hash(
                 index,
@@ -242,7 +266,7 @@ impl Foreign {
                 utxo.value,
                 EcdsaSighashType::All,
             )
-            .unwrap();
+            .expect("a P2WPKH input qed");
         let signature = bitcoin::ecdsa::Signature::sighash_all(
             Secp256k1::signing_only()
                 .sign_ecdsa(&Message::from_digest(sighash.to_byte_array()), &self.secret),
@@ -255,12 +279,12 @@ impl Foreign {
 }
 
 /// An input with no PSBT data at all (for size bounds).
-pub(super) fn bare_input(wallet: &Wallet) -> (TxIn, Input) {
+pub fn bare_input(wallet: &Wallet) -> (TxIn, Input) {
     (txin(wallet.outpoint()), Input::default())
 }
 
 /// A version-2 PSBT of these inputs and outputs.
-pub(super) fn psbt(inputs: Vec<(TxIn, Input)>, outputs: Vec<(TxOut, Output)>) -> Psbt {
+pub fn psbt(inputs: Vec<(TxIn, Input)>, outputs: Vec<(TxOut, Output)>) -> Psbt {
     let (txins, inputs): (Vec<_>, Vec<_>) = inputs.into_iter().unzip();
     let (txouts, outputs): (Vec<_>, Vec<_>) = outputs.into_iter().unzip();
     let mut psbt = Psbt::from_unsigned_tx(Transaction {
@@ -269,63 +293,36 @@ pub(super) fn psbt(inputs: Vec<(TxIn, Input)>, outputs: Vec<(TxOut, Output)>) ->
         input: txins,
         output: txouts,
     })
-    .unwrap();
+    .expect("a PSBT of an unsigned transaction qed");
     psbt.inputs = inputs;
     psbt.outputs = outputs;
     psbt
 }
 
 /// Moves the enclave's signatures into final witnesses (and the P2SH script sig).
-pub(super) fn finalise(psbt: &mut Psbt, signed: &[u32]) {
+pub fn finalise(psbt: &mut Psbt, signed: &[u32]) {
     for &index in signed {
-        let input = &mut psbt.inputs[usize::try_from(index).unwrap()];
+        let input = &mut psbt.inputs[usize::try_from(index).expect("an index that fits qed")];
         if let Some(signature) = input.tap_key_sig.take() {
             input.final_script_witness = Some(Witness::from_slice(&[signature.to_vec()]));
             continue;
         }
-        let (key, signature) = input.partial_sigs.pop_first().unwrap();
+        let (key, signature) = input
+            .partial_sigs
+            .pop_first()
+            .expect("a signed v0 input has one signature");
         input.final_script_witness =
             Some(Witness::from_slice(&[signature.to_vec(), key.to_bytes()]));
         if let Some(redeem) = input.redeem_script.take() {
             let mut push = PushBytesBuf::new();
-            push.extend_from_slice(redeem.as_bytes()).unwrap();
+            push.extend_from_slice(redeem.as_bytes())
+                .expect("a redeem script fits a push qed");
             input.final_script_sig = Some(ScriptBuf::builder().push_slice(push).into_script());
         }
     }
 }
 
-/// Extracts the transaction and has libbitcoinconsensus verify every input (with Taproot's
-/// rules, which need every spent output).
-pub(super) fn verify_with_core(psbt: &Psbt) -> Transaction {
-    let prevouts: Vec<TxOut> = psbt
-        .inputs
-        .iter()
-        .map(|input| input.witness_utxo.clone().unwrap())
-        .collect();
-    let tx = psbt.clone().extract_tx_unchecked_fee_rate();
-    let bytes = bitcoin::consensus::serialize(&tx);
-    let utxos: Vec<bitcoinconsensus::Utxo> = prevouts
-        .iter()
-        .map(|out| bitcoinconsensus::Utxo {
-            script_pubkey: out.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: u32::try_from(out.script_pubkey.len()).unwrap(),
-            value: i64::try_from(out.value.to_sat()).unwrap(),
-        })
-        .collect();
-    for (index, out) in prevouts.iter().enumerate() {
-        bitcoinconsensus::verify(
-            out.script_pubkey.as_bytes(),
-            out.value.to_sat(),
-            &bytes,
-            Some(&utxos),
-            index,
-        )
-        .unwrap_or_else(|e| panic!("input {index} does not verify: {e:?}"));
-    }
-    tx
-}
-
 /// Hardened index `n`.
-pub(super) const fn hardened(n: u32) -> u32 {
+pub const fn hardened(n: u32) -> u32 {
     n | HARDENED
 }
