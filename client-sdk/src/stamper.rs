@@ -77,13 +77,19 @@ impl ApiKeyPair {
             .map_err(|_| Error::ApiKey("not a PKCS#8 PEM Ed25519 or P-256 private key".into()))
     }
 
-    /// The private key as PKCS#8 PEM.
+    /// The private key as PKCS#8 PEM: for Ed25519 the RFC 8410 v1 form (the private key only),
+    /// which stock libraries load (Python's `cryptography` and OpenSSL refuse the v2 form with
+    /// the public key that `ed25519-dalek` writes by default); both forms load here.
     ///
     /// # Errors
     /// [`Error::ApiKey`] if encoding fails.
     pub fn to_pem(&self) -> Result<Zeroizing<String>, Error> {
         let pem = match &self.0 {
-            Inner::Ed25519(key) => key.to_pkcs8_pem(LineEnding::LF),
+            Inner::Ed25519(key) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: key.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF),
             Inner::P256(key) => key.to_pkcs8_pem(LineEnding::LF),
         };
         pem.map_err(|e| Error::ApiKey(format!("encoding: {e}")))
@@ -286,6 +292,19 @@ mod tests {
             ApiKeyPair::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
                 .is_err()
         );
+        // Ed25519 is written as RFC 8410's v1 structure: 48 bytes of DER (64 base64 digits),
+        // `30 2e 02 01 00 30 05 06 03 2b 65 70 04 22 04 20` then the seed, as RFC 8410's own
+        // example; a v2 file with the public key, as other tools write it, still loads.
+        let key = ApiKeyPair::generate(ApiKeyScheme::Ed25519).unwrap();
+        let pem = key.to_pem().unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert_eq!(body.len(), 64, "v1 PKCS#8: {body}");
+        assert!(body.starts_with("MC4CAQAwBQYDK2VwBCIEI"), "{body}");
+        let Inner::Ed25519(inner) = &key.0 else {
+            panic!("an Ed25519 key")
+        };
+        let v2 = inner.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert_eq!(ApiKeyPair::from_pem(&v2).unwrap().public(), key.public());
         assert!(parse_api_key("rsa:00").is_err());
         assert!(parse_api_key("ed25519:0011").is_err());
     }

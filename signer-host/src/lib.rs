@@ -104,10 +104,18 @@ pub async fn run(
         stop_rx,
     ));
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(signer_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: v1, and v1alpha for Python's `grpcio-reflection`, grpcurl
+    // before 1.9 and other older tools, which speak only that.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(signer_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|_| Error::ConfigInvalid("reflection descriptors"))?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|_| Error::ConfigInvalid("reflection descriptors"))?;
     let api = SignerServiceServer::new(Relay::new(enclave, Arc::clone(&store)))
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
@@ -141,6 +149,7 @@ pub async fn run(
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(api);
 
     let listener = Listener::bind(&config.listen).await.map_err(Box::new)?;

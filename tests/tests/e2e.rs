@@ -13,6 +13,7 @@ mod e2e {
     mod hostile;
     mod hostile_authority;
     mod hostile_replay;
+    mod interop;
     mod kms;
     mod restart;
     mod secrets;

@@ -1,4 +1,4 @@
-//! Stock gRPC tooling works: health checking and server reflection.
+//! Stock gRPC tooling works: health checking and server reflection (v1 and v1alpha).
 
 use signer_client::pb;
 use tests::Stack;
@@ -26,6 +26,34 @@ async fn health_and_reflection_serve_stock_clients() {
             reply.status(),
             tonic_health::pb::health_check_response::ServingStatus::Serving,
             "{service:?}"
+        );
+    }
+
+    // v1alpha, which older tools speak, lists the same services.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(Ok(reply)) = replies.next().await else {
+            panic!("no v1alpha reflection reply")
+        };
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected v1alpha reply")
+        };
+        let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"signer.v1.SignerService".to_owned()),
+            "{names:?}"
         );
     }
 
