@@ -26,6 +26,18 @@ pub struct Config {
     pub limits: Limits,
     /// TLS on the public API. Absent: plaintext (only for loopback or a private network).
     pub tls: Option<TlsSettings>,
+    /// The Prometheus endpoint. Absent: no metrics listener.
+    pub metrics: Option<MetricsSettings>,
+}
+
+/// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP: bind it to loopback or the
+/// monitoring network; it carries counts and timings only).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A TCP address, e.g. `tcp://127.0.0.1:9464` (port 0: any free port, announced on stdout).
+    #[serde(deserialize_with = "address")]
+    pub listen: Address,
 }
 
 /// TLS for the public API: paths only; the files hold the host's TLS key, never wallet secrets.
@@ -277,6 +289,7 @@ impl Config {
             },
             limits: Limits::default(),
             tls: None,
+            metrics: None,
         }
     }
 }
@@ -303,6 +316,10 @@ mod tests {
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.client_ca_file.is_some())
+        );
+        assert_eq!(
+            config.metrics.map(|m| m.listen.to_string()).as_deref(),
+            Some("tcp://127.0.0.1:9464")
         );
     }
 

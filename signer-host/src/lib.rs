@@ -5,6 +5,8 @@ pub mod config;
 pub mod credentials;
 mod error;
 pub mod loader;
+pub mod metered;
+pub mod metrics;
 pub mod relay;
 mod shutdown;
 pub mod store;
@@ -24,20 +26,33 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use crate::config::Config;
 use crate::credentials::CredentialSource;
 use crate::loader::Credentials;
+use crate::metered::Metered;
+use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::store::KeyStore;
 use crate::store::sqlite::SqliteStore;
 
-/// Runs the host until `shutdown` completes: binds the public listener, calls `on_bound` with
-/// its address, starts (in dev mode) and loads the enclave, and serves.
+/// Where the host listens, once bound.
+#[derive(Clone, Debug)]
+pub struct Bound {
+    /// The public API.
+    pub api: String,
+    /// The Prometheus endpoint, if configured.
+    pub metrics: Option<String>,
+}
+
+/// Runs the host until `shutdown` completes: binds the public listener (and the metrics one, if
+/// configured), calls `on_bound` with their addresses, starts (in dev mode) and loads the
+/// enclave, and serves.
 ///
 /// # Errors
 /// Store, bind or serve failures.
 pub async fn run(
     config: Config,
-    on_bound: impl FnOnce(&str),
+    on_bound: impl FnOnce(&Bound),
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    let metrics = Metrics::new()?;
     let store: Arc<dyn KeyStore> = Arc::new(SqliteStore::open(&config.store.sqlite)?);
     let limits = config.limits;
     let enclave_channel = transport::dial(
@@ -92,12 +107,39 @@ pub async fn run(
         },
     )
     .map_err(Box::new)?;
+    let metrics_bound = match &config.metrics {
+        Some(settings) => {
+            let transport::Address::Tcp(address) = &settings.listen else {
+                return Err(Error::ConfigInvalid(
+                    "metrics listen must be a tcp:// address",
+                ));
+            };
+            let listener = tokio::net::TcpListener::bind(address).await?;
+            let local = listener.local_addr()?;
+            let mut stop = stop_rx.clone();
+            let served = Arc::clone(&metrics);
+            tasks.spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                };
+                if let Err(error) = metrics::serve(served, listener, stopped).await {
+                    tracing::error!(%error, "the metrics endpoint stopped");
+                }
+            });
+            tracing::info!(address = %local, "metrics listening");
+            Some(format!("tcp://{local}"))
+        }
+        None => None,
+    };
     tasks.spawn(loader::watch_enclave(
         EnclaveServiceClient::new(loader_channel)
             .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES),
         Arc::clone(&store),
-        health,
+        loader::Observers {
+            health,
+            metrics: Arc::clone(&metrics),
+        },
         Duration::from_millis(config.enclave.status_interval_ms),
         wake,
         credentials,
@@ -117,7 +159,8 @@ pub async fn run(
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .map_err(|_| Error::ConfigInvalid("reflection descriptors"))?;
-    let api = SignerServiceServer::new(Relay::new(enclave, Arc::clone(&store)))
+    let relay = Relay::new(enclave, Arc::clone(&store), Arc::clone(&metrics));
+    let api = SignerServiceServer::new(Metered::new(relay, metrics))
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);
     let mut server = Server::builder();
@@ -157,7 +200,10 @@ pub async fn run(
         .local_address()
         .map_or_else(|| config.listen.to_string(), |a| a.to_string());
     tracing::info!(address = %bound, "public API listening");
-    on_bound(&bound);
+    on_bound(&Bound {
+        api: bound,
+        metrics: metrics_bound,
+    });
     let served = listener.serve(router, shutdown).await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}

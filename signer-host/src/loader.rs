@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 use tonic_health::server::HealthReporter;
 
 use crate::Error;
+use crate::metrics::{Metrics, Phase};
 use crate::relay::Relay;
 use crate::shutdown::stopped;
 use crate::store::KeyStore;
@@ -40,33 +41,68 @@ pub struct LoadReport {
     pub records_time: Duration,
 }
 
+/// Who hears what the loader finds: the health service and the metrics.
+pub struct Observers {
+    /// SERVING exactly while the enclave is ready.
+    pub health: HealthReporter,
+    /// Phase, counts, boots and loads.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Probes and loads until `shutdown` turns true.
 pub async fn watch_enclave(
     enclave: EnclaveServiceClient<Channel>,
     store: Arc<dyn KeyStore>,
-    health: HealthReporter,
+    observers: Observers,
     interval: Duration,
     wake: Arc<Notify>,
     credentials: Credentials,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Observers { health, metrics } = observers;
     let mut serving = None;
+    let mut boot_seen: Option<Vec<u8>> = None;
     // After a failed load (KMS unreachable or refusing), wait longer each time, up to
     // MAX_LOAD_BACKOFF; a success or an enclave restart resets it.
     let mut backoff = interval;
     loop {
         let mut load_failed = false;
-        let ready = match enclave
+        let answer = enclave
             .clone()
             .status(pb::StatusRequest {})
             .await
-            .map(tonic::Response::into_inner)
-        {
+            .map(tonic::Response::into_inner);
+        match &answer {
+            Ok(status) => {
+                if boot_seen.as_ref() != Some(&status.boot_id) {
+                    boot_seen = Some(status.boot_id.clone());
+                    metrics.enclave_booted();
+                }
+                let phase = match status.phase() {
+                    pb::Phase::AwaitingKeyrings => Phase::AwaitingKeyrings,
+                    pb::Phase::Ready => Phase::Ready,
+                    _ => Phase::Unrecoverable,
+                };
+                metrics.enclave_status(
+                    phase,
+                    Some((status.keys, status.keyrings, status.provider_calls)),
+                );
+            }
+            Err(_) => metrics.enclave_status(Phase::Unreachable, None),
+        }
+        let ready = match answer {
             Ok(status) if status.phase() == pb::Phase::AwaitingKeyrings => {
                 set_health(&health, &mut serving, false).await;
                 let started = Instant::now();
                 match load(&enclave, Arc::clone(&store), &credentials).await {
                     Ok(report) => {
+                        metrics.enclave_loaded(Some((
+                            report.keyrings_time.as_secs_f64(),
+                            report.records_time.as_secs_f64(),
+                        )));
+                        // Ready now, with what it loaded, not only at the next poll.
+                        metrics.enclave_status(Phase::Ready, None);
+                        metrics.enclave_counts(report.loaded, report.keyrings);
                         tracing::info!(
                             keyrings = report.keyrings,
                             loaded = report.loaded,
@@ -81,6 +117,7 @@ pub async fn watch_enclave(
                         true
                     }
                     Err(error) => {
+                        metrics.enclave_loaded(None);
                         tracing::error!(%error, retry_in_ms = backoff.as_millis(), "loading the enclave failed; will retry");
                         load_failed = true;
                         false

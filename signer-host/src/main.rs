@@ -57,6 +57,10 @@ enum Command {
         /// Require client certificates from this CA (mutual TLS).
         #[arg(long, requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// Serve Prometheus metrics here (`tcp://127.0.0.1:0`: any free port, announced on
+        /// stdout after the API's address).
+        #[arg(long)]
+        metrics_listen: Option<Address>,
         /// The deployment id the enclave serves; clients stamp for it.
         #[arg(long, default_value = "local-dev")]
         deployment_id: String,
@@ -102,6 +106,7 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             tls_cert,
             tls_key,
             tls_client_ca,
+            metrics_listen,
             deployment_id,
             keyring_creators,
             enclave_args,
@@ -132,12 +137,20 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
                     key_file,
                     client_ca_file: tls_client_ca,
                 });
+            config.metrics =
+                metrics_listen.map(|listen| signer_host::config::MetricsSettings { listen });
             config.validate()?;
             config
         }
     };
-    // The one line on stdout: where the API listens (tests and scripts read it).
-    let announce = |address: &str| println!("listening {address}");
+    // Stdout: where the API listens (tests and scripts read it), then where metrics are served,
+    // if they are.
+    let announce = |bound: &signer_host::Bound| {
+        println!("listening {}", bound.api);
+        if let Some(metrics) = &bound.metrics {
+            println!("metrics {metrics}");
+        }
+    };
     signer_host::run(config, announce, shutdown_signal()).await
 }
 

@@ -12,6 +12,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::metrics::Metrics;
 use crate::store::{KeyStore, StoredKey, StoredKeyring, blocking};
 
 /// Largest `ListKeys` page.
@@ -22,12 +23,21 @@ const DEFAULT_PAGE: u32 = 100;
 pub struct Relay {
     enclave: EnclaveServiceClient<Channel>,
     store: Arc<dyn KeyStore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Relay {
-    /// A relay to `enclave`, persisting into `store`.
-    pub fn new(enclave: EnclaveServiceClient<Channel>, store: Arc<dyn KeyStore>) -> Self {
-        Self { enclave, store }
+    /// A relay to `enclave`, persisting into `store`, timing enclave round trips into `metrics`.
+    pub fn new(
+        enclave: EnclaveServiceClient<Channel>,
+        store: Arc<dyn KeyStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            enclave,
+            store,
+            metrics,
+        }
     }
 }
 
@@ -104,6 +114,7 @@ impl Relay {
     /// the enclave's answer for the public API.
     async fn forward<T, Fut>(
         &self,
+        method: &'static str,
         request: Request<pb::SignedRequest>,
         call: impl FnOnce(EnclaveServiceClient<Channel>, pb::SignedRequest) -> Fut,
     ) -> Result<T, Status>
@@ -111,14 +122,16 @@ impl Relay {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         check_envelope(request.get_ref())?;
-        call(self.enclave.clone(), request.into_inner())
+        self.metrics
+            .enclave(method, call(self.enclave.clone(), request.into_inner()))
             .await
             .map(Response::into_inner)
             .map_err(relayed)
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, Status>> + Send>>;
+pub(crate) type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl SignerService for Relay {
@@ -127,7 +140,9 @@ impl SignerService for Relay {
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let created = self
-            .forward(request, |mut e, r| async move { e.create_key(r).await })
+            .forward("CreateKey", request, |mut e, r| async move {
+                e.create_key(r).await
+            })
             .await?;
         self.persist_new(created).await.map(Response::new)
     }
@@ -137,7 +152,9 @@ impl SignerService for Relay {
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let created = self
-            .forward(request, |mut e, r| async move { e.import_key(r).await })
+            .forward("ImportKey", request, |mut e, r| async move {
+                e.import_key(r).await
+            })
             .await?;
         self.persist_new(created).await.map(Response::new)
     }
@@ -147,7 +164,9 @@ impl SignerService for Relay {
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
         let changed = self
-            .forward(request, |mut e, r| async move { e.update_policy(r).await })
+            .forward("UpdatePolicy", request, |mut e, r| async move {
+                e.update_policy(r).await
+            })
             .await?;
         let (mut info, stored) = stored_key(changed)?;
         let store = Arc::clone(&self.store);
@@ -171,7 +190,9 @@ impl SignerService for Relay {
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyringResponse>, Status> {
         let mut created = self
-            .forward(request, |mut e, r| async move { e.create_keyring(r).await })
+            .forward("CreateKeyring", request, |mut e, r| async move {
+                e.create_keyring(r).await
+            })
             .await?;
         let answer = pb::CreateKeyringResponse {
             keyring_id: created.keyring_id.clone(),
@@ -205,13 +226,15 @@ impl SignerService for Relay {
             return Err(Status::invalid_argument("derivation path deeper than 255"));
         }
         let mut info = self
-            .enclave
-            .clone()
-            .get_public_key(pb::GetKeyRequest {
-                key_id: key_id.clone(),
-                challenge,
-                path,
-            })
+            .metrics
+            .enclave(
+                "GetPublicKey",
+                self.enclave.clone().get_public_key(pb::GetKeyRequest {
+                    key_id: key_id.clone(),
+                    challenge,
+                    path,
+                }),
+            )
             .await
             .map_err(relayed)?
             .into_inner();
@@ -273,7 +296,7 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        self.forward(request, |mut e, r| async move { e.sign(r).await })
+        self.forward("Sign", request, |mut e, r| async move { e.sign(r).await })
             .await
             .map(Response::new)
     }
@@ -282,18 +305,22 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignEthereumResponse>, Status> {
-        self.forward(request, |mut e, r| async move { e.sign_ethereum(r).await })
-            .await
-            .map(Response::new)
+        self.forward("SignEthereum", request, |mut e, r| async move {
+            e.sign_ethereum(r).await
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn sign_psbt(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignPsbtResponse>, Status> {
-        self.forward(request, |mut e, r| async move { e.sign_psbt(r).await })
-            .await
-            .map(Response::new)
+        self.forward("SignPsbt", request, |mut e, r| async move {
+            e.sign_psbt(r).await
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn attest(
@@ -304,9 +331,8 @@ impl SignerService for Relay {
             return Err(Status::invalid_argument("nonce longer than 512 bytes"));
         }
         let response = self
-            .enclave
-            .clone()
-            .attest(request.into_inner())
+            .metrics
+            .enclave("Attest", self.enclave.clone().attest(request.into_inner()))
             .await
             .map_err(relayed)?;
         Ok(Response::new(response.into_inner()))

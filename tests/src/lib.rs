@@ -10,7 +10,7 @@ pub mod wallet;
 
 pub use relay::HostileRelay;
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -53,12 +53,15 @@ pub fn bin_dir() -> PathBuf {
 /// If the child closes stdout or announces something else.
 pub fn read_announcement(child: &mut Child) -> Address {
     let stdout = child.stdout.take().expect("stdout is piped qed");
+    announced(&mut BufReader::new(stdout), "listening ")
+}
+
+/// The address on the next line of `lines`, which must start with `prefix`.
+fn announced(lines: &mut impl BufRead, prefix: &str) -> Address {
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("child stdout readable");
+    lines.read_line(&mut line).expect("child stdout readable");
     line.trim()
-        .strip_prefix("listening ")
+        .strip_prefix(prefix)
         .unwrap_or_else(|| panic!("unexpected announcement {line:?}"))
         .parse()
         .expect("announced address parses")
@@ -173,6 +176,8 @@ pub struct StackOptions {
     pub enclave_args: Vec<String>,
     /// Keyring creators instead of the stack's admin key (empty: keyring creation disabled).
     pub keyring_creators: Option<Vec<String>>,
+    /// Serve Prometheus metrics on a free loopback port ([`Stack::metrics`]).
+    pub metrics: bool,
 }
 
 /// A running host + enclave pair.
@@ -186,6 +191,8 @@ pub struct Stack {
     pub enclave_binary: PathBuf,
     /// The deployment id its enclave serves.
     pub deployment_id: String,
+    /// Where the host serves Prometheus metrics, if asked to ([`StackOptions::metrics`]).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A second handle on the same API key.
@@ -304,6 +311,13 @@ impl Stack {
                 }
                 args
             }))
+            .args(
+                options
+                    .metrics
+                    .then_some(["--metrics-listen", "tcp://127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("AWS_ACCESS_KEY_ID", "test-access-key")
             .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
             .env("RUST_LOG", "info")
@@ -312,13 +326,22 @@ impl Stack {
             .stderr(log)
             .spawn()
             .expect("spawn signer-host");
-        let address = read_announcement(&mut host);
+        let stdout = host.stdout.take().expect("stdout is piped qed");
+        let mut lines = BufReader::new(stdout);
+        let address = announced(&mut lines, "listening ");
+        let metrics = options
+            .metrics
+            .then(|| match announced(&mut lines, "metrics ") {
+                Address::Tcp(address) => address,
+                other => panic!("metrics announced at {other}"),
+            });
         Stack {
             dir,
             host,
             address,
             enclave_binary,
             deployment_id,
+            metrics,
         }
     }
 
