@@ -32,6 +32,14 @@ pub enum Error {
     Rng(#[from] getrandom::Error),
 }
 
+impl From<signer_attestation::Error> for Error {
+    fn from(error: signer_attestation::Error) -> Self {
+        match error {
+            signer_attestation::Error::Attestation(why) => Error::Attestation(why),
+        }
+    }
+}
+
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         Error::Status(Box::new(status))

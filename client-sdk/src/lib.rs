@@ -1,7 +1,7 @@
 //! Rust SDK of the signer: connect, create and list keys, sign, verify every answer.
 #![doc = include_str!("../README.md")]
 
-pub mod attestation;
+pub use signer_attestation as attestation;
 pub mod bitcoin;
 mod client;
 mod error;

@@ -8,6 +8,8 @@
 //! the PCRs match one of the allowed sets (no allowed set means rejection, never acceptance); the
 //! nonce matches when one is expected; and the document is fresh.
 
+#![forbid(unsafe_code)]
+
 mod cbor;
 
 use std::collections::BTreeMap;
@@ -18,7 +20,13 @@ use p384::ecdsa::signature::Verifier as _;
 use p384::ecdsa::{Signature, VerifyingKey};
 use x509_cert::Certificate;
 
-use crate::Error;
+/// Why a document was refused: the first check that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The document failed this check.
+    #[error("attestation rejected: {0}")]
+    Attestation(&'static str),
+}
 
 /// The AWS Nitro Enclaves root certificate G1 (PEM), as AWS publishes it. SHA-256 fingerprint
 /// `641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b`.

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use ciborium::Value;
 
+use super::Error;
 use super::bad;
-use crate::Error;
 
 /// An untagged or tag-18 COSE_Sign1 with protected header `{1: -35}` (ES384).
 pub(super) struct CoseSign1 {

@@ -1,11 +1,11 @@
 //! The verifier against a real AWS-signed Nitro attestation document (testdata/fixtures).
 
-use k256::sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::*;
 
 const DOCUMENT: &[u8] = include_bytes!(
-    "../../../testdata/fixtures/nitro-attestation/attestation_eu-central-1_20250106.cose"
+    "../../testdata/fixtures/nitro-attestation/attestation_eu-central-1_20250106.cose"
 );
 /// The time the fixture's source validates it at (PROVENANCE.md); its chain is valid from
 /// 1736179622 to 1736190425.
