@@ -28,6 +28,68 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// The Prometheus endpoint. Absent: no metrics listener.
     pub metrics: Option<MetricsSettings>,
+    /// What the enclave must attest to for the host to report SERVING. Absent: health follows
+    /// the enclave's readiness only (a warning at start).
+    pub attestation: Option<AttestationSettings>,
+}
+
+/// The host's own attestation check of its enclave, for health.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationSettings {
+    /// Allowed PCR0 values (the enclave image's SHA-384), hex; at least one.
+    pub allowed_pcr0: Vec<String>,
+    /// Health is NOT_SERVING once the last verified attestation is older than this.
+    #[serde(default = "default_attestation_max_age_secs")]
+    pub max_age_secs: u64,
+    /// A development root certificate (DER or PEM) instead of the AWS Nitro root G1: only for
+    /// the development attestor.
+    pub development_root_file: Option<PathBuf>,
+}
+
+impl AttestationSettings {
+    /// The parsed expectation.
+    ///
+    /// # Errors
+    /// [`Error::ConfigInvalid`] for no PCR0, or one that is not 48 bytes of hex.
+    pub fn expectation(&self) -> Result<crate::attested::Expectation, Error> {
+        let allowed_pcr0 = self
+            .allowed_pcr0
+            .iter()
+            .map(|text| {
+                hex_48(text).ok_or(Error::ConfigInvalid(
+                    "attestation.allowed_pcr0 must be 48 bytes of hex",
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if allowed_pcr0.is_empty() {
+            return Err(Error::ConfigInvalid(
+                "attestation.allowed_pcr0 needs at least one value",
+            ));
+        }
+        Ok(crate::attested::Expectation {
+            root: self.development_root_file.clone().map_or(
+                crate::attested::Root::AwsNitroG1,
+                crate::attested::Root::DevelopmentFile,
+            ),
+            allowed_pcr0,
+            max_age: Duration::from_secs(self.max_age_secs),
+        })
+    }
+}
+
+/// 48 bytes from 96 hex digits.
+fn hex_48(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 96 {
+        return None;
+    }
+    (0..48)
+        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn default_attestation_max_age_secs() -> u64 {
+    300
 }
 
 /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP: bind it to loopback or the
@@ -290,6 +352,7 @@ impl Config {
             limits: Limits::default(),
             tls: None,
             metrics: None,
+            attestation: None,
         }
     }
 }
@@ -321,6 +384,18 @@ mod tests {
             config.metrics.map(|m| m.listen.to_string()).as_deref(),
             Some("tcp://127.0.0.1:9464")
         );
+        let expectation = config.attestation.unwrap().expectation().unwrap();
+        assert_eq!(expectation.allowed_pcr0.len(), 1);
+        assert!(matches!(
+            expectation.root,
+            crate::attested::Root::AwsNitroG1
+        ));
+        let bad = AttestationSettings {
+            allowed_pcr0: vec!["00".into()],
+            max_age_secs: 1,
+            development_root_file: None,
+        };
+        assert!(bad.expectation().is_err());
     }
 
     #[test]

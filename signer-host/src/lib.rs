@@ -1,6 +1,7 @@
 //! The signer's host: the public gRPC API on the parent instance, relaying to the enclave.
 #![doc = include_str!("../README.md")]
 
+pub mod attested;
 pub mod config;
 pub mod credentials;
 mod error;
@@ -97,6 +98,15 @@ pub async fn run(
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
+    if config.attestation.is_some() {
+        // Registered from the start, so it can be watched: unknown until the first check.
+        health
+            .set_service_status(
+                loader::ATTESTATION_SERVICE,
+                tonic_health::ServingStatus::Unknown,
+            )
+            .await;
+    }
     // The loader's own calls (status, a long LoadKeys stream) use a channel without the per-call
     // deadline of client traffic.
     let loader_channel = transport::dial(
@@ -139,6 +149,11 @@ pub async fn run(
         loader::Observers {
             health,
             metrics: Arc::clone(&metrics),
+            attestation: config
+                .attestation
+                .as_ref()
+                .map(config::AttestationSettings::expectation)
+                .transpose()?,
         },
         Duration::from_millis(config.enclave.status_interval_ms),
         wake,

@@ -11,9 +11,11 @@ use signer_proto::pb::signer_service_server::SignerServiceServer;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::Error;
+use crate::attested::{Attested, Expectation};
 use crate::metrics::{Metrics, Phase};
 use crate::relay::Relay;
 use crate::shutdown::stopped;
@@ -41,12 +43,19 @@ pub struct LoadReport {
     pub records_time: Duration,
 }
 
-/// Who hears what the loader finds: the health service and the metrics.
+/// The health service name that reports the host's own attestation check of its enclave:
+/// UNKNOWN until the first check, then SERVING while a verified document is fresh, NOT_SERVING
+/// when refused or stale. Only with an `[attestation]` expectation.
+pub const ATTESTATION_SERVICE: &str = "signer.v1.EnclaveAttestation";
+
+/// Who hears what the loader finds, and what it checks the enclave against.
 pub struct Observers {
-    /// SERVING exactly while the enclave is ready.
+    /// SERVING exactly while the enclave is ready (and, with an expectation, freshly attested).
     pub health: HealthReporter,
-    /// Phase, counts, boots and loads.
+    /// Phase, counts, boots, loads and attestations.
     pub metrics: Arc<Metrics>,
+    /// What the enclave must attest to; `None`: health follows readiness only.
+    pub attestation: Option<Expectation>,
 }
 
 /// Probes and loads until `shutdown` turns true.
@@ -59,7 +68,18 @@ pub async fn watch_enclave(
     credentials: Credentials,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Observers { health, metrics } = observers;
+    let Observers {
+        health,
+        metrics,
+        attestation,
+    } = observers;
+    if attestation.is_none() {
+        tracing::warn!(
+            "no [attestation] expectation: health does not check what the enclave attests to"
+        );
+    }
+    let mut attested = Attested::default();
+    let mut last_refusal: Option<String> = None;
     let mut serving = None;
     let mut boot_seen: Option<Vec<u8>> = None;
     // After a failed load (KMS unreachable or refusing), wait longer each time, up to
@@ -72,6 +92,7 @@ pub async fn watch_enclave(
             .status(pb::StatusRequest {})
             .await
             .map(tonic::Response::into_inner);
+        let boot_id = answer.as_ref().map_or(Vec::new(), |s| s.boot_id.clone());
         match &answer {
             Ok(status) => {
                 if boot_seen.as_ref() != Some(&status.boot_id) {
@@ -136,6 +157,38 @@ pub async fn watch_enclave(
                 false
             }
         };
+        let ready = match (&attestation, ready) {
+            (Some(expectation), true) => {
+                if attested.due(&boot_id, expectation.max_age) {
+                    let outcome = attested.check(&enclave, expectation, &boot_id).await;
+                    metrics.enclave_attested(outcome.is_ok());
+                    match outcome {
+                        Ok(()) => {
+                            if last_refusal.take().is_some() || serving != Some(true) {
+                                tracing::info!("enclave attestation verified");
+                            }
+                            health
+                                .set_service_status(ATTESTATION_SERVICE, ServingStatus::Serving)
+                                .await;
+                        }
+                        Err(why) => {
+                            if last_refusal.as_ref() != Some(&why) {
+                                tracing::error!(%why, "enclave attestation refused: not serving");
+                            }
+                            last_refusal = Some(why);
+                        }
+                    }
+                }
+                let fresh = attested.fresh(&boot_id, expectation.max_age);
+                if !fresh {
+                    health
+                        .set_service_status(ATTESTATION_SERVICE, ServingStatus::NotServing)
+                        .await;
+                }
+                fresh
+            }
+            (_, ready) => ready,
+        };
         set_health(&health, &mut serving, ready).await;
         let wait = if load_failed { backoff } else { interval };
         backoff = if load_failed {
@@ -158,13 +211,11 @@ async fn set_health(health: &HealthReporter, current: &mut Option<bool>, serving
     *current = Some(serving);
     if serving {
         health.set_serving::<SignerServiceServer<Relay>>().await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
+        health.set_service_status("", ServingStatus::Serving).await;
     } else {
         health.set_not_serving::<SignerServiceServer<Relay>>().await;
         health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .set_service_status("", ServingStatus::NotServing)
             .await;
     }
 }

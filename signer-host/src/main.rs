@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use signer_host::config::{Config, DevEnclaveOptions, KmsSettings, TlsSettings};
+use signer_host::config::{
+    AttestationSettings, Config, DevEnclaveOptions, KmsSettings, TlsSettings,
+};
 use signer_proto::transport::Address;
 
 /// The signer's host process.
@@ -61,6 +63,10 @@ enum Command {
         /// stdout after the API's address).
         #[arg(long)]
         metrics_listen: Option<Address>,
+        /// The PCR0 (hex) the enclave must attest to for the host to report SERVING. Default: the
+        /// SHA-384 of the enclave binary, which is what the development attestor reports.
+        #[arg(long)]
+        expected_pcr0: Option<String>,
         /// The deployment id the enclave serves; clients stamp for it.
         #[arg(long, default_value = "local-dev")]
         deployment_id: String,
@@ -107,6 +113,7 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             tls_key,
             tls_client_ca,
             metrics_listen,
+            expected_pcr0,
             deployment_id,
             keyring_creators,
             enclave_args,
@@ -116,6 +123,15 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             let binary = match enclave_binary {
                 Some(path) => path,
                 None => std::env::current_exe()?.with_file_name("signer-enclave"),
+            };
+            let pcr0 = match expected_pcr0 {
+                Some(pcr0) => pcr0,
+                None => sha384_hex(&std::fs::read(&binary)?),
+            };
+            let attestation = AttestationSettings {
+                allowed_pcr0: vec![pcr0],
+                max_age_secs: 300,
+                development_root_file: Some(data_dir.join("dev-root.der")),
             };
             let kms = kms_key_arn.map(|key_arn| KmsSettings {
                 key_arn,
@@ -139,6 +155,7 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
                 });
             config.metrics =
                 metrics_listen.map(|listen| signer_host::config::MetricsSettings { listen });
+            config.attestation = Some(attestation);
             config.validate()?;
             config
         }
@@ -152,6 +169,15 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
         }
     };
     signer_host::run(config, announce, shutdown_signal()).await
+}
+
+/// The SHA-384 of `bytes`, lower-case hex: the development attestor's PCR0 of a binary.
+fn sha384_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha384::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn shutdown_signal() {

@@ -62,6 +62,7 @@ pub struct Metrics {
     boots: IntCounter,
     loads: IntCounterVec,
     load_seconds: HistogramVec,
+    attestations: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -184,6 +185,16 @@ impl Metrics {
                     &["phase"],
                 ),
             )?,
+            attestations: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "signer_enclave_attestations_total",
+                        "The host's attestation checks of its enclave, by outcome (verified, refused).",
+                    ),
+                    &["outcome"],
+                ),
+            )?,
             registry,
         }))
     }
@@ -234,6 +245,12 @@ impl Metrics {
         self.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
         self.keyrings
             .set(i64::try_from(keyrings).unwrap_or(i64::MAX));
+    }
+
+    /// An attestation check of the enclave: verified or refused.
+    pub fn enclave_attested(&self, verified: bool) {
+        let outcome = if verified { "verified" } else { "refused" };
+        self.attestations.with_label_values(&[outcome]).inc();
     }
 
     /// A boot the loader had not seen before.

@@ -178,6 +178,8 @@ pub struct StackOptions {
     pub keyring_creators: Option<Vec<String>>,
     /// Serve Prometheus metrics on a free loopback port ([`Stack::metrics`]).
     pub metrics: bool,
+    /// The PCR0 (hex) the host expects its enclave to attest to, instead of the binary's.
+    pub expected_pcr0: Option<String>,
 }
 
 /// A running host + enclave pair.
@@ -317,6 +319,12 @@ impl Stack {
                     .then_some(["--metrics-listen", "tcp://127.0.0.1:0"])
                     .into_iter()
                     .flatten(),
+            )
+            .args(
+                options
+                    .expected_pcr0
+                    .iter()
+                    .flat_map(|pcr0| ["--expected-pcr0", pcr0.as_str()]),
             )
             .env("AWS_ACCESS_KEY_ID", "test-access-key")
             .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")

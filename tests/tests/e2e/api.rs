@@ -1,4 +1,5 @@
-//! Stock gRPC tooling works: health checking and server reflection (v1 and v1alpha).
+//! Stock gRPC tooling works: health checking (which follows the host's attestation check of its
+//! enclave) and server reflection (v1 and v1alpha).
 
 use signer_client::pb;
 use tests::Stack;
@@ -14,7 +15,13 @@ async fn health_and_reflection_serve_stock_clients() {
     let channel = signer_proto::transport::dial(&stack.address, Default::default()).unwrap();
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    for service in ["", "signer.v1.SignerService"] {
+    // The host's own attestation check of its enclave (the binary's PCR0, the development
+    // root) passed too.
+    for service in [
+        "",
+        "signer.v1.SignerService",
+        "signer.v1.EnclaveAttestation",
+    ] {
         let reply = health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: service.into(),
@@ -135,4 +142,59 @@ async fn attestation_verifies_against_the_development_root_and_the_enclave_binar
         client.attest(&other_image).await,
         Err(Error::Attestation("PCRs match no allowed set"))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_while_the_enclave_attests_to_another_image() {
+    use tests::StackOptions;
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    // The host expects an image the enclave is not.
+    let options = StackOptions {
+        expected_pcr0: Some("00".repeat(48)),
+        ..StackOptions::default()
+    };
+    let stack = tokio::task::block_in_place(|| {
+        Stack::spawn(tempfile::tempdir().unwrap(), "k256", &options)
+    });
+    let channel = signer_proto::transport::dial(&stack.address, Default::default()).unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    // The host's own attestation check reports on its own service name: unknown until the first
+    // check, then refused.
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "signer.v1.EnclaveAttestation".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(tests::READY_TIMEOUT, async {
+        loop {
+            let status = watch.message().await.unwrap().unwrap().status();
+            match status {
+                ServingStatus::NotServing => break,
+                ServingStatus::ServiceUnknown | ServingStatus::Unknown => {}
+                ServingStatus::Serving => panic!("another image's attestation was accepted"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no attestation verdict; log:\n{}", stack.log()));
+    // The enclave itself is up and serving (a client that attests it correctly works through
+    // this host), but the host does not report SERVING for it.
+    let client = stack.client().await;
+    client.create_key(&stack.keyring(), "k").await.unwrap();
+    for service in ["", "signer.v1.SignerService"] {
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.status(), ServingStatus::NotServing, "{service:?}");
+    }
+    let log = stack.log();
+    assert!(log.contains("enclave attestation refused"), "{log}");
+    assert!(log.contains("PCRs match no allowed set"), "{log}");
 }
