@@ -40,6 +40,39 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Maximum number of stamps on one request.
 pub const MAX_STAMPS: usize = 16;
 
+/// The gRPC metadata key of a call's request id: a client may send one, the host makes one
+/// otherwise, answers with it, and passes it to the enclave, so one call's log lines in both
+/// processes can be found together.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Whether `id` is an acceptable request id: 1 to 64 of `A-Z a-z 0-9 . _ -` (anything else
+/// is replaced, never logged).
+pub fn valid_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Logging for the signer's processes: to stderr, filtered by `RUST_LOG` (default `info`), as
+/// JSON lines when `SIGNER_LOG_FORMAT=json` (each line carrying its spans' fields, the request
+/// id among them), as text otherwise.
+#[cfg(feature = "logging")]
+pub fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("SIGNER_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder.json().with_span_list(true).init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
 /// The `UNAUTHENTICATED` message for a body whose timestamp the enclave's time rules refuse (too
 /// old, dated too far ahead, or from before the enclave's boot). Unlike every other
 /// authentication failure it is worth retrying: stamp a new body with a current timestamp.
@@ -106,6 +139,16 @@ fn eip55(address: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        for good in ["a", "req-42", "0f1e2d.3c_4b", &"x".repeat(64)] {
+            assert!(valid_request_id(good), "{good}");
+        }
+        for bad in ["", "a b", "id\n", "é", "a/b", &"x".repeat(65)] {
+            assert!(!valid_request_id(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

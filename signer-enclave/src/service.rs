@@ -9,6 +9,7 @@ use signer_proto::pb;
 use signer_proto::pb::enclave_service_server::EnclaveService;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 mod bitcoin;
 mod calls;
@@ -78,6 +79,18 @@ impl<B: Backend> EnclaveApi<B> {
 }
 
 /// Logs an error's detail inside the enclave and turns it into its generic status.
+/// The span of one relayed call: its method and the request id the host gave it (a plain short
+/// token, or empty), which every log line of the call then carries.
+fn call_span<T>(call: &'static str, request: &Request<T>) -> tracing::Span {
+    let id = request
+        .metadata()
+        .get(signer_proto::REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| signer_proto::valid_request_id(id))
+        .unwrap_or_default();
+    tracing::info_span!("request", call, request_id = id)
+}
+
 pub(crate) fn status(call: &'static str, error: Error) -> Status {
     match &error {
         Error::InvalidArgument(_) | Error::KeyNotFound | Error::NotReady => {
@@ -132,6 +145,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyringResponse>, Status> {
         calls::create_keyring(&self.shared, self.provider.as_ref(), request.get_ref())
+            .instrument(call_span("CreateKeyring", &request))
             .await
             .map(Response::new)
             .map_err(|e| status("CreateKeyring", e))
@@ -199,6 +213,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
+        let _span = call_span("CreateKey", &request).entered();
         calls::create_key(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("CreateKey", e))
@@ -208,6 +223,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
+        let _span = call_span("ImportKey", &request).entered();
         calls::import_key(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("ImportKey", e))
@@ -217,6 +233,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
+        let _span = call_span("UpdatePolicy", &request).entered();
         calls::update_policy(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("UpdatePolicy", e))
@@ -226,6 +243,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::GetKeyRequest>,
     ) -> Result<Response<pb::KeyInfo>, Status> {
+        let _span = call_span("GetPublicKey", &request).entered();
         calls::public_key(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("GetPublicKey", e))
@@ -235,6 +253,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
+        let _span = call_span("Sign", &request).entered();
         calls::sign(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("Sign", e))
@@ -244,6 +263,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignEthereumResponse>, Status> {
+        let _span = call_span("SignEthereum", &request).entered();
         ethereum::sign_ethereum(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("SignEthereum", e))
@@ -253,6 +273,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignPsbtResponse>, Status> {
+        let _span = call_span("SignPsbt", &request).entered();
         bitcoin::sign_psbt(&self.shared, request.get_ref())
             .map(Response::new)
             .map_err(|e| status("SignPsbt", e))

@@ -152,7 +152,7 @@ pub async fn watch_enclave(
             }
             Err(error) => {
                 if serving != Some(false) {
-                    tracing::warn!(code = ?error.code(), message = error.message(), "enclave unreachable");
+                    tracing::warn!(code = ?error.code(), detail = error.message(), "enclave unreachable");
                 }
                 false
             }

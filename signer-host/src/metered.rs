@@ -1,11 +1,16 @@
 //! The public API as served: the [`Relay`], each call counted, timed and tracked in flight by
-//! [`Metrics`] under its method's name.
+//! [`Metrics`] under its method's name, and given a request id (the client's `x-request-id` if
+//! it is a plain short token, a fresh random one otherwise) that the host's and the enclave's log
+//! lines for the call carry and the answer returns.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use signer_proto::pb;
 use signer_proto::pb::signer_service_server::SignerService;
+use signer_proto::{REQUEST_ID_HEADER, pb, valid_request_id};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::metrics::Metrics;
 use crate::relay::{Relay, ResponseStream};
@@ -23,78 +28,144 @@ impl Metered {
     }
 }
 
+impl Metered {
+    /// Serves `call` as `method`: metered, in a span carrying the request id, answered with it.
+    async fn serve<T>(
+        &self,
+        method: &'static str,
+        id: MetadataValue<Ascii>,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let span =
+            tracing::info_span!("call", method, request_id = id.to_str().unwrap_or_default());
+        let result = self
+            .metrics
+            .observe(method, call)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!("answered"),
+            Err(status) => tracing::info!(code = ?status.code(), "refused"),
+        });
+        match result {
+            Ok(mut response) => {
+                response.metadata_mut().insert(REQUEST_ID_HEADER, id);
+                Ok(response)
+            }
+            Err(mut status) => {
+                status.metadata_mut().insert(REQUEST_ID_HEADER, id);
+                Err(status)
+            }
+        }
+    }
+}
+
+/// The call's request id: the client's, if it sent an acceptable one, or a fresh one; set on
+/// the request for the relay to pass on.
+fn tagged<T>(mut request: Request<T>) -> (Request<T>, MetadataValue<Ascii>) {
+    let given = request
+        .metadata()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| valid_request_id(id))
+        .and_then(|id| MetadataValue::try_from(id).ok());
+    let id = given.unwrap_or_else(|| {
+        let mut bytes = [0u8; 16];
+        // Without the OS RNG the id is still unique enough to read a log by: the time.
+        if getrandom::fill(&mut bytes).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes = now.to_be_bytes();
+        }
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        MetadataValue::try_from(text.as_str()).unwrap_or(MetadataValue::from_static("unset"))
+    });
+    request.metadata_mut().insert(REQUEST_ID_HEADER, id.clone());
+    (request, id)
+}
+
 #[tonic::async_trait]
 impl SignerService for Metered {
     async fn create_keyring(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyringResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.create_keyring(request);
-        self.metrics.observe("CreateKeyring", call).await
+        self.serve("CreateKeyring", id, call).await
     }
 
     async fn create_key(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.create_key(request);
-        self.metrics.observe("CreateKey", call).await
+        self.serve("CreateKey", id, call).await
     }
 
     async fn import_key(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.import_key(request);
-        self.metrics.observe("ImportKey", call).await
+        self.serve("ImportKey", id, call).await
     }
 
     async fn update_policy(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.update_policy(request);
-        self.metrics.observe("UpdatePolicy", call).await
+        self.serve("UpdatePolicy", id, call).await
     }
 
     async fn get_public_key(
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.get_public_key(request);
-        self.metrics.observe("GetPublicKey", call).await
+        self.serve("GetPublicKey", id, call).await
     }
 
     async fn list_keys(
         &self,
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.list_keys(request);
-        self.metrics.observe("ListKeys", call).await
+        self.serve("ListKeys", id, call).await
     }
 
     async fn sign(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.sign(request);
-        self.metrics.observe("Sign", call).await
+        self.serve("Sign", id, call).await
     }
 
     async fn sign_ethereum(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignEthereumResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.sign_ethereum(request);
-        self.metrics.observe("SignEthereum", call).await
+        self.serve("SignEthereum", id, call).await
     }
 
     async fn sign_psbt(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignPsbtResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.sign_psbt(request);
-        self.metrics.observe("SignPsbt", call).await
+        self.serve("SignPsbt", id, call).await
     }
 
     type SignStreamStream = ResponseStream;
@@ -104,15 +175,17 @@ impl SignerService for Metered {
         &self,
         request: Request<Streaming<pb::SignStreamRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.sign_stream(request);
-        self.metrics.observe("SignStream", call).await
+        self.serve("SignStream", id, call).await
     }
 
     async fn attest(
         &self,
         request: Request<pb::AttestRequest>,
     ) -> Result<Response<pb::AttestResponse>, Status> {
+        let (request, id) = tagged(request);
         let call = self.relay.attest(request);
-        self.metrics.observe("Attest", call).await
+        self.serve("Attest", id, call).await
     }
 }

@@ -5,9 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use prost::Message as _;
-use signer_proto::pb;
 use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
 use signer_proto::pb::signer_service_server::SignerService;
+use signer_proto::{REQUEST_ID_HEADER, pb};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -41,6 +41,17 @@ impl Relay {
     }
 }
 
+/// The request as it goes on to the enclave: the message and the call's request id only (none
+/// of the client's other metadata).
+fn onward<T>(request: Request<T>) -> Request<T> {
+    let id = request.metadata().get(REQUEST_ID_HEADER).cloned();
+    let mut onward = Request::new(request.into_inner());
+    if let Some(id) = id {
+        onward.metadata_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    onward
+}
+
 /// The enclave's own UNAVAILABLE messages, passed through; any other UNAVAILABLE is the transport.
 const ENCLAVE_UNAVAILABLE: [&str; 3] = [
     "attestation unavailable",
@@ -65,7 +76,7 @@ fn relayed(status: Status) -> Status {
         }
         Code::Internal => Status::internal("internal error"),
         _ => {
-            tracing::warn!(code = ?status.code(), message = status.message(), "enclave call failed");
+            tracing::warn!(code = ?status.code(), detail = status.message(), "enclave call failed");
             Status::unavailable("enclave unavailable")
         }
     }
@@ -116,14 +127,14 @@ impl Relay {
         &self,
         method: &'static str,
         request: Request<pb::SignedRequest>,
-        call: impl FnOnce(EnclaveServiceClient<Channel>, pb::SignedRequest) -> Fut,
+        call: impl FnOnce(EnclaveServiceClient<Channel>, Request<pb::SignedRequest>) -> Fut,
     ) -> Result<T, Status>
     where
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         check_envelope(request.get_ref())?;
         self.metrics
-            .enclave(method, call(self.enclave.clone(), request.into_inner()))
+            .enclave(method, call(self.enclave.clone(), onward(request)))
             .await
             .map(Response::into_inner)
             .map_err(relayed)
@@ -214,6 +225,7 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        let id = request.metadata().get(REQUEST_ID_HEADER).cloned();
         let pb::GetPublicKeyRequest {
             key_id,
             challenge,
@@ -229,10 +241,16 @@ impl SignerService for Relay {
             .metrics
             .enclave(
                 "GetPublicKey",
-                self.enclave.clone().get_public_key(pb::GetKeyRequest {
-                    key_id: key_id.clone(),
-                    challenge,
-                    path,
+                self.enclave.clone().get_public_key({
+                    let mut onward = Request::new(pb::GetKeyRequest {
+                        key_id: key_id.clone(),
+                        challenge,
+                        path,
+                    });
+                    if let Some(id) = id {
+                        onward.metadata_mut().insert(REQUEST_ID_HEADER, id);
+                    }
+                    onward
                 }),
             )
             .await
@@ -332,7 +350,7 @@ impl SignerService for Relay {
         }
         let response = self
             .metrics
-            .enclave("Attest", self.enclave.clone().attest(request.into_inner()))
+            .enclave("Attest", self.enclave.clone().attest(onward(request)))
             .await
             .map_err(relayed)?;
         Ok(Response::new(response.into_inner()))

@@ -180,6 +180,8 @@ pub struct StackOptions {
     pub metrics: bool,
     /// The PCR0 (hex) the host expects its enclave to attest to, instead of the binary's.
     pub expected_pcr0: Option<String>,
+    /// Log as JSON lines (`SIGNER_LOG_FORMAT=json`, which the enclave inherits).
+    pub json_logs: bool,
 }
 
 /// A running host + enclave pair.
@@ -325,6 +327,10 @@ impl Stack {
                     .expected_pcr0
                     .iter()
                     .flat_map(|pcr0| ["--expected-pcr0", pcr0.as_str()]),
+            )
+            .env(
+                "SIGNER_LOG_FORMAT",
+                if options.json_logs { "json" } else { "text" },
             )
             .env("AWS_ACCESS_KEY_ID", "test-access-key")
             .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")

@@ -15,6 +15,7 @@ mod e2e {
     mod hostile_replay;
     mod interop;
     mod kms;
+    mod logs;
     mod metrics;
     mod restart;
     mod secrets;
