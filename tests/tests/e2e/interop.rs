@@ -109,3 +109,85 @@ async fn python_cryptography_loads_our_key_files_and_the_enclave_accepts_its_sta
             .unwrap();
     }
 }
+
+/// The Python example (`examples/python/sign.py`): stubs generated from the `.proto` files with
+/// `grpc_tools.protoc`, stock `grpcio` and `cryptography`, a key file from `signer-cli`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_stamps_and_signs_through_the_stack() {
+    let stack = Stack::start("k256").await;
+    let admin = stack.client().await;
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let files = tempfile::tempdir().unwrap();
+    let stubs = files.path().join("stubs");
+    std::fs::create_dir(&stubs).unwrap();
+    let generated = std::process::Command::new(python())
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(workspace.join("proto/proto"))
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .arg(workspace.join("proto/proto/signer/v1/common.proto"))
+        .arg(workspace.join("proto/proto/signer/v1/signer.proto"))
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "protoc: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    for scheme in ["ed25519", "p256"] {
+        let path = files.path().join(format!("{scheme}.pem"));
+        let path_text = path.display().to_string();
+        let generated = tokio::task::block_in_place(|| {
+            stack.cli(&["generate-api-key", "--out", &path_text, "--scheme", scheme])
+        })
+        .unwrap();
+        let public = parse_api_key(generated["public_key"].as_str().unwrap()).unwrap();
+        let policy = pb::Policy {
+            approvers: vec![public],
+            threshold: 1,
+            schemes: vec![pb::SignatureScheme::EcdsaSecp256k1.into()],
+            admins: vec![stack.admin_key().public()],
+            admin_threshold: 1,
+            ..Default::default()
+        };
+        let key = admin
+            .create_key_with(&stack.keyring(), "python", policy)
+            .await
+            .unwrap();
+        let digest = [0x42u8; 32];
+        let endpoint = stack.address.to_string();
+        let output = std::process::Command::new(python())
+            .arg(workspace.join("examples/python/sign.py"))
+            .arg("--endpoint")
+            .arg(endpoint.trim_start_matches("tcp://"))
+            .args(["--deployment-id", &stack.deployment_id])
+            .arg("--api-key")
+            .arg(&path)
+            .args(["--key-id", &key.key_id, "--digest", &hex::encode(digest)])
+            .env("PYTHONPATH", &stubs)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{scheme}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            stack.log()
+        );
+        let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(printed["key_id"], key.key_id.as_str());
+        assert_eq!(printed["request_id"], "python-example");
+        assert_eq!(
+            printed["public_key"],
+            hex::encode(key.public_key_compressed)
+        );
+        // The signature the example verified, verified again here with libsecp256k1.
+        let signature = hex::decode(printed["signature"].as_str().unwrap()).unwrap();
+        secp256k1::ecdsa::Signature::from_compact(&signature)
+            .unwrap()
+            .verify(
+                secp256k1::Message::from_digest(digest),
+                &secp256k1::PublicKey::from_slice(&key.public_key_compressed).unwrap(),
+            )
+            .unwrap();
+    }
+}
