@@ -14,6 +14,9 @@ use signer_proto::pb;
 use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
 use tonic::transport::Channel;
 
+/// How long the enclave has to answer `Attest`.
+const ATTEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where the chain must start.
 #[derive(Clone, Debug)]
 pub enum Root {
@@ -76,12 +79,15 @@ impl Attested {
         };
         let mut nonce = vec![0u8; 32];
         getrandom::fill(&mut nonce).map_err(|e| format!("OS RNG: {e}"))?;
-        let document = enclave
-            .clone()
-            .attest(pb::AttestRequest {
-                nonce: nonce.clone(),
-            })
+        let mut enclave = enclave.clone();
+        let call = enclave.attest(pb::AttestRequest {
+            nonce: nonce.clone(),
+        });
+        // The loader's channel has no per-call deadline; an enclave that hangs here must not
+        // hang the loader.
+        let document = tokio::time::timeout(ATTEST_TIMEOUT, call)
             .await
+            .map_err(|_| "Attest timed out".to_owned())?
             .map_err(|status| format!("Attest failed: {}", status.code()))?
             .into_inner()
             .document;

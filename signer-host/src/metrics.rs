@@ -205,10 +205,18 @@ impl Metrics {
         method: &'static str,
         call: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, tonic::Status> {
+        // A guard, so a call the client abandons (its future dropped mid-await) still leaves.
+        struct InFlight<'a>(&'a IntGauge);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
         self.in_flight.inc();
+        let in_flight = InFlight(&self.in_flight);
         let start = Instant::now();
         let result = call.await;
-        self.in_flight.dec();
+        drop(in_flight);
         self.latency
             .with_label_values(&[method])
             .observe(start.elapsed().as_secs_f64());
@@ -356,6 +364,14 @@ mod tests {
                 })
                 .await;
         });
+        // A call the client abandons mid-flight (its future dropped) is no longer in flight.
+        let mut abandoned =
+            Box::pin(metrics.observe("Sign", std::future::pending::<Result<(), tonic::Status>>()));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(abandoned.as_mut().poll(&mut context).is_pending());
+        assert_eq!(metrics.in_flight.get(), 1);
+        drop(abandoned);
+        assert_eq!(metrics.in_flight.get(), 0);
         metrics.enclave_status(Phase::Ready, Some((7, 2, 3)));
         let text = metrics.render();
         for line in [
