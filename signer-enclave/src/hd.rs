@@ -182,6 +182,25 @@ impl HdRoot {
             .to_string(version.prefix()))
     }
 
+    /// The public key (SEC1 uncompressed) and the extended public key at `path`, from one
+    /// derivation: what exporting a key under the root needs.
+    ///
+    /// # Errors
+    /// As [`HdRoot::derive`].
+    pub fn public_at(
+        &self,
+        path: &HdPath,
+        version: XpubVersion,
+    ) -> Result<(crate::backend::PublicKey, String), Error> {
+        let public = self.extended(path)?.public_key();
+        let point = public.public_key().to_sec1_point(false);
+        let uncompressed: [u8; 65] = point.as_bytes().try_into().map_err(|_| Error::Internal)?;
+        Ok((
+            crate::backend::PublicKey(uncompressed),
+            public.to_string(version.prefix()),
+        ))
+    }
+
     fn master(&self) -> Result<XPrv, Error> {
         let mut key_bytes = [0u8; SECRET_LEN + 1];
         key_bytes[1..].copy_from_slice(self.secret.expose_secret());

@@ -740,11 +740,8 @@ impl<B: Backend> Vault<B> {
             return Err(Error::InvalidArgument("a path is only for HD roots"));
         };
         rules.check(path)?;
-        let key = B::load(&root.derive(path)?)?;
-        Ok(Derived {
-            public: B::public_key(&key),
-            xpub: root.xpub(path, XpubVersion::Xpub)?,
-        })
+        let (public, xpub) = root.public_at(path, XpubVersion::Xpub)?;
+        Ok(Derived { public, xpub })
     }
 
     /// A loaded key's current policy (a snapshot: it may change before the caller acts, so

@@ -85,6 +85,11 @@ fn bip32_vectors_1_to_4_derive_every_published_key() {
                 "{}",
                 step["path"]
             );
+            // The export path (one derivation for both) gives the same xpub and the secret's
+            // public key.
+            let (public, exported) = seed.public_at(&path, XpubVersion::Xpub).expect("public");
+            assert_eq!(exported, xpub);
+            assert_eq!(public.compressed().to_vec(), public_key(&secret));
             steps += 1;
         }
     }
