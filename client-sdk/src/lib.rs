@@ -6,6 +6,7 @@ pub mod bitcoin;
 mod client;
 mod error;
 pub mod ethereum;
+pub mod fleet;
 pub mod hd;
 pub mod policy;
 pub mod stamper;
@@ -17,6 +18,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use ethereum::{EthereumSignature, SignedTransaction};
+pub use fleet::{Answered, Fleet};
 pub use signer_proto::pb;
 pub use signer_proto::transport::Address;
 pub use stamper::{ApiKeyPair, ApiKeyScheme, Stamper};

@@ -9,6 +9,7 @@ mod e2e {
     mod bad_input;
     mod bitcoin;
     mod ethereum;
+    mod fleet;
     mod hd;
     mod hostile;
     mod hostile_authority;
