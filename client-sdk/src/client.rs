@@ -35,6 +35,8 @@ use crate::verify::KeyInfo;
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: SignerServiceClient<Channel>,
+    /// The same connection, for the host's health service.
+    channel: Channel,
     retry: RetryPolicy,
     deployment_id: String,
     stamper: Option<Arc<Stamper>>,
@@ -76,6 +78,7 @@ impl Client {
             ..State::default()
         };
         Ok(Self {
+            channel: channel.clone(),
             inner: SignerServiceClient::new(channel)
                 .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES),
@@ -84,6 +87,19 @@ impl Client {
             stamper: config.stamper,
             enclave: config.enclave,
             state: Arc::new(state),
+        })
+    }
+
+    /// Whether the host reports its API SERVING (`grpc.health.v1`): its enclave ready and, where
+    /// the host checks it, freshly attested. `false` for NOT_SERVING, an error or no answer.
+    pub async fn host_serving(&self) -> bool {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        health.check(request).await.is_ok_and(|reply| {
+            reply.into_inner().status()
+                == tonic_health::pb::health_check_response::ServingStatus::Serving
         })
     }
 

@@ -2,7 +2,8 @@
 //! [`Client`] per endpoint — so each enclave it meets is attested on its own, with its own
 //! identity, and every answer is verified against the enclave that gave it — spreads signing
 //! calls over them in turn, marks an endpoint down when it answers `UNAVAILABLE` (or cannot be
-//! reached) and tries the next, and says which endpoint answered.
+//! reached) or its health is not SERVING ([`Fleet::check_health`]) and tries the next, and says
+//! which endpoint answered.
 //!
 //! Only signing fails over: a signature asked of a second enclave is the same signature (RFC 6979)
 //! or an equally valid one (BIP-340), so repeating it duplicates nothing a caller relies on —
@@ -12,7 +13,7 @@
 //! never repeated elsewhere.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -36,15 +37,20 @@ pub struct Answered<T> {
 struct Member {
     endpoint: Address,
     client: Client,
+    /// Set by a failed call, for [`DOWN_FOR`].
     down_until: Mutex<Option<Instant>>,
+    /// Set by [`Fleet::check_health`] until the next check says otherwise.
+    unhealthy: AtomicBool,
 }
 
 impl Member {
     fn is_down(&self) -> bool {
-        self.down_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|until| Instant::now() < until)
+        self.unhealthy.load(Ordering::Relaxed)
+            || self
+                .down_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|until| Instant::now() < until)
     }
 
     fn mark(&self, down: bool) {
@@ -96,6 +102,7 @@ impl Fleet {
                 endpoint,
                 client: Client::connect(member).await?,
                 down_until: Mutex::new(None),
+                unhealthy: AtomicBool::new(false),
             });
         }
         Ok(Self {
@@ -104,6 +111,20 @@ impl Fleet {
             rounds: config.retry.max_attempts.max(1),
             backoff: config.retry.initial_backoff,
         })
+    }
+
+    /// Asks every host for its health and marks each member up or down by it, until the next
+    /// check: a host whose enclave is not ready, or (where the host checks it) not freshly
+    /// attested, is passed over while any other member is up.
+    /// Returns each endpoint with whether it is SERVING. Call it at start and from time to time.
+    pub async fn check_health(&self) -> Vec<(Address, bool)> {
+        let mut report = Vec::with_capacity(self.members.len());
+        for member in &self.members {
+            let serving = member.client.host_serving().await;
+            member.unhealthy.store(!serving, Ordering::Relaxed);
+            report.push((member.endpoint.clone(), serving));
+        }
+        report
     }
 
     /// The member at `endpoint`'s client, for calls that must not fail over.

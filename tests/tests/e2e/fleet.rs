@@ -128,3 +128,45 @@ async fn signing_fails_over_when_a_stack_dies_mid_load() {
         BTreeSet::from([a.address.to_string(), c.address.to_string()])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_is_not_serving_is_passed_over() {
+    use tests::StackOptions;
+
+    let first = Stack::start("k256").await;
+    let client = first.client().await;
+    let key = client.create_key(&first.keyring(), "fleet").await.unwrap();
+    drop(client);
+    let dir_a = first.stop();
+    let dir_b = tempfile::tempdir().unwrap();
+    copy_files(dir_a.path(), dir_b.path());
+    let a = Stack::start_in(dir_a, "k256").await;
+    // B's host expects another enclave image: its health never says SERVING.
+    let options = StackOptions {
+        expected_pcr0: Some("00".repeat(48)),
+        ..StackOptions::default()
+    };
+    let b = tokio::task::block_in_place(|| Stack::spawn(dir_b, "k256", &options));
+
+    let mut config = ClientConfig::new(a.address.clone(), a.deployment_id.clone());
+    config.stamper = Some(std::sync::Arc::new(a.admin_stamper()));
+    config.enclave = Some(a.attestation_policy());
+    let fleet = Fleet::connect(config, vec![b.address.clone(), a.address.clone()])
+        .await
+        .unwrap();
+    let report = fleet.check_health().await;
+    assert_eq!(
+        report,
+        vec![(b.address.clone(), false), (a.address.clone(), true)]
+    );
+    for i in 0..10u8 {
+        let answered = fleet
+            .sign(|client| {
+                let id = key.key_id.clone();
+                async move { client.sign_digest(&id, [i + 1; 32]).await }
+            })
+            .await
+            .unwrap();
+        assert_eq!(answered.endpoint, a.address, "signature {i}");
+    }
+}
