@@ -82,8 +82,8 @@ fn endpoint_failed(error: &Error) -> bool {
 
 impl Fleet {
     /// One client per endpoint, each configured as `config` (deployment, TLS, API keys,
-    /// attestation policy) but for its address, and trying once: the fleet retries across
-    /// endpoints, `config.retry.max_attempts` rounds.
+    /// attestation policy) but for its address, and trying at most twice: the fleet retries
+    /// across endpoints, `config.retry.max_attempts` rounds.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] without endpoints; [`Error::Transport`] for an unusable one.
@@ -97,7 +97,9 @@ impl Fleet {
         for endpoint in endpoints {
             let mut member = config.clone();
             member.address = endpoint.clone();
-            member.retry.max_attempts = 1;
+            // Two attempts on one host: enough to stamp an expired body afresh (after that
+            // enclave restarted) or ride out one blip; failing over is the fleet's.
+            member.retry.max_attempts = 2;
             members.push(Member {
                 endpoint,
                 client: Client::connect(member).await?,
