@@ -393,9 +393,7 @@ impl<B: Backend> Vault<B> {
         authorized: Authorized<'_>,
     ) -> Result<Changed, Error> {
         self.require(Phase::Ready)?;
-        if policy.hd.is_none() {
-            return Err(Error::InvalidArgument("an HD root's policy needs hd rules"));
-        }
+        root_policy(&policy)?;
         let (root, key) = loop {
             let root = HdRoot::random()?;
             if let Ok(key) = B::load(root.secret()) {
@@ -427,9 +425,7 @@ impl<B: Backend> Vault<B> {
         authorized: Authorized<'_>,
     ) -> Result<Changed, Error> {
         self.require(Phase::Ready)?;
-        if policy.hd.is_none() {
-            return Err(Error::InvalidArgument("an HD root's policy needs hd rules"));
-        }
+        root_policy(&policy)?;
         let key = B::load(root.secret())
             .map_err(|_| Error::InvalidArgument("imported root is not a valid key"))?;
         self.insert_new(
@@ -771,6 +767,14 @@ impl<B: Backend> Vault<B> {
             root_fingerprint: loaded.root().map(|root| root.fingerprint()).transpose()?,
         })
     }
+}
+
+/// Refuses a root's policy without HD rules.
+fn root_policy(policy: &KeyPolicy) -> Result<(), Error> {
+    if policy.hd.is_none() {
+        return Err(Error::InvalidArgument("an HD root's policy needs hd rules"));
+    }
+    Ok(())
 }
 
 /// Refuses HD rules on a key that is not a root.
