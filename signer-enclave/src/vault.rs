@@ -9,6 +9,7 @@
 
 mod keyrings;
 mod policies;
+mod sync;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -22,6 +23,7 @@ pub(crate) use self::keyrings::NewKeyring;
 use self::keyrings::OpenKeyring;
 pub(crate) use self::policies::PolicyEntry;
 use self::policies::{Interned, PolicyTable};
+pub(crate) use self::sync::Synced;
 use crate::Error;
 use crate::auth::{Authorized, Committed};
 use crate::backend::{Backend, PublicKey};
@@ -164,6 +166,8 @@ pub(crate) enum Rejection {
     InvalidPolicy,
     /// The vault holds as many keys (or distinct policies) as it is configured for.
     OverCapacity,
+    /// A ready vault holds the key under a newer policy than the record's.
+    Stale,
 }
 
 impl Rejection {
@@ -175,6 +179,7 @@ impl Rejection {
             Rejection::SealCheckFailed => "seal check failed",
             Rejection::InvalidPolicy => "invalid policy",
             Rejection::OverCapacity => "over capacity",
+            Rejection::Stale => "older policy",
         }
     }
 }
@@ -263,6 +268,12 @@ impl<B: Backend> Vault<B> {
     /// and makes the vault unrecoverable.
     pub(crate) fn load_key(&self, record: &SealedRecord) -> Result<Result<(), Rejection>, Error> {
         self.require(Phase::AwaitingKeyrings)?;
+        self.insert_record(record)
+    }
+
+    /// Opens a sealed record of a key not yet loaded and keeps it (at load, or when a ready
+    /// vault learns of a key another enclave of the deployment made).
+    fn insert_record(&self, record: &SealedRecord) -> Result<Result<(), Rejection>, Error> {
         if read(&self.keys).contains_key(&record.key_id) {
             return Ok(Err(Rejection::Duplicate));
         }

@@ -114,14 +114,20 @@ impl<B: Backend> Vault<B> {
     /// the same keyring twice is allowed only with the same key and admin set.
     ///
     /// # Errors
-    /// [`Error::WrongPhase`] unless awaiting keyrings; [`Error::Capacity`]; provider failures;
+    /// A ready vault takes keyrings too: another enclave sharing the host's store may have made
+    /// one (the provider unwraps only this deployment's, and the admin seal is checked alike).
+    ///
+    /// # Errors
+    /// [`Error::Unrecoverable`]; [`Error::Capacity`]; provider failures;
     /// [`Error::SealCheckFailed`] for an admin set that is not the keyring's.
     pub(crate) async fn load_keyring(
         &self,
         provider: &dyn KeyWrapper,
         stored: &StoredKeyring,
     ) -> Result<(), Error> {
-        self.require(Phase::AwaitingKeyrings)?;
+        if self.phase() == Phase::Unrecoverable {
+            return Err(Error::Unrecoverable);
+        }
         let id = stored.id;
         {
             let keyrings = read(&self.keyrings);
