@@ -198,12 +198,29 @@ pub struct DevEnclaveOptions {
     pub extra_args: Vec<String>,
 }
 
-/// Key store backend.
-#[derive(Debug, Deserialize)]
+/// Key store backend: exactly one of `sqlite` and `url`.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Path of the SQLite database file (the embedded default), created if missing.
-    pub sqlite: PathBuf,
+    /// Path of the SQLite database file (the embedded default, one host), created if missing.
+    pub sqlite: Option<PathBuf>,
+    /// A PostgreSQL URL, for a store several hosts share:
+    /// `postgres://user:password@host:5432/db?sslmode=verify-full&sslrootcert=/path/ca.pem`.
+    pub url: Option<String>,
+    /// Most connections to PostgreSQL this host opens.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Longest wait for a PostgreSQL connection or statement, in milliseconds.
+    #[serde(default = "default_store_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+fn default_store_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Limits on the public API.
@@ -297,6 +314,16 @@ impl Config {
                 ));
             }
         }
+        if config.store.sqlite.is_some() == config.store.url.is_some() {
+            return Err(Error::ConfigInvalid(
+                "[store] takes exactly one of sqlite (a file) and url (PostgreSQL)",
+            ));
+        }
+        if config.store.max_connections == 0 || config.store.timeout_ms == 0 {
+            return Err(Error::ConfigInvalid(
+                "store.max_connections and store.timeout_ms must be positive",
+            ));
+        }
         if config.enclave.status_interval_ms == 0 || config.limits.request_timeout_ms == 0 {
             return Err(Error::ConfigInvalid(
                 "intervals and timeouts must be positive",
@@ -347,7 +374,10 @@ impl Config {
                 }),
             },
             store: StoreConfig {
-                sqlite: data_dir.join("keys.sqlite3"),
+                sqlite: Some(data_dir.join("keys.sqlite3")),
+                url: None,
+                max_connections: default_max_connections(),
+                timeout_ms: default_store_timeout_ms(),
             },
             limits: Limits::default(),
             tls: None,

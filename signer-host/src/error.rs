@@ -16,9 +16,15 @@ pub enum Error {
     /// The key store failed.
     #[error("key store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The PostgreSQL key store failed.
+    #[error("key store: {0}")]
+    Postgres(#[from] sqlx::Error),
     /// The key store cannot be used as it is (an old schema, or a missing row).
     #[error("key store: {0}")]
     StoreState(String),
+    /// A policy change lost a race: the store already holds this or a newer policy version.
+    #[error("key store holds a policy of the same or a newer version for {0}")]
+    StoreConflict(String),
     /// A stored row is not what the host wrote.
     #[error("key store holds a malformed row: {0}")]
     CorruptRow(&'static str),

@@ -5,6 +5,7 @@ pub mod attested;
 pub mod config;
 pub mod credentials;
 mod error;
+pub mod follow;
 pub mod loader;
 pub mod metered;
 pub mod metrics;
@@ -25,12 +26,14 @@ use tokio::sync::{Notify, watch};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
+use crate::config::StoreConfig;
 use crate::credentials::CredentialSource;
 use crate::loader::Credentials;
 use crate::metered::Metered;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::store::KeyStore;
+use crate::store::postgres::{PgStore, PoolSettings};
 use crate::store::sqlite::SqliteStore;
 
 /// Where the host listens, once bound.
@@ -54,7 +57,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let metrics = Metrics::new()?;
-    let store: Arc<dyn KeyStore> = Arc::new(SqliteStore::open(&config.store.sqlite)?);
+    let (store, shared): (Arc<dyn KeyStore>, Option<PgStore>) = match &config.store {
+        StoreConfig {
+            url: Some(url),
+            max_connections,
+            timeout_ms,
+            ..
+        } => {
+            let settings = PoolSettings {
+                max_connections: *max_connections,
+                timeout: Duration::from_millis(*timeout_ms),
+            };
+            let store = PgStore::connect(url, settings).await?;
+            tracing::info!("key store: PostgreSQL, shared");
+            (Arc::new(store.clone()), Some(store))
+        }
+        StoreConfig {
+            sqlite: Some(path), ..
+        } => (Arc::new(SqliteStore::open(path)?), None),
+        _ => return Err(Error::ConfigInvalid("no key store configured")),
+    };
     let limits = config.limits;
     let enclave_channel = transport::dial(
         &config.enclave.address,
@@ -78,6 +100,11 @@ pub async fn run(
             Arc::clone(&wake),
             stop_rx.clone(),
         ));
+    }
+    if let Some(shared) = shared {
+        // Another host's writes wake the loader, which brings them to this enclave.
+        let (wake, stop) = (Arc::clone(&wake), stop_rx.clone());
+        tasks.spawn(async move { shared.follow(wake, stop).await });
     }
     let credentials = match config.enclave.aws_credentials {
         CredentialSource::None => Credentials::NotNeeded,

@@ -16,6 +16,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::Error;
 use crate::attested::{Attested, Expectation};
+use crate::follow::{Followed, follow};
 use crate::metrics::{Metrics, Phase};
 use crate::relay::Relay;
 use crate::shutdown::stopped;
@@ -33,6 +34,8 @@ const LOAD_PAGE: usize = 2_000;
 pub struct LoadReport {
     /// Keyrings opened.
     pub keyrings: usize,
+    /// Their ids.
+    pub keyring_ids: Vec<String>,
     /// Records loaded.
     pub loaded: u64,
     /// Records the enclave refused, with its generic reason.
@@ -82,6 +85,7 @@ pub async fn watch_enclave(
     let mut last_refusal: Option<String> = None;
     let mut serving = None;
     let mut boot_seen: Option<Vec<u8>> = None;
+    let mut followed: Option<Followed> = None;
     // After a failed load (KMS unreachable or refusing), wait longer each time, up to
     // MAX_LOAD_BACKOFF; a success or an enclave restart resets it.
     let mut backoff = interval;
@@ -115,8 +119,25 @@ pub async fn watch_enclave(
             Ok(status) if status.phase() == pb::Phase::AwaitingKeyrings => {
                 set_health(&health, &mut serving, false).await;
                 let started = Instant::now();
-                match load(&enclave, Arc::clone(&store), &credentials).await {
-                    Ok(report) => {
+                // Changes after this revision reach the enclave by following, once it is ready.
+                let revision = blocking({
+                    let store = Arc::clone(&store);
+                    move || store.revision()
+                })
+                .await;
+                let loaded = match revision {
+                    Ok(revision) => load(&enclave, Arc::clone(&store), &credentials)
+                        .await
+                        .map(|report| (revision, report)),
+                    Err(error) => Err(error),
+                };
+                match loaded {
+                    Ok((revision, report)) => {
+                        followed = Some(Followed::loaded(
+                            status.boot_id.clone(),
+                            revision,
+                            report.keyring_ids.iter().cloned().collect(),
+                        ));
                         metrics.enclave_loaded(Some((
                             report.keyrings_time.as_secs_f64(),
                             report.records_time.as_secs_f64(),
@@ -145,7 +166,31 @@ pub async fn watch_enclave(
                     }
                 }
             }
-            Ok(status) if status.phase() == pb::Phase::Ready => true,
+            Ok(status) if status.phase() == pb::Phase::Ready => {
+                let state = match followed.take() {
+                    Some(state) if state.is_for(&status.boot_id) => state,
+                    _ => Followed::unknown(status.boot_id.clone()),
+                };
+                let state = followed.insert(state);
+                match follow(&enclave, &store, state).await {
+                    Ok(brought)
+                        if brought.keyrings + brought.rejected > 0
+                            || brought.added + brought.updated > 0 =>
+                    {
+                        metrics.followed(brought.added, brought.updated);
+                        tracing::info!(
+                            keyrings = brought.keyrings,
+                            added = brought.added,
+                            updated = brought.updated,
+                            rejected = brought.rejected,
+                            "brought the enclave up to date with the store"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "following the store failed; will retry"),
+                }
+                true
+            }
             Ok(status) => {
                 tracing::error!(phase = ?status.phase(), "enclave is not usable; restart it");
                 false
@@ -302,6 +347,7 @@ pub async fn load(
         keyrings_time,
         records_time,
         keyrings: keyrings.len(),
+        keyring_ids: keyrings.into_iter().map(|k| k.keyring_id).collect(),
         loaded: result.loaded,
         rejected: result
             .rejected

@@ -67,6 +67,10 @@ enum Command {
         /// SHA-384 of the enclave binary, which is what the development attestor reports.
         #[arg(long)]
         expected_pcr0: Option<String>,
+        /// Keep keys in this PostgreSQL database (shared with other hosts) instead of the data
+        /// directory's SQLite file.
+        #[arg(long, env = "SIGNER_STORE_URL")]
+        store_url: Option<String>,
         /// The deployment id the enclave serves; clients stamp for it.
         #[arg(long, default_value = "local-dev")]
         deployment_id: String,
@@ -108,6 +112,7 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             tls_client_ca,
             metrics_listen,
             expected_pcr0,
+            store_url,
             deployment_id,
             keyring_creators,
             enclave_args,
@@ -150,6 +155,10 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             config.metrics =
                 metrics_listen.map(|listen| signer_host::config::MetricsSettings { listen });
             config.attestation = Some(attestation);
+            if let Some(url) = store_url {
+                config.store.sqlite = None;
+                config.store.url = Some(url);
+            }
             config.validate()?;
             config
         }

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the host, served as text on their own listener (`[metrics] listen`):
 //! calls by method and gRPC status, their latency (the whole call, and the enclave round trip
 //! within it), calls in flight, the enclave's lifecycle as the loader sees it (phase, keys and
-//! keyrings loaded, boots, loads and how long they took, KMS unwraps this boot). Labels are drawn
+//! keyrings loaded, boots, loads and how long they took, KMS unwraps this boot, records followed
+//! from a shared store). Labels are drawn
 //! from fixed sets — method names, status codes, outcomes — never a key id, an API key or a
 //! request's content.
 
@@ -63,6 +64,7 @@ pub struct Metrics {
     loads: IntCounterVec,
     load_seconds: HistogramVec,
     attestations: IntCounterVec,
+    followed: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -195,6 +197,16 @@ impl Metrics {
                     &["outcome"],
                 ),
             )?,
+            followed: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "signer_store_followed_records_total",
+                        "Records another host wrote that this host brought to its ready enclave, by outcome (added, updated).",
+                    ),
+                    &["outcome"],
+                ),
+            )?,
             registry,
         }))
     }
@@ -259,6 +271,14 @@ impl Metrics {
     pub fn enclave_attested(&self, verified: bool) {
         let outcome = if verified { "verified" } else { "refused" };
         self.attestations.with_label_values(&[outcome]).inc();
+    }
+
+    /// Keys added to, and policies moved in, the ready enclave from the shared store.
+    pub fn followed(&self, added: u64, updated: u64) {
+        self.followed.with_label_values(&["added"]).inc_by(added);
+        self.followed
+            .with_label_values(&["updated"])
+            .inc_by(updated);
     }
 
     /// A boot the loader had not seen before.

@@ -12,6 +12,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::Error;
 use crate::metrics::Metrics;
 use crate::store::{KeyStore, StoredKey, StoredKeyring, blocking};
 
@@ -187,11 +188,21 @@ impl SignerService for Relay {
             store.update_key(&stored).map(|()| label)
         })
         .await
-        .map_err(|error| {
+        .map_err(|error| match error {
+            // Another host stored a change of the same version first: this enclave follows
+            // the store back to it. The caller reads the key and decides again.
+            Error::StoreConflict(_) => {
+                tracing::warn!(%key_id, "a concurrent policy change was stored first");
+                Status::aborted(
+                    "a concurrent policy change was stored first; read the key's policy and retry",
+                )
+            }
             // The enclave applies the new policy until it restarts; after a restart the stored
             // (old) record is loaded again. The caller sees the failure and can repeat the change.
-            tracing::error!(%error, %key_id, "could not persist a policy change");
-            Status::unavailable("key store unavailable")
+            error => {
+                tracing::error!(%error, %key_id, "could not persist a policy change");
+                Status::unavailable("key store unavailable")
+            }
         })?;
         Ok(Response::new(pb::UpdatePolicyResponse { key: Some(info) }))
     }

@@ -2,9 +2,17 @@
 //! attacker with full access to it could sign with.
 //!
 //! [`KeyStore`] is synchronous; async callers run it on the blocking pool. SQLite is the
-//! embedded default ([`sqlite::SqliteStore`]); a PostgreSQL store implements the same trait.
+//! embedded default ([`sqlite::SqliteStore`]); PostgreSQL ([`postgres::PgStore`]) is the store
+//! several hosts share.
+//!
+//! Every insert and update of a key takes the next value of a store-wide *revision*, in commit
+//! order; a host whose enclave is ready follows [`KeyStore::changes_after`] to bring it keys and
+//! policy changes that other hosts wrote.
 
+pub mod postgres;
 pub mod sqlite;
+
+use prost::Message as _;
 
 use signer_proto::pb;
 
@@ -125,11 +133,13 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Store failures, including a duplicate id.
     fn insert_key(&self, key: &StoredKey) -> Result<(), Error>;
 
-    /// Replaces a key's policy, sealed record and info after a policy change. Durable when
-    /// this returns.
+    /// Replaces a key's policy, sealed record and info after a policy change, only if the
+    /// stored policy is of an older version (two changes racing through two hosts: the first
+    /// stored wins). Durable when this returns.
     ///
     /// # Errors
-    /// Store failures, including an unknown key.
+    /// [`Error::StoreConflict`] if the stored policy is as new or newer; store failures,
+    /// including an unknown key.
     fn update_key(&self, key: &StoredKey) -> Result<(), Error>;
 
     /// The label stored with a key, if the key is stored.
@@ -144,4 +154,33 @@ pub trait KeyStore: Send + Sync + 'static {
     /// # Errors
     /// Store failures.
     fn keys_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error>;
+
+    /// The latest revision (0 for an empty store).
+    ///
+    /// # Errors
+    /// Store failures.
+    fn revision(&self) -> Result<u64, Error>;
+
+    /// Up to `limit` keys inserted or updated after `revision`, in revision order, each with its
+    /// revision for the next call.
+    ///
+    /// # Errors
+    /// Store failures.
+    fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error>;
+}
+
+/// The version of an encoded policy (0 for one that does not decode; the enclave never seals
+/// such a record, and 0 is older than any real version).
+pub(crate) fn policy_version(policy: &[u8]) -> u64 {
+    pb::Policy::decode(policy).map_or(0, |policy| policy.version)
+}
+
+/// Converts a stored integer to `u64`.
+pub(crate) fn unsigned(value: i64, what: &'static str) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| Error::CorruptRow(what))
+}
+
+/// Converts a `u64` to a stored integer.
+pub(crate) fn signed(value: u64, what: &'static str) -> Result<i64, Error> {
+    i64::try_from(value).map_err(|_| Error::CorruptRow(what))
 }

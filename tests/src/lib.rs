@@ -5,6 +5,7 @@
 //! The binaries are found beside the test executable's target directory; `scripts/test` builds
 //! them first (`cargo build --workspace --bins`).
 
+pub mod postgres;
 pub mod relay;
 pub mod wallet;
 
@@ -182,6 +183,8 @@ pub struct StackOptions {
     pub expected_pcr0: Option<String>,
     /// Log as JSON lines (`SIGNER_LOG_FORMAT=json`, which the enclave inherits).
     pub json_logs: bool,
+    /// Keep keys in this PostgreSQL database instead of the data directory's SQLite file.
+    pub store_url: Option<String>,
 }
 
 /// A running host + enclave pair.
@@ -327,6 +330,12 @@ impl Stack {
                     .expected_pcr0
                     .iter()
                     .flat_map(|pcr0| ["--expected-pcr0", pcr0.as_str()]),
+            )
+            .args(
+                options
+                    .store_url
+                    .iter()
+                    .flat_map(|url| ["--store-url", url.as_str()]),
             )
             .env(
                 "SIGNER_LOG_FORMAT",

@@ -10,6 +10,7 @@ mod e2e {
     mod bitcoin;
     mod ethereum;
     mod fleet;
+    mod fleet_store;
     mod hd;
     mod hostile;
     mod hostile_authority;

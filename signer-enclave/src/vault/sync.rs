@@ -43,10 +43,17 @@ impl<B: Backend> Vault<B> {
         if !read(&self.keys).contains_key(&record.key_id) {
             return Ok(self.insert_record(record)?.map(|()| Synced::Added));
         }
+        let policy_hash = seal::policy_hash(&record.policy);
+        // The common case, a record this vault already holds as it is: nothing to open.
+        if let Some(loaded) = read(&self.keys).get(&record.key_id)
+            && read(&self.policies).get(loaded.policy).hash == policy_hash
+            && read(&self.keyring_ids).get(loaded.keyring) == record.keyring_id
+        {
+            return Ok(Ok(Synced::Current));
+        }
         let Ok(policy) = KeyPolicy::decode(&record.policy) else {
             return Ok(Err(Rejection::InvalidPolicy));
         };
-        let policy_hash = seal::policy_hash(&record.policy);
         let binding = Binding {
             key_id: &record.key_id,
             keyring_id: &record.keyring_id,

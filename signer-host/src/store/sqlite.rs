@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{KeyStore, StoredKey, StoredKeyring};
+use super::{KeyStore, StoredKey, StoredKeyring, policy_version, signed, unsigned};
 use crate::Error;
 
 const SCHEMA: &str = "
@@ -28,13 +28,27 @@ CREATE TABLE IF NOT EXISTS keys (
     label       TEXT NOT NULL,
     sealed      BLOB NOT NULL,
     info        BLOB NOT NULL,
-    created_at  INTEGER NOT NULL DEFAULT (unixepoch())
+    created_at  INTEGER NOT NULL DEFAULT (unixepoch()),
+    revision    INTEGER NOT NULL DEFAULT 0,
+    policy_version INTEGER NOT NULL DEFAULT 0
 );
+CREATE UNIQUE INDEX IF NOT EXISTS keys_revision ON keys (revision);
 ";
 
-/// Schema version (`PRAGMA user_version`). Version 2 added keyring admin sets; stores of
-/// version 1 have keyrings without one, which the enclave refuses, so they are not migrated.
-const SCHEMA_VERSION: i64 = 2;
+/// From version 2: revisions (in insertion order) and policy versions for the stored rows.
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE keys ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keys ADD COLUMN policy_version INTEGER NOT NULL DEFAULT 0;
+UPDATE keys SET revision = position;
+";
+
+/// The next revision, inside the statement that writes it (one connection writes at a time).
+const NEXT_REVISION: &str = "(SELECT COALESCE(MAX(revision), 0) + 1 FROM keys)";
+
+/// Schema version (`PRAGMA user_version`). Version 2 added keyring admin sets (stores of version
+/// 1 have keyrings without one, which the enclave refuses, so they are not migrated); version 3
+/// added revisions and policy versions, migrated from 2.
+const SCHEMA_VERSION: i64 = 3;
 
 /// SQLite-backed [`KeyStore`].
 #[derive(Debug)]
@@ -59,7 +73,13 @@ impl SqliteStore {
             [],
             |r| r.get(0),
         )?;
-        if has_tables && version != SCHEMA_VERSION {
+        if has_tables && version == 2 {
+            let transaction = connection.unchecked_transaction()?;
+            transaction.execute_batch(MIGRATE_2_TO_3)?;
+            transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            transaction.commit()?;
+            tracing::info!("key store migrated from schema version 2 to 3");
+        } else if has_tables && version != SCHEMA_VERSION {
             return Err(Error::StoreState(format!(
                 "key store schema version {version}, this host needs {SCHEMA_VERSION}: \
                  keyrings made before admin sets existed cannot be opened; use a new store"
@@ -107,26 +127,33 @@ impl KeyStore for SqliteStore {
     }
 
     fn update_key(&self, key: &StoredKey) -> Result<(), Error> {
-        let changed = self.connection().execute(
-            "UPDATE keys SET policy = ?2, sealed = ?3, info = ?4 WHERE key_id = ?1 AND keyring_id = ?5 AND public_key = ?6",
-            params![key.key_id, key.policy, key.sealed, key.info, key.keyring_id, key.public_key],
+        let version = signed(policy_version(&key.policy), "policy version")?;
+        let connection = self.connection();
+        let changed = connection.execute(
+            &format!(
+                "UPDATE keys SET policy = ?2, sealed = ?3, info = ?4, policy_version = ?7, revision = {NEXT_REVISION}
+                 WHERE key_id = ?1 AND keyring_id = ?5 AND public_key = ?6 AND policy_version < ?7"
+            ),
+            params![key.key_id, key.policy, key.sealed, key.info, key.keyring_id, key.public_key, version],
         )?;
         if changed == 1 {
-            Ok(())
-        } else {
-            Err(Error::StoreState(format!(
-                "no stored key {} to update",
-                key.key_id
-            )))
+            return Ok(());
         }
+        let stored = connection
+            .query_row(
+                "SELECT 1 FROM keys WHERE key_id = ?1 AND keyring_id = ?2 AND public_key = ?3",
+                params![key.key_id, key.keyring_id, key.public_key],
+                |_| Ok(()),
+            )
+            .optional()?;
+        Err(match stored {
+            Some(()) => Error::StoreConflict(key.key_id.clone()),
+            None => Error::StoreState(format!("no stored key {} to update", key.key_id)),
+        })
     }
 
     fn insert_key(&self, key: &StoredKey) -> Result<(), Error> {
-        self.connection().execute(
-            "INSERT INTO keys (key_id, keyring_id, public_key, policy, label, sealed, info) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![key.key_id, key.keyring_id, key.public_key, key.policy, key.label, key.sealed, key.info],
-        )?;
-        Ok(())
+        insert(&self.connection(), key)
     }
 
     fn label(&self, key_id: &str) -> Result<Option<String>, Error> {
@@ -138,13 +165,73 @@ impl KeyStore for SqliteStore {
     }
 
     fn keys_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error> {
-        let after = i64::try_from(after).map_err(|_| Error::CorruptRow("position out of range"))?;
+        self.page("position", after, limit)
+    }
+
+    fn revision(&self) -> Result<u64, Error> {
+        let revision: i64 = self.connection().query_row(
+            "SELECT COALESCE(MAX(revision), 0) FROM keys",
+            [],
+            |row| row.get(0),
+        )?;
+        unsigned(revision, "negative revision")
+    }
+
+    fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error> {
+        self.page("revision", revision, limit)
+    }
+}
+
+/// Inserts one key at the next revision.
+fn insert(connection: &Connection, key: &StoredKey) -> Result<(), Error> {
+    let version = signed(policy_version(&key.policy), "policy version")?;
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO keys (key_id, keyring_id, public_key, policy, label, sealed, info, policy_version, revision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {NEXT_REVISION})"
+        ))?
+        .execute(params![
+            key.key_id,
+            key.keyring_id,
+            key.public_key,
+            key.policy,
+            key.label,
+            key.sealed,
+            key.info,
+            version
+        ])?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Adds many wallet keys in one transaction (imports and benchmarks). All or nothing.
+    ///
+    /// # Errors
+    /// Store failures, including a duplicate id; nothing is written then.
+    pub fn insert_keys(&self, keys: &[StoredKey]) -> Result<(), Error> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        for key in keys {
+            insert(&transaction, key)?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` keys with `column` (position or revision) above `after`, in its order.
+    fn page(
+        &self,
+        column: &'static str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredKey)>, Error> {
+        let after = signed(after, "position out of range")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let connection = self.connection();
-        let mut statement = connection.prepare_cached(
-            "SELECT position, key_id, keyring_id, public_key, policy, label, sealed, info
-             FROM keys WHERE position > ?1 ORDER BY position LIMIT ?2",
-        )?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {column}, key_id, keyring_id, public_key, policy, label, sealed, info
+             FROM keys WHERE {column} > ?1 ORDER BY {column} LIMIT ?2"
+        ))?;
         let rows = statement.query_map(params![after, limit], |row| {
             let position: i64 = row.get(0)?;
             Ok((
@@ -162,41 +249,9 @@ impl KeyStore for SqliteStore {
         })?;
         rows.map(|row| {
             let (position, key) = row?;
-            Ok((
-                u64::try_from(position).map_err(|_| Error::CorruptRow("negative position"))?,
-                key,
-            ))
+            Ok((unsigned(position, "negative position")?, key))
         })
         .collect()
-    }
-}
-
-impl SqliteStore {
-    /// Adds many wallet keys in one transaction (imports and benchmarks). All or nothing.
-    ///
-    /// # Errors
-    /// Store failures, including a duplicate id; nothing is written then.
-    pub fn insert_keys(&self, keys: &[StoredKey]) -> Result<(), Error> {
-        let mut connection = self.connection();
-        let transaction = connection.transaction()?;
-        {
-            let mut insert = transaction.prepare_cached(
-                "INSERT INTO keys (key_id, keyring_id, public_key, policy, label, sealed, info) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for key in keys {
-                insert.execute(params![
-                    key.key_id,
-                    key.keyring_id,
-                    key.public_key,
-                    key.policy,
-                    key.label,
-                    key.sealed,
-                    key.info
-                ])?;
-            }
-        }
-        transaction.commit()?;
-        Ok(())
     }
 
     /// Whether a key id is stored (used by tests and tooling).
@@ -227,6 +282,9 @@ mod tests {
             info: vec![n],
         }
     }
+
+    use prost::Message as _;
+    use signer_proto::pb;
 
     #[test]
     fn round_trips_and_pages_in_order_across_reopen() {
@@ -277,7 +335,11 @@ mod tests {
         assert_eq!(store.keyrings().unwrap()[0].admins_seal, vec![5]);
 
         let changed = StoredKey {
-            policy: vec![9],
+            policy: pb::Policy {
+                version: 2,
+                ..pb::Policy::default()
+            }
+            .encode_to_vec(),
             sealed: vec![9; 61],
             info: vec![9],
             ..key(7)
@@ -293,7 +355,20 @@ mod tests {
             store.update_key(&other_public).is_err(),
             "only the same key"
         );
-        assert!(store.update_key(&key(200)).is_err(), "unknown key");
+        assert!(
+            matches!(store.update_key(&changed), Err(Error::StoreConflict(_))),
+            "the same version again"
+        );
+        assert!(
+            matches!(store.update_key(&key(200)), Err(Error::StoreState(_))),
+            "unknown key"
+        );
+        // The update moved key 7 to the newest revision.
+        let revision = store.revision().unwrap();
+        assert_eq!(revision, 26);
+        let changes = store.changes_after(24, 10).unwrap();
+        let ids: Vec<_> = changes.iter().map(|(_, k)| k.key_id.clone()).collect();
+        assert_eq!(ids, [key(24).key_id, key(7).key_id]);
     }
 
     #[test]

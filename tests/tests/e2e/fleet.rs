@@ -3,8 +3,8 @@
 //! and every signature still verifies.
 //!
 //! The three stacks serve the same sealed keys because they start from copies of one data
-//! directory (the same local master key, development root and SQLite store): until the shared
-//! PostgreSQL store exists, that is how three hosts hold one set of keys here.
+//! directory (the same local master key, development root and SQLite store); `fleet_store.rs`
+//! runs stacks over one shared PostgreSQL store.
 
 use std::collections::BTreeSet;
 use std::path::Path;
