@@ -98,14 +98,19 @@ async fn refuses_to_sign_or_create_until_ready_and_spends_nothing_when_refusing(
         3,
         "keyring, key and signature spent their nonces"
     );
-    // Loading is over: the host cannot inject records or keyrings into a ready enclave.
+    // Loading is over: the boot load is refused; a ready vault takes only records that open
+    // under its keyrings and only moves policies forward (`sync_key`), and a keyring loaded
+    // again is the same keyring.
     assert!(matches!(vault.finish_loading(), Err(Error::WrongPhase)));
     assert!(matches!(
-        vault
-            .load_keyring(env.provider.as_ref(), &stored(&created))
-            .await,
+        vault.load_key(&key.record),
         Err(Error::WrongPhase)
     ));
+    vault
+        .load_keyring(env.provider.as_ref(), &stored(&created))
+        .await
+        .unwrap();
+    assert_eq!(vault.counts().0, 1);
 }
 
 #[tokio::test]
