@@ -8,6 +8,16 @@ use sha2::{Digest as _, Sha256};
 pub const KEY_STATEMENT_DOMAIN: &[u8] = b"signer.v1 key statement\0";
 /// Domain string signed before an encoded `KeyringStatement`.
 pub const KEYRING_STATEMENT_DOMAIN: &[u8] = b"signer.v1 keyring statement\0";
+/// Domain of audit entries: signed and hashed as this string followed by the encoded entry.
+pub const AUDIT_ENTRY_DOMAIN: &[u8] = b"signer.v1 audit entry\0";
+
+/// The hash that chains audit entries: SHA-256 of [`AUDIT_ENTRY_DOMAIN`] and the encoded entry.
+pub fn audit_entry_hash(entry: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(AUDIT_ENTRY_DOMAIN);
+    hasher.update(entry);
+    hasher.finalize().into()
+}
 /// HPKE `info` for key import.
 pub const IMPORT_INFO: &[u8] = b"signer.v1 key import\0";
 /// Domain string that starts every stamp message.

@@ -11,11 +11,12 @@
 //!
 //! ```compile_fail,E0451
 //! fn forge(reservation: signer_enclave::replay::Reservation<'_>) -> signer_enclave::auth::Authorized<'_> {
-//!     signer_enclave::auth::Authorized { reservation, body_hash: [0; 32] }
+//!     signer_enclave::auth::Authorized { reservation, body_hash: [0; 32], approvers: vec![], note: todo!() }
 //! }
 //! ```
 
 use crate::Error;
+use crate::audit::Note;
 use crate::policy::Quorum;
 use crate::replay::{ReplayGuard, Reservation};
 use crate::stamp::{ApiKeyId, Approvals};
@@ -70,29 +71,42 @@ impl Authenticated {
         &self.nonce
     }
 
-    /// Checks every requirement against the verified approvals, then reserves the nonce,
-    /// charged to the first member (in member order) that counted toward the first requirement.
+    /// Checks every requirement against the verified approvals, then that the audit trail has
+    /// room, then reserves the nonce, charged to the first member (in member order) that
+    /// counted toward the first requirement. `note` is what the audit entry will say once the
+    /// request is committed.
     ///
     /// # Errors
-    /// [`Error::Denied`] with the first unmet requirement's reason; the replay guard's errors.
+    /// [`Error::Denied`] with the first unmet requirement's reason; [`Error::Capacity`] while
+    /// the audit entries awaiting the host fill their buffer; the replay guard's errors.
     pub fn authorize<'g>(
         &self,
         requirements: &[Requirement<'_>],
         guard: &'g ReplayGuard,
         now: u64,
+        note: Note<'g>,
     ) -> Result<Authorized<'g>, Error> {
         let mut owner: Option<&ApiKeyId> = None;
+        let mut approvers: Vec<ApiKeyId> = Vec::new();
         for requirement in requirements {
             if !requirement.quorum.satisfied_by(&self.approvals) {
                 return Err(Error::Denied(requirement.refusal));
             }
             owner = owner.or_else(|| requirement.quorum.approving(&self.approvals).next());
+            for approver in requirement.quorum.approving(&self.approvals) {
+                if !approvers.contains(approver) {
+                    approvers.push(*approver);
+                }
+            }
         }
         let owner = owner.ok_or(Error::Denied("no requirement to authorise against"))?;
+        note.log.room()?;
         let reservation = guard.reserve(self.timestamp_ms, &self.nonce, owner, now)?;
         Ok(Authorized {
             reservation,
             body_hash: self.body_hash,
+            approvers,
+            note,
         })
     }
 }
@@ -104,6 +118,9 @@ impl Authenticated {
 pub struct Authorized<'g> {
     reservation: Reservation<'g>,
     body_hash: [u8; 32],
+    /// The API keys that counted toward the quorums, in quorum order.
+    approvers: Vec<ApiKeyId>,
+    note: Note<'g>,
 }
 
 /// What remains of an [`Authorized`] request once committed: the body hash its replies answer.
@@ -114,13 +131,21 @@ pub struct Committed {
 }
 
 impl Authorized<'_> {
-    /// Spends the nonce: the operation runs now. Call only where nothing retryable can fail
-    /// after it.
+    /// Spends the nonce and appends the audit entry: the operation runs now. Call only where
+    /// nothing retryable can fail after it.
     pub fn commit(self) -> Committed {
         self.reservation.commit();
+        self.note
+            .log
+            .committed(&self.note, &self.approvers, &self.body_hash);
         Committed {
             body_hash: self.body_hash,
         }
+    }
+
+    /// Names what the audit entry is about, once the vault has drawn its id.
+    pub fn about(&mut self, subject: impl ToString) {
+        self.note.subject = subject.to_string();
     }
 }
 
@@ -163,6 +188,10 @@ mod tests {
         )
     }
 
+    fn note() -> Note<'static> {
+        Note::new(crate::testing::audit_log(), pb::AuditAction::Sign, "", 1)
+    }
+
     #[test]
     fn every_requirement_must_hold_before_the_nonce_is_touched() {
         let guard = guard();
@@ -173,21 +202,23 @@ mod tests {
         };
         let one = authenticated(&[1, 9], 1);
         assert!(matches!(
-            one.authorize(&[need(&creators), need(&two_of_three)], &guard, NOW),
+            one.authorize(&[need(&creators), need(&two_of_three)], &guard, NOW, note()),
             Err(Error::Denied("not met"))
         ));
         assert!(guard.is_empty(), "a refusal spends nothing");
         let both = authenticated(&[1, 2, 9], 2);
         let authorized = both
-            .authorize(&[need(&creators), need(&two_of_three)], &guard, NOW)
+            .authorize(&[need(&creators), need(&two_of_three)], &guard, NOW, note())
             .unwrap();
         assert_eq!(guard.len(), 1);
         drop(authorized);
         assert!(guard.is_empty(), "dropped uncommitted: released");
-        let authorized = both.authorize(&[need(&two_of_three)], &guard, NOW).unwrap();
+        let authorized = both
+            .authorize(&[need(&two_of_three)], &guard, NOW, note())
+            .unwrap();
         authorized.commit();
         assert!(matches!(
-            both.authorize(&[need(&two_of_three)], &guard, NOW),
+            both.authorize(&[need(&two_of_three)], &guard, NOW, note()),
             Err(Error::Unauthenticated("nonce replayed"))
         ));
     }

@@ -1,5 +1,5 @@
 //! The enclave's per-boot identity: an Ed25519 key that signs statements about keys and
-//! keyrings, and an X25519 key for HPKE key import. Both public halves travel in the
+//! keyrings and the audit trail's entries, and an X25519 key for HPKE key import. Both public halves travel in the
 //! attestation document's `user_data`, so a client that verified the document can tell the
 //! enclave's answers from a relay's. Formats in `SPEC.md`.
 
@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::Error;
 
 pub(crate) use signer_proto::canonical::{
-    IMPORT_INFO, KEY_STATEMENT_DOMAIN, KEYRING_STATEMENT_DOMAIN,
+    AUDIT_ENTRY_DOMAIN, IMPORT_INFO, KEY_STATEMENT_DOMAIN, KEYRING_STATEMENT_DOMAIN,
 };
 
 type Kem = hpke::kem::X25519HkdfSha256;
@@ -114,6 +114,15 @@ impl BootIdentity {
     /// Signs a statement about a key.
     pub(crate) fn key_statement(&self, statement: &pb::KeyStatement) -> pb::SignedStatement {
         self.sign(KEY_STATEMENT_DOMAIN, statement.encode_to_vec())
+    }
+
+    /// Signs an encoded audit entry.
+    pub(crate) fn audit_entry(&self, entry: Vec<u8>) -> pb::SignedAuditEntry {
+        let signed = self.sign(AUDIT_ENTRY_DOMAIN, entry);
+        pb::SignedAuditEntry {
+            entry: signed.statement,
+            signature: signed.signature,
+        }
     }
 
     /// Signs a statement about a keyring.

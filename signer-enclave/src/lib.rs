@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod attestation;
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod config;

@@ -109,6 +109,21 @@ pub(crate) fn status(call: &'static str, error: Error) -> Status {
     Status::from(error)
 }
 
+/// Answers a refused stamped request, and records the refusal in the audit trail.
+fn refused<B: Backend>(
+    shared: &State<B>,
+    action: pb::AuditAction,
+    request: &Request<pb::SignedRequest>,
+    call: &'static str,
+    error: Error,
+) -> Status {
+    let answer = status(call, error);
+    shared
+        .audit
+        .refused(action, &request.get_ref().body, answer.code());
+    answer
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SignStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -148,7 +163,15 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             .instrument(call_span("CreateKeyring", &request))
             .await
             .map(Response::new)
-            .map_err(|e| status("CreateKeyring", e))
+            .map_err(|e| {
+                refused(
+                    &self.shared,
+                    pb::AuditAction::CreateKeyring,
+                    &request,
+                    "CreateKeyring",
+                    e,
+                )
+            })
     }
 
     async fn load_keyring(
@@ -200,13 +223,27 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
 
     async fn finish_loading(
         &self,
-        _: Request<pb::FinishLoadingRequest>,
+        request: Request<pb::FinishLoadingRequest>,
     ) -> Result<Response<pb::FinishLoadingResponse>, Status> {
+        // The boot entry first: every decision of this boot follows it in the chain.
+        self.shared
+            .audit
+            .boot(&request.get_ref().previous_audit_hash);
         self.shared
             .vault
             .finish_loading()
             .map_err(|e| status("FinishLoading", e))?;
         Ok(Response::new(pb::FinishLoadingResponse {}))
+    }
+
+    async fn read_audit(
+        &self,
+        request: Request<pb::ReadAuditRequest>,
+    ) -> Result<Response<pb::ReadAuditResponse>, Status> {
+        let request = request.into_inner();
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let entries = self.shared.audit.read(request.after_sequence, limit);
+        Ok(Response::new(pb::ReadAuditResponse { entries }))
     }
 
     async fn create_key(
@@ -216,7 +253,15 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         let _span = call_span("CreateKey", &request).entered();
         calls::create_key(&self.shared, request.get_ref())
             .map(Response::new)
-            .map_err(|e| status("CreateKey", e))
+            .map_err(|e| {
+                refused(
+                    &self.shared,
+                    pb::AuditAction::CreateKey,
+                    &request,
+                    "CreateKey",
+                    e,
+                )
+            })
     }
 
     async fn import_key(
@@ -226,7 +271,15 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         let _span = call_span("ImportKey", &request).entered();
         calls::import_key(&self.shared, request.get_ref())
             .map(Response::new)
-            .map_err(|e| status("ImportKey", e))
+            .map_err(|e| {
+                refused(
+                    &self.shared,
+                    pb::AuditAction::ImportKey,
+                    &request,
+                    "ImportKey",
+                    e,
+                )
+            })
     }
 
     async fn update_policy(
@@ -236,7 +289,15 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         let _span = call_span("UpdatePolicy", &request).entered();
         calls::update_policy(&self.shared, request.get_ref())
             .map(Response::new)
-            .map_err(|e| status("UpdatePolicy", e))
+            .map_err(|e| {
+                refused(
+                    &self.shared,
+                    pb::AuditAction::UpdatePolicy,
+                    &request,
+                    "UpdatePolicy",
+                    e,
+                )
+            })
     }
 
     async fn get_public_key(
@@ -256,7 +317,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         let _span = call_span("Sign", &request).entered();
         calls::sign(&self.shared, request.get_ref())
             .map(Response::new)
-            .map_err(|e| status("Sign", e))
+            .map_err(|e| refused(&self.shared, pb::AuditAction::Sign, &request, "Sign", e))
     }
 
     async fn sign_ethereum(
@@ -266,7 +327,15 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         let _span = call_span("SignEthereum", &request).entered();
         ethereum::sign_ethereum(&self.shared, request.get_ref())
             .map(Response::new)
-            .map_err(|e| status("SignEthereum", e))
+            .map_err(|e| {
+                refused(
+                    &self.shared,
+                    pb::AuditAction::SignEthereum,
+                    &request,
+                    "SignEthereum",
+                    e,
+                )
+            })
     }
 
     async fn sign_psbt(
@@ -276,7 +345,15 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         let _span = call_span("SignPsbt", &request).entered();
         bitcoin::sign_psbt(&self.shared, request.get_ref())
             .map(Response::new)
-            .map_err(|e| status("SignPsbt", e))
+            .map_err(|e| {
+                refused(
+                    &self.shared,
+                    pb::AuditAction::SignPsbt,
+                    &request,
+                    "SignPsbt",
+                    e,
+                )
+            })
     }
 
     async fn attest(
@@ -366,6 +443,10 @@ impl<B: Backend> EnclaveApi<B> {
             },
             Err(error) => {
                 let status = status("SignStream", error);
+                let body = item.request.as_ref().map_or(&[][..], |r| r.body.as_slice());
+                shared
+                    .audit
+                    .refused(pb::AuditAction::Sign, body, status.code());
                 pb::SignStreamResponse {
                     id: item.id,
                     response: None,

@@ -93,8 +93,28 @@ pub(crate) fn authorized(guard: &ReplayGuard) -> Authorized<'_> {
         quorum: &quorum,
         refusal: "test",
     };
-    auth.authorize(&[requirement], guard, now_ms())
-        .expect("authorised qed")
+    auth.authorize(
+        &[requirement],
+        guard,
+        now_ms(),
+        crate::audit::Note::new(audit_log(), pb::AuditAction::Sign, "", 1),
+    )
+    .expect("authorised qed")
+}
+
+/// An audit log for tests, signed by a throw-away identity; never collected.
+pub(crate) fn audit_log() -> &'static crate::audit::AuditLog {
+    static LOG: std::sync::LazyLock<crate::audit::AuditLog> = std::sync::LazyLock::new(|| {
+        let boot = crate::identity::Boot {
+            id: [1; 16],
+            time_ms: 0,
+            deployment_id: DEPLOYMENT.into(),
+            config_hash: [0; 32],
+        };
+        let identity = crate::identity::BootIdentity::generate(boot).expect("RNG qed");
+        crate::audit::AuditLog::new(std::sync::Arc::new(identity), usize::MAX)
+    });
+    &LOG
 }
 
 /// A created keyring as the host would store it.

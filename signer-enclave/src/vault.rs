@@ -484,7 +484,7 @@ impl<B: Backend> Vault<B> {
         mut policy: KeyPolicy,
         material: Material<'_>,
         key: B::Key,
-        authorized: Authorized<'_>,
+        mut authorized: Authorized<'_>,
     ) -> Result<Changed, Error> {
         policy.version = 1;
         let (chain, root_fingerprint) = match &material {
@@ -519,6 +519,7 @@ impl<B: Backend> Vault<B> {
                 policy: policy_index,
             },
         );
+        authorized.about(key_id);
         let committed = authorized.commit();
         Ok(Changed {
             record: SealedRecord {

@@ -8,6 +8,7 @@ use signer_proto::pb;
 
 use super::calls::State;
 use crate::Error;
+use crate::audit::Note;
 use crate::auth::Requirement;
 use crate::backend::Backend;
 use crate::intake::psbt;
@@ -81,7 +82,13 @@ pub(super) fn sign_psbt<B: Backend>(
                     quorum: &policy.approvers,
                     refusal: "approver quorum not met",
                 };
-                let authorized = auth.authorize(&[approvers], &shared.guard, now)?;
+                let note = Note::new(
+                    &shared.audit,
+                    pb::AuditAction::SignPsbt,
+                    op.key_id,
+                    policy.version,
+                );
+                let authorized = auth.authorize(&[approvers], &shared.guard, now, note)?;
                 shared
                     .limiter
                     .take(&op.key_id, policy.max_per_minute, now)?;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use signer_proto::pb;
 
 use crate::Error;
+use crate::audit::{self, AuditLog, Note};
 use crate::auth::Requirement;
 use crate::backend::Backend;
 use crate::config::Settings;
@@ -33,7 +34,9 @@ pub(super) struct State<B: Backend> {
     /// Rolling daily totals for the Ethereum rules.
     pub(super) ledger: SpendLedger,
     /// The enclave's identity keys and boot.
-    pub(super) identity: BootIdentity,
+    pub(super) identity: Arc<BootIdentity>,
+    /// This boot's audit chain.
+    pub(super) audit: AuditLog,
     /// The measured configuration.
     pub(super) settings: Settings,
     /// Its encoding, as attested.
@@ -107,7 +110,13 @@ pub(super) fn sign<B: Backend>(
                 quorum: &current.policy.approvers,
                 refusal: "approver quorum not met",
             };
-            let authorized = auth.authorize(&[approvers], &shared.guard, now)?;
+            let note = Note::new(
+                &shared.audit,
+                pb::AuditAction::Sign,
+                op.key_id,
+                current.policy.version,
+            );
+            let authorized = auth.authorize(&[approvers], &shared.guard, now, note)?;
             // A spent rate limit drops `authorized`, which releases the nonce.
             shared
                 .limiter
@@ -152,7 +161,8 @@ pub(super) fn create_key<B: Backend>(
         quorum: &admins.quorum,
         refusal: KEYRING_ADMINS,
     };
-    let authorized = auth.authorize(&[requirement], &shared.guard, now)?;
+    let note = Note::new(&shared.audit, pb::AuditAction::CreateKey, "", 1);
+    let authorized = auth.authorize(&[requirement], &shared.guard, now, note)?;
     let created = match op.kind {
         pb::KeyKind::Secp256k1 => {
             shared
@@ -190,7 +200,8 @@ pub(super) fn import_key<B: Backend>(
         quorum: &admins.quorum,
         refusal: KEYRING_ADMINS,
     };
-    let authorized = auth.authorize(&[requirement], &shared.guard, now)?;
+    let note = Note::new(&shared.audit, pb::AuditAction::ImportKey, "", 1);
+    let authorized = auth.authorize(&[requirement], &shared.guard, now, note)?;
     // A ciphertext lifted from another request (other keyring, policy, nonce or material) does
     // not open; the refusal drops `authorized` and so spends nothing.
     let plaintext =
@@ -239,7 +250,13 @@ pub(super) fn update_policy<B: Backend>(
                     quorum: &current.policy.admins,
                     refusal: "policy admin quorum not met",
                 };
-                auth.authorize(&[admins], &shared.guard, now)
+                let note = Note::new(
+                    &shared.audit,
+                    pb::AuditAction::UpdatePolicy,
+                    op.key_id,
+                    current.policy.version.saturating_add(1),
+                );
+                auth.authorize(&[admins], &shared.guard, now, note)
             })?;
     shared.limiter.reset(&op.key_id);
     tracing::info!(key_id = %op.key_id, version = changed.policy.policy.version, "policy changed");
@@ -276,7 +293,8 @@ pub(super) async fn create_keyring<B: Backend>(
             refusal: "a named keyring admin did not stamp",
         },
     ];
-    let authorized = auth.authorize(&requirements, &shared.guard, now)?;
+    let note = Note::new(&shared.audit, pb::AuditAction::CreateKeyring, "", 0);
+    let authorized = auth.authorize(&requirements, &shared.guard, now, note)?;
     let (created, committed) = shared
         .vault
         .create_keyring(provider, admins, authorized)
@@ -344,11 +362,13 @@ pub(super) fn shared<B: Backend>(
     guard: ReplayGuard,
     identity: BootIdentity,
 ) -> Arc<State<B>> {
+    let identity = Arc::new(identity);
     Arc::new(State {
         vault: Vault::new(settings.capacity),
         guard,
         limiter: RateLimiter::default(),
         ledger: SpendLedger::default(),
+        audit: AuditLog::new(Arc::clone(&identity), audit::CAPACITY),
         identity,
         config: settings.encode(),
         settings,

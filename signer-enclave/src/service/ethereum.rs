@@ -7,6 +7,7 @@ use signer_proto::pb;
 
 use super::calls::State;
 use crate::Error;
+use crate::audit::Note;
 use crate::auth::Requirement;
 use crate::backend::Backend;
 use crate::intake::ethereum::{self, EthPayload};
@@ -70,7 +71,13 @@ pub(super) fn sign_ethereum<B: Backend>(
             });
             let requirements: Vec<Requirement<'_>> =
                 [Some(approvers), tier].into_iter().flatten().collect();
-            let authorized = auth.authorize(&requirements, &shared.guard, now)?;
+            let note = Note::new(
+                &shared.audit,
+                pb::AuditAction::SignEthereum,
+                op.key_id,
+                current.policy.version,
+            );
+            let authorized = auth.authorize(&requirements, &shared.guard, now, note)?;
             shared
                 .limiter
                 .take(&op.key_id, current.policy.max_per_minute, now)?;

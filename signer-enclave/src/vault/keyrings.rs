@@ -85,7 +85,7 @@ impl<B: Backend> Vault<B> {
         &self,
         provider: &dyn KeyWrapper,
         admins: KeyringAdmins,
-        authorized: Authorized<'_>,
+        mut authorized: Authorized<'_>,
     ) -> Result<(NewKeyring, Committed), Error> {
         self.require(Phase::Ready)?;
         self.keyring_room(read(&self.keyrings).len())?;
@@ -96,6 +96,7 @@ impl<B: Backend> Vault<B> {
         let admins_hash = policy::admins_hash(&encoded);
         let admins_seal = seal::seal_admins(&key, &id, &admins_hash)?;
         self.insert_keyring(id, key, admins, admins_hash)?;
+        authorized.about(id);
         let committed = authorized.commit();
         tracing::info!(keyring = %id, provider = provider.name(), "keyring created");
         Ok((
