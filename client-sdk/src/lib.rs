@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub use signer_attestation as attestation;
+pub mod audit;
 pub mod bitcoin;
 mod client;
 mod error;

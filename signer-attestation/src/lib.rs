@@ -228,5 +228,28 @@ pub fn verify(
     })
 }
 
+/// Verifies a document kept as evidence (an audit trail's boot), at the time it was signed:
+/// the chain must have been valid then; the policy's nonce and age are ignored.
+///
+/// # Errors
+/// [`Error::Attestation`] naming the first check that failed.
+pub fn verify_as_of_signing(
+    document: &[u8],
+    policy: &AttestationPolicy,
+) -> Result<VerifiedAttestation, Error> {
+    if document.len() > MAX_DOCUMENT_BYTES {
+        return Err(bad("document too large"));
+    }
+    let sign1 = cbor::CoseSign1::parse(document)?;
+    let payload = cbor::Payload::parse(&sign1.payload)?;
+    let signed_at = UNIX_EPOCH + Duration::from_millis(payload.timestamp_ms);
+    let then = AttestationPolicy {
+        expected_nonce: None,
+        max_age: Duration::MAX,
+        ..policy.clone()
+    };
+    verify(document, &then, signed_at)
+}
+
 #[cfg(test)]
 mod tests;

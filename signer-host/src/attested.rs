@@ -59,7 +59,7 @@ impl Attested {
         !self.fresh(boot_id, max_age / 3)
     }
 
-    /// Attests the enclave and records the outcome for `boot_id`.
+    /// Attests the enclave and records the outcome for `boot_id`; the verified document.
     ///
     /// # Errors
     /// Why the enclave's document was not accepted (the verifier's first failed check, or the
@@ -69,7 +69,7 @@ impl Attested {
         enclave: &EnclaveServiceClient<Channel>,
         expectation: &Expectation,
         boot_id: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<Vec<u8>, String> {
         let root = match &expectation.root {
             Root::AwsNitroG1 => TrustAnchor::aws_nitro_g1(),
             Root::DevelopmentFile(path) => std::fs::read(path)
@@ -104,7 +104,7 @@ impl Attested {
         signer_attestation::verify(&document, &policy, SystemTime::now())
             .map_err(|error| error.to_string())?;
         self.verified = Some((boot_id.to_vec(), Instant::now()));
-        Ok(())
+        Ok(document)
     }
 }
 

@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod attested;
+pub mod audit;
 pub mod config;
 pub mod credentials;
 mod error;

@@ -16,6 +16,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::Error;
 use crate::attested::{Attested, Expectation};
+use crate::audit;
 use crate::follow::{Followed, follow};
 use crate::metrics::{Metrics, Phase};
 use crate::relay::Relay;
@@ -86,6 +87,7 @@ pub async fn watch_enclave(
     let mut serving = None;
     let mut boot_seen: Option<Vec<u8>> = None;
     let mut followed: Option<Followed> = None;
+    let mut collected = audit::Collected::default();
     // After a failed load (KMS unreachable or refusing), wait longer each time, up to
     // MAX_LOAD_BACKOFF; a success or an enclave restart resets it.
     let mut backoff = interval;
@@ -172,6 +174,11 @@ pub async fn watch_enclave(
                     _ => Followed::unknown(status.boot_id.clone()),
                 };
                 let state = followed.insert(state);
+                if let Err(error) =
+                    audit::collect(&enclave, &store, &mut collected, &status.boot_id).await
+                {
+                    tracing::warn!(%error, "collecting the audit trail failed; will retry");
+                }
                 match follow(&enclave, &store, state).await {
                     Ok(brought)
                         if brought.keyrings + brought.rejected > 0
@@ -208,7 +215,14 @@ pub async fn watch_enclave(
                     let outcome = attested.check(&enclave, expectation, &boot_id).await;
                     metrics.enclave_attested(outcome.is_ok());
                     match outcome {
-                        Ok(()) => {
+                        Ok(document) => {
+                            // Vouches for the boot's audit signing key in `audit verify`.
+                            let (store, boot) = (Arc::clone(&store), boot_id.clone());
+                            if let Err(error) =
+                                blocking(move || store.put_audit_boot(&boot, &document)).await
+                            {
+                                tracing::warn!(%error, "could not store the boot's attestation document");
+                            }
                             if last_refusal.take().is_some() || serving != Some(true) {
                                 tracing::info!("enclave attestation verified");
                             }
@@ -310,6 +324,7 @@ pub async fn load(
     let keyrings_time = started.elapsed();
     let started = Instant::now();
 
+    let audit_store = Arc::clone(&store);
     // Stream the records page by page from a blocking reader; memory stays bounded.
     let (tx, rx) = mpsc::channel::<pb::SealedKey>(LOAD_PAGE);
     let reader = tokio::task::spawn_blocking(move || -> Result<(), Error> {
@@ -339,8 +354,15 @@ pub async fn load(
         tracing::error!(key_id = %rejected.key_id, reason = %rejected.reason, "the enclave refused a stored key; it cannot sign until restored from backup");
     }
     let records_time = started.elapsed();
+    // The new boot's first audit entry links to the last one stored from an earlier boot.
+    let previous = blocking(move || audit_store.last_audit()).await?;
+    let previous_audit_hash = previous
+        .map(|entry| signer_proto::canonical::audit_entry_hash(&entry.entry).to_vec())
+        .unwrap_or_default();
     enclave
-        .finish_loading(pb::FinishLoadingRequest {})
+        .finish_loading(pb::FinishLoadingRequest {
+            previous_audit_hash,
+        })
         .await
         .map_err(Box::new)?;
     Ok(LoadReport {

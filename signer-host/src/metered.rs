@@ -141,6 +141,15 @@ impl SignerService for Metered {
         self.serve("ListKeys", id, call).await
     }
 
+    async fn read_audit_trail(
+        &self,
+        request: Request<pb::ReadAuditTrailRequest>,
+    ) -> Result<Response<pb::ReadAuditTrailResponse>, Status> {
+        let (request, id) = tagged(request);
+        let call = self.relay.read_audit_trail(request);
+        self.serve("ReadAuditTrail", id, call).await
+    }
+
     async fn sign(
         &self,
         request: Request<pb::SignedRequest>,

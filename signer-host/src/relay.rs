@@ -279,6 +279,52 @@ impl SignerService for Relay {
         Ok(Response::new(pb::GetPublicKeyResponse { key: Some(info) }))
     }
 
+    async fn read_audit_trail(
+        &self,
+        request: Request<pb::ReadAuditTrailRequest>,
+    ) -> Result<Response<pb::ReadAuditTrailResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let store = Arc::clone(&self.store);
+        let after = request.after_position;
+        let response = blocking(move || {
+            let page = store.audit_after(after, limit)?;
+            let mut boots: Vec<pb::AuditBoot> = Vec::new();
+            for (_, entry) in &page {
+                if boots.iter().any(|b| b.boot_id == entry.boot_id) {
+                    continue;
+                }
+                if let Some(document) = store.audit_boot(&entry.boot_id)? {
+                    boots.push(pb::AuditBoot {
+                        boot_id: entry.boot_id.clone(),
+                        attestation_document: document,
+                    });
+                }
+            }
+            let entries = page
+                .into_iter()
+                .map(|(position, entry)| pb::StoredAuditEntry {
+                    position,
+                    signed: Some(pb::SignedAuditEntry {
+                        entry: entry.entry,
+                        signature: entry.signature,
+                    }),
+                })
+                .collect();
+            Ok(pb::ReadAuditTrailResponse { entries, boots })
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "reading the audit trail failed");
+            Status::unavailable("key store unavailable")
+        })?;
+        Ok(Response::new(response))
+    }
+
     async fn list_keys(
         &self,
         request: Request<pb::ListKeysRequest>,

@@ -113,6 +113,33 @@ impl From<&StoredKeyring> for pb::LoadKeyringRequest {
     }
 }
 
+/// An audit entry as stored: the enclave's signed bytes, and where it sits in its boot's chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAudit {
+    /// The boot that made it.
+    pub boot_id: Vec<u8>,
+    /// Its sequence in that boot's chain.
+    pub sequence: u64,
+    /// The encoded `AuditEntry`.
+    pub entry: Vec<u8>,
+    /// The enclave's signature over it.
+    pub signature: Vec<u8>,
+}
+
+impl StoredAudit {
+    /// What the store keeps of an entry the enclave handed over; `None` if it does not decode
+    /// (an enclave never sends such an entry; the host keeps nothing it cannot index).
+    pub fn from_signed(signed: pb::SignedAuditEntry) -> Option<Self> {
+        let entry = pb::AuditEntry::decode(signed.entry.as_slice()).ok()?;
+        Some(Self {
+            boot_id: entry.boot_id,
+            sequence: entry.sequence,
+            entry: signed.entry,
+            signature: signed.signature,
+        })
+    }
+}
+
 /// Durable storage of keyrings and sealed records.
 pub trait KeyStore: Send + Sync + 'static {
     /// Every keyring, oldest first.
@@ -167,6 +194,38 @@ pub trait KeyStore: Send + Sync + 'static {
     /// # Errors
     /// Store failures.
     fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error>;
+
+    /// Stores audit entries; one already stored (same boot and sequence) is left as it is.
+    /// Durable when this returns.
+    ///
+    /// # Errors
+    /// Store failures.
+    fn append_audit(&self, entries: &[StoredAudit]) -> Result<(), Error>;
+
+    /// Up to `limit` audit entries after position `after`, in stored order, with positions.
+    ///
+    /// # Errors
+    /// Store failures.
+    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredAudit)>, Error>;
+
+    /// The last stored audit entry, if any.
+    ///
+    /// # Errors
+    /// Store failures.
+    fn last_audit(&self) -> Result<Option<StoredAudit>, Error>;
+
+    /// Keeps the attestation document that vouches for a boot's signing key (the first one
+    /// stored for a boot stays).
+    ///
+    /// # Errors
+    /// Store failures.
+    fn put_audit_boot(&self, boot_id: &[u8], document: &[u8]) -> Result<(), Error>;
+
+    /// The stored attestation document of a boot.
+    ///
+    /// # Errors
+    /// Store failures.
+    fn audit_boot(&self, boot_id: &[u8]) -> Result<Option<Vec<u8>>, Error>;
 }
 
 /// The version of an encoded policy (0 for one that does not decode; the enclave never seals

@@ -209,6 +209,16 @@ impl SignerService for Service {
         self.upstream.clone().list_keys(request.into_inner()).await
     }
 
+    async fn read_audit_trail(
+        &self,
+        request: Request<pb::ReadAuditTrailRequest>,
+    ) -> Result<Response<pb::ReadAuditTrailResponse>, Status> {
+        self.upstream
+            .clone()
+            .read_audit_trail(request.into_inner())
+            .await
+    }
+
     async fn sign(
         &self,
         request: Request<pb::SignedRequest>,

@@ -14,7 +14,7 @@ use prost::Message as _;
 use signer_host::Error;
 use signer_host::store::postgres::{PgStore, PoolSettings};
 use signer_host::store::sqlite::SqliteStore;
-use signer_host::store::{KeyStore, StoredKey, StoredKeyring};
+use signer_host::store::{KeyStore, StoredAudit, StoredKey, StoredKeyring};
 use signer_proto::pb;
 use tests::postgres::Postgres;
 
@@ -148,6 +148,40 @@ fn contract(store: Arc<dyn KeyStore>) {
 
     racing_writers(&store);
     racing_policy_changes(&store);
+    audit_trail(&*store);
+}
+
+fn audit(boot: u8, sequence: u64) -> StoredAudit {
+    StoredAudit {
+        boot_id: vec![boot; 16],
+        sequence,
+        entry: vec![boot, 1, 2],
+        signature: vec![sequence.to_le_bytes()[0]; 64],
+    }
+}
+
+/// Entries kept in stored order, a repeated one (host re-reading after a crash) ignored;
+/// the first attestation document of a boot stays.
+fn audit_trail(store: &dyn KeyStore) {
+    assert_eq!(store.last_audit().unwrap(), None);
+    store.append_audit(&[audit(1, 0), audit(1, 1)]).unwrap();
+    store
+        .append_audit(&[audit(1, 1), audit(1, 2), audit(2, 0)])
+        .unwrap();
+    let stored: Vec<_> = store.audit_after(0, 10).unwrap();
+    let got: Vec<_> = stored.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(got, [audit(1, 0), audit(1, 1), audit(1, 2), audit(2, 0)]);
+    assert!(stored.windows(2).all(|w| w[0].0 < w[1].0));
+    let after_two = store.audit_after(stored[1].0, 1).unwrap();
+    assert_eq!(after_two[0].1, audit(1, 2));
+    assert_eq!(store.last_audit().unwrap(), Some(audit(2, 0)));
+    store.put_audit_boot(&[1; 16], b"first").unwrap();
+    store.put_audit_boot(&[1; 16], b"second").unwrap();
+    assert_eq!(
+        store.audit_boot(&[1; 16]).unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    assert_eq!(store.audit_boot(&[3; 16]).unwrap(), None);
 }
 
 /// Writers on several threads insert their own keys and all try the same shared ones, while a
@@ -283,9 +317,12 @@ fn postgres_keeps_the_contract() {
         .unwrap();
     assert_eq!(
         cluster
-            .psql("contract", "SELECT count(*) FROM signer_schema_migrations")
+            .psql(
+                "contract",
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM signer_schema_migrations"
+            )
             .trim(),
-        "1"
+        "1,2"
     );
     // A database a newer host migrated is refused, not written to.
     cluster.psql(

@@ -127,6 +127,12 @@ impl<B: Backend> SignerService for SignServer<B> {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+    async fn read_audit_trail(
+        &self,
+        _: Request<pb::ReadAuditTrailRequest>,
+    ) -> Result<Response<pb::ReadAuditTrailResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     async fn sign(
         &self,
         request: Request<pb::SignedRequest>,
@@ -213,6 +219,12 @@ impl SignerService for Relay {
         &self,
         _: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn read_audit_trail(
+        &self,
+        _: Request<pb::ReadAuditTrailRequest>,
+    ) -> Result<Response<pb::ReadAuditTrailResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
     async fn sign(

@@ -78,7 +78,20 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Read the stored audit trail and check it: each boot's signing key through its
+    /// attestation document (--allow-pcr0, --dev-root), every entry's signature, and each
+    /// boot's hash chain. Exits non-zero and lists the problems if anything does not hold.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
+    /// The enclave-signed audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Generate an API key pair into a new 0600 file and print its public key.
     GenerateApiKey {
         /// The file to create (PKCS#8 PEM).
@@ -472,6 +485,22 @@ async fn command(
             let json = std::fs::read_to_string(file)
                 .map_err(|_| Error::InvalidArgument("cannot read --file"))?;
             json!(client.sign_typed_data(key, &json).await?)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let policy = policy.ok_or(Error::NotConfigured("--allow-pcr0"))?;
+            let (entries, boots) = client.read_audit_trail().await?;
+            let report = signer_client::audit::verify_trail(&entries, &boots, &policy);
+            if !report.intact() {
+                // The report (with every problem) on stdout; the failure on stderr.
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("JSON values serialize qed")
+                );
+                return Err(Error::Verification("the audit trail is not intact"));
+            }
+            json!(report)
         }
         Command::Attest => {
             let policy = policy.ok_or(Error::NotConfigured("--allow-pcr0"))?;

@@ -337,6 +337,47 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The whole stored audit trail, page by page, with the attestation documents of the boots
+    /// it names. Check it with [`crate::audit::verify_trail`].
+    ///
+    /// # Errors
+    /// Service errors.
+    pub async fn read_audit_trail(
+        &self,
+    ) -> Result<(Vec<pb::StoredAuditEntry>, Vec<pb::AuditBoot>), Error> {
+        let (mut entries, mut boots): (Vec<pb::StoredAuditEntry>, Vec<pb::AuditBoot>) =
+            (Vec::new(), Vec::new());
+        loop {
+            let request = pb::ReadAuditTrailRequest {
+                after_position: entries.last().map_or(0, |e| e.position),
+                limit: 1_000,
+            };
+            let (page, _) = self
+                .call(
+                    Fresh::WhenExpired,
+                    || Ok(request),
+                    |mut c, r| async move { c.read_audit_trail(r).await },
+                )
+                .await?;
+            if page.entries.is_empty() {
+                return Ok((entries, boots));
+            }
+            if page.entries.iter().map(|e| e.position).min() <= entries.last().map(|e| e.position) {
+                return Err(Error::Verification(
+                    "the audit trail's positions went backwards",
+                ));
+            }
+            for boot in page.boots {
+                if !boots.iter().any(|b| b.boot_id == boot.boot_id) {
+                    boots.push(boot);
+                }
+            }
+            entries.extend(page.entries);
+        }
+    }
+}
+
 /// The cache's name for a key: its id, and for a derived key its path.
 fn cache_name(key_id: &str, path: &[u32]) -> String {
     let mut name = key_id.to_owned();

@@ -16,7 +16,7 @@ use sqlx::{Postgres, Row as _, Transaction};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 
-use super::{KeyStore, StoredKey, StoredKeyring, policy_version, signed, unsigned};
+use super::{KeyStore, StoredAudit, StoredKey, StoredKeyring, policy_version, signed, unsigned};
 use crate::Error;
 use crate::shutdown::stopped;
 
@@ -27,9 +27,10 @@ pub const CHANNEL: &str = "signer_store";
 const WRITE_LOCK: i64 = 0x7369_676e_6572_0001;
 
 /// Migrations, in order; each runs once, in its own transaction, under [`WRITE_LOCK`].
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE keyrings (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE keyrings (
         position    BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
         keyring_id  TEXT PRIMARY KEY,
         provider    TEXT NOT NULL,
@@ -61,7 +62,23 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         FOR EACH STATEMENT EXECUTE FUNCTION signer_store_changed();
     CREATE TRIGGER keyrings_changed AFTER INSERT ON keyrings
         FOR EACH STATEMENT EXECUTE FUNCTION signer_store_changed();",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE audit_entries (
+        position  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        boot_id   BYTEA NOT NULL,
+        sequence  BIGINT NOT NULL,
+        entry     BYTEA NOT NULL,
+        signature BYTEA NOT NULL,
+        UNIQUE (boot_id, sequence)
+    );
+    CREATE TABLE audit_boots (
+        boot_id  BYTEA PRIMARY KEY,
+        document BYTEA NOT NULL
+    );",
+    ),
+];
 
 /// Settings beyond the URL.
 #[derive(Clone, Copy, Debug)]
@@ -399,4 +416,85 @@ impl KeyStore for PgStore {
     fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error> {
         self.run(self.page(Column::Revision, revision, limit))
     }
+
+    fn append_audit(&self, entries: &[StoredAudit]) -> Result<(), Error> {
+        self.run(async {
+            let mut transaction = self.pool.begin().await?;
+            for entry in entries {
+                sqlx::query(
+                    "INSERT INTO audit_entries (boot_id, sequence, entry, signature)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (boot_id, sequence) DO NOTHING",
+                )
+                .bind(&entry.boot_id)
+                .bind(signed(entry.sequence, "audit sequence")?)
+                .bind(&entry.entry)
+                .bind(&entry.signature)
+                .execute(&mut *transaction)
+                .await?;
+            }
+            transaction.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredAudit)>, Error> {
+        self.run(async {
+            let rows = sqlx::query(
+                "SELECT position, boot_id, sequence, entry, signature FROM audit_entries
+                 WHERE position > $1 ORDER BY position LIMIT $2",
+            )
+            .bind(signed(after, "position out of range")?)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok((unsigned(row.try_get(0)?, "negative position")?, audit(row)?)))
+                .collect()
+        })
+    }
+
+    fn last_audit(&self) -> Result<Option<StoredAudit>, Error> {
+        self.run(async {
+            let row = sqlx::query(
+                "SELECT position, boot_id, sequence, entry, signature FROM audit_entries
+                 ORDER BY position DESC LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(audit).transpose()
+        })
+    }
+
+    fn put_audit_boot(&self, boot_id: &[u8], document: &[u8]) -> Result<(), Error> {
+        self.run(async {
+            sqlx::query(
+                "INSERT INTO audit_boots (boot_id, document) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(boot_id)
+            .bind(document)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn audit_boot(&self, boot_id: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.run(async {
+            Ok(
+                sqlx::query_scalar("SELECT document FROM audit_boots WHERE boot_id = $1")
+                    .bind(boot_id)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+    }
+}
+
+fn audit(row: &PgRow) -> Result<StoredAudit, Error> {
+    Ok(StoredAudit {
+        boot_id: row.try_get(1)?,
+        sequence: unsigned(row.try_get(2)?, "negative audit sequence")?,
+        entry: row.try_get(3)?,
+        signature: row.try_get(4)?,
+    })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{KeyStore, StoredKey, StoredKeyring, policy_version, signed, unsigned};
+use super::{KeyStore, StoredAudit, StoredKey, StoredKeyring, policy_version, signed, unsigned};
 use crate::Error;
 
 const SCHEMA: &str = "
@@ -33,6 +33,18 @@ CREATE TABLE IF NOT EXISTS keys (
     policy_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS keys_revision ON keys (revision);
+CREATE TABLE IF NOT EXISTS audit_entries (
+    position  INTEGER PRIMARY KEY AUTOINCREMENT,
+    boot_id   BLOB NOT NULL,
+    sequence  INTEGER NOT NULL,
+    entry     BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    UNIQUE (boot_id, sequence)
+);
+CREATE TABLE IF NOT EXISTS audit_boots (
+    boot_id  BLOB PRIMARY KEY,
+    document BLOB NOT NULL
+);
 ";
 
 /// From version 2: revisions (in insertion order) and policy versions for the stored rows.
@@ -47,7 +59,7 @@ const NEXT_REVISION: &str = "(SELECT COALESCE(MAX(revision), 0) + 1 FROM keys)";
 
 /// Schema version (`PRAGMA user_version`). Version 2 added keyring admin sets (stores of version
 /// 1 have keyrings without one, which the enclave refuses, so they are not migrated); version 3
-/// added revisions and policy versions, migrated from 2.
+/// added revisions, policy versions and the audit trail, migrated from 2.
 const SCHEMA_VERSION: i64 = 3;
 
 /// SQLite-backed [`KeyStore`].
@@ -179,6 +191,98 @@ impl KeyStore for SqliteStore {
 
     fn changes_after(&self, revision: u64, limit: usize) -> Result<Vec<(u64, StoredKey)>, Error> {
         self.page("revision", revision, limit)
+    }
+
+    fn append_audit(&self, entries: &[StoredAudit]) -> Result<(), Error> {
+        self.append_audit_entries(entries)
+    }
+
+    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredAudit)>, Error> {
+        self.audit_page(after, limit)
+    }
+
+    fn last_audit(&self) -> Result<Option<StoredAudit>, Error> {
+        Ok(self
+            .connection()
+            .query_row(
+                "SELECT position, boot_id, sequence, entry, signature FROM audit_entries
+                 ORDER BY position DESC LIMIT 1",
+                [],
+                Self::audit_row,
+            )
+            .optional()?
+            .map(|(_, entry)| entry))
+    }
+
+    fn put_audit_boot(&self, boot_id: &[u8], document: &[u8]) -> Result<(), Error> {
+        self.connection().execute(
+            "INSERT OR IGNORE INTO audit_boots (boot_id, document) VALUES (?1, ?2)",
+            params![boot_id, document],
+        )?;
+        Ok(())
+    }
+
+    fn audit_boot(&self, boot_id: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .connection()
+            .query_row(
+                "SELECT document FROM audit_boots WHERE boot_id = ?1",
+                [boot_id],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+}
+
+impl SqliteStore {
+    fn audit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, StoredAudit)> {
+        let sequence: i64 = row.get(2)?;
+        Ok((
+            row.get(0)?,
+            StoredAudit {
+                boot_id: row.get(1)?,
+                sequence: u64::try_from(sequence).unwrap_or(u64::MAX),
+                entry: row.get(3)?,
+                signature: row.get(4)?,
+            },
+        ))
+    }
+
+    fn append_audit_entries(&self, entries: &[StoredAudit]) -> Result<(), Error> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO audit_entries (boot_id, sequence, entry, signature) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for entry in entries {
+                let sequence = signed(entry.sequence, "audit sequence")?;
+                insert.execute(params![
+                    entry.boot_id,
+                    sequence,
+                    entry.entry,
+                    entry.signature
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredAudit)>, Error> {
+        let after = signed(after, "position out of range")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(
+            "SELECT position, boot_id, sequence, entry, signature FROM audit_entries
+             WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after, limit], Self::audit_row)?;
+        rows.map(|row| {
+            let (position, entry) = row?;
+            Ok((unsigned(position, "negative position")?, entry))
+        })
+        .collect()
     }
 }
 
