@@ -6,6 +6,9 @@
 //! measurement itself is the real path: `signer-host dev` starts, opens the store, and streams the
 //! records to a real `signer-enclave` process over a Unix socket.
 //!
+//! `--store postgres` does the same over a throw-away PostgreSQL cluster (Debian's packages), and
+//! reports the bytes the store holds per key.
+//!
 //! Run: `bench/run-scale` (release build, then 100,000 and 1,000,000 keys).
 
 use std::path::Path;
@@ -22,8 +25,9 @@ use signer_enclave::provider::KeyWrapper as _;
 use signer_enclave::provider::local::LocalProvider;
 use signer_enclave::seal::{self, Binding};
 use signer_enclave::secret::{KeyringKey, WalletSecret};
+use signer_host::store::postgres::{PgStore, PoolSettings};
 use signer_host::store::sqlite::SqliteStore;
-use signer_host::store::{KeyStore as _, StoredKey, StoredKeyring};
+use signer_host::store::{KeyStore, StoredKey, StoredKeyring};
 use signer_proto::pb;
 use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
 
@@ -36,6 +40,31 @@ struct Cli {
     /// Signing backend of the enclave.
     #[arg(long, default_value = "k256")]
     backend: String,
+    /// Key stores to load from: sqlite, postgres.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+    store: Vec<String>,
+}
+
+/// Where the records are written and loaded from.
+enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Store {
+    fn keys(&self) -> &dyn KeyStore {
+        match self {
+            Store::Sqlite(store) => store,
+            Store::Postgres(store) => store,
+        }
+    }
+
+    async fn insert_keys(&self, records: &[StoredKey]) {
+        match self {
+            Store::Sqlite(store) => store.insert_keys(records).expect("insert batch"),
+            Store::Postgres(store) => store.insert_keys(records).await.expect("insert batch"),
+        }
+    }
 }
 
 fn make_record(keyring_id: &KeyringId, keyring_key: &KeyringKey) -> StoredKey {
@@ -97,20 +126,27 @@ fn bench_policy() -> KeyPolicy {
     .expect("valid policy qed")
 }
 
-/// Writes `count` sealed records under one new keyring into `dir`, as a host would have stored them.
-async fn prepare(dir: &Path, count: usize) {
+/// Writes `count` sealed records under one new keyring into `dir`'s SQLite file or the
+/// PostgreSQL database at `url`, as a host would have stored them.
+async fn prepare(dir: &Path, url: Option<&str>, count: usize) {
     let provider = LocalProvider::open(&dir.join("master.key"), true).expect("master key");
     let keyring_id = KeyringId::random().expect("OS RNG");
     let (keyring_key, wrapped) = provider.generate(&keyring_id).await.expect("keyring");
-    let store = SqliteStore::open(&dir.join("keys.sqlite3")).expect("store");
+    let store = match url {
+        Some(url) => Store::Postgres(
+            PgStore::connect(url, PoolSettings::default())
+                .await
+                .expect("store"),
+        ),
+        None => Store::Sqlite(SqliteStore::open(&dir.join("keys.sqlite3")).expect("store")),
+    };
     let admins = KeyringAdmins::parse(&pb::KeyringAdmins {
         admins: vec![bench_api_key()],
         threshold: 1,
     })
     .expect("valid admins qed")
     .encode();
-    store
-        .insert_keyring(&StoredKeyring {
+    let keyring = StoredKeyring {
             keyring_id: keyring_id.to_string(),
             provider: "local".into(),
             wrapped_key: wrapped,
@@ -121,8 +157,9 @@ async fn prepare(dir: &Path, count: usize) {
                 &policy::admins_hash(&admins),
             )
             .expect("admin seal"),
-        })
-        .expect("insert keyring");
+    };
+    // The trait's calls block (PostgreSQL's on this runtime): off the async workers.
+    tokio::task::block_in_place(|| store.keys().insert_keyring(&keyring)).expect("insert keyring");
     let keyring_key = Arc::new(keyring_key);
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let batch = 10_000;
@@ -147,7 +184,7 @@ async fn prepare(dir: &Path, count: usize) {
                 records.extend(h.join().expect("generator thread"));
             }
         });
-        store.insert_keys(&records).expect("insert batch");
+        store.insert_keys(&records).await;
         written += n;
     }
 }
@@ -166,22 +203,47 @@ fn log_field(log: &str, field: &str) -> Option<u64> {
 async fn main() {
     let cli = Cli::parse();
     let bins = bench::bin_dir();
+    let cluster = cli
+        .store
+        .iter()
+        .any(|s| s == "postgres")
+        .then(tests::postgres::Postgres::start);
     println!(
-        "| keys | load after keyring open (ms) | keyring unwrap (ms) | provider calls | enclave RSS (MiB) | RSS per key (B) | marginal RSS per key (B) |"
+        "| store | keys | load after keyring open (ms) | keyring unwrap (ms) | provider calls | enclave RSS (MiB) | RSS per key (B) | marginal RSS per key (B) | store bytes per key |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     // An empty enclave's RSS, for the marginal figure.
-    let empty_rss = run(&bins, &cli.backend, 0).await.2;
-    for &count in &cli.keys {
-        let (log, calls, rss) = run(&bins, &cli.backend, count).await;
+    let empty_rss = run(&bins, &cli.backend, None, 0).await.2;
+    for (n, (store, &count)) in cli
+        .store
+        .iter()
+        .flat_map(|store| cli.keys.iter().map(move |count| (store, count)))
+        .enumerate()
+    {
+        let database = match (store.as_str(), &cluster) {
+            ("postgres", Some(cluster)) => Some((cluster, format!("scale{n}"))),
+            ("sqlite", _) => None,
+            (other, _) => panic!("unknown store {other}"),
+        };
+        let url = database.as_ref().map(|(cluster, name)| cluster.database(name));
+        let (log, calls, rss, sqlite_bytes) = run(&bins, &cli.backend, url.as_deref(), count).await;
         let per_key = |bytes: u64| bytes / u64::try_from(count.max(1)).unwrap_or(1);
+        let store_bytes = match &database {
+            Some((cluster, name)) => cluster
+                .psql(name, "SELECT pg_total_relation_size('keys')")
+                .trim()
+                .parse()
+                .expect("a size"),
+            None => sqlite_bytes,
+        };
         println!(
-            "| {count} | {} | {} | {calls} | {:.1} | {} | {} |",
+            "| {store} | {count} | {} | {} | {calls} | {:.1} | {} | {} | {} |",
             log_field(&log, "records_ms").map_or("?".into(), |v| v.to_string()),
             log_field(&log, "keyrings_ms").map_or("?".into(), |v| v.to_string()),
             f64::from(u32::try_from(rss / 1024).unwrap_or(u32::MAX)) / 1024.0,
             per_key(rss),
             per_key(rss.saturating_sub(empty_rss)),
+            per_key(store_bytes),
         );
         assert_eq!(
             log_field(&log, "loaded"),
@@ -192,17 +254,28 @@ async fn main() {
 }
 
 /// Prepares `count` keys, starts the stack over them, and returns the host log, the enclave's
-/// provider-call count and its RSS once SERVING.
-async fn run(bins: &Path, backend: &str, count: usize) -> (String, u64, u64) {
+/// provider-call count, its RSS once SERVING, and the SQLite files' size (0 for PostgreSQL).
+async fn run(
+    bins: &Path,
+    backend: &str,
+    url: Option<&str>,
+    count: usize,
+) -> (String, u64, u64, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
-    prepare(dir.path(), count).await;
+    prepare(dir.path(), url, count).await;
+    let sqlite_bytes = ["keys.sqlite3", "keys.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
     eprintln!(
         "prepared {count} sealed records in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let options = tests::StackOptions {
         bin_dir: Some(bins.to_owned()),
+        store_url: url.map(str::to_owned),
         ..tests::StackOptions::default()
     };
     let host = tests::Stack::spawn(dir, backend, &options);
@@ -221,5 +294,5 @@ async fn run(bins: &Path, backend: &str, count: usize) -> (String, u64, u64) {
         .expect("status")
         .into_inner();
     let rss = rss_bytes(enclave);
-    (host.log(), status.provider_calls, rss)
+    (host.log(), status.provider_calls, rss, sqlite_bytes)
 }
