@@ -149,7 +149,10 @@ async fn main() {
             .expect("key");
         let started = Instant::now();
         while on_b.sign_digest(&key.key_id, [9; 32]).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "never reached B");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never reached B"
+            );
         }
         propagation.push(started.elapsed());
     }

@@ -147,15 +147,11 @@ async fn prepare(dir: &Path, url: Option<&str>, count: usize) {
     .expect("valid admins qed")
     .encode();
     let keyring = StoredKeyring {
-            keyring_id: keyring_id.to_string(),
-            provider: "local".into(),
-            wrapped_key: wrapped,
-            admins: admins.clone(),
-            admins_seal: seal::seal_admins(
-                &keyring_key,
-                &keyring_id,
-                &policy::admins_hash(&admins),
-            )
+        keyring_id: keyring_id.to_string(),
+        provider: "local".into(),
+        wrapped_key: wrapped,
+        admins: admins.clone(),
+        admins_seal: seal::seal_admins(&keyring_key, &keyring_id, &policy::admins_hash(&admins))
             .expect("admin seal"),
     };
     // The trait's calls block (PostgreSQL's on this runtime): off the async workers.
@@ -225,7 +221,9 @@ async fn main() {
             ("sqlite", _) => None,
             (other, _) => panic!("unknown store {other}"),
         };
-        let url = database.as_ref().map(|(cluster, name)| cluster.database(name));
+        let url = database
+            .as_ref()
+            .map(|(cluster, name)| cluster.database(name));
         let (log, calls, rss, sqlite_bytes) = run(&bins, &cli.backend, url.as_deref(), count).await;
         let per_key = |bytes: u64| bytes / u64::try_from(count.max(1)).unwrap_or(1);
         let store_bytes = match &database {
