@@ -207,6 +207,19 @@ pub fn copy(key: &ApiKeyPair) -> ApiKeyPair {
     ApiKeyPair::from_pem(&key.to_pem().expect("encodes qed")).expect("parses qed")
 }
 
+/// Copies a stack's data directory's regular files (local master key, development root,
+/// deployment id, admin key, keyring marker, SQLite store) from `from` into `to`, so that a second
+/// stack serves the same deployment; not the enclave's socket, nor the host's log.
+pub fn copy_data_files(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read data dir qed") {
+        let entry = entry.expect("dir entry qed");
+        let is_file = entry.file_type().expect("file type qed").is_file();
+        if is_file && entry.file_name() != "host.log" {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy qed");
+        }
+    }
+}
+
 /// A stamper over copies of `keys`.
 pub fn stamper(keys: &[&ApiKeyPair]) -> Stamper {
     Stamper::new(keys.iter().map(|k| copy(k)).collect())

@@ -106,16 +106,8 @@ impl Postgres {
     /// A new, empty database of this cluster; its URL.
     pub fn database(&self, name: &str) -> String {
         let status = self
-            .pg_command("createdb")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "signer",
-                name,
-            ])
+            .client("createdb")
+            .arg(name)
             .status()
             .expect("createdb runs");
         assert!(status.success(), "createdb {name}");
@@ -130,15 +122,7 @@ impl Postgres {
     /// Runs `psql -c sql` against database `name`; its output (unaligned, tuples only).
     pub fn psql(&self, name: &str, sql: &str) -> String {
         let output = self
-            .pg_command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "signer",
-            ])
+            .client("psql")
             .args([
                 "-X",
                 "-A",
@@ -173,6 +157,20 @@ impl Postgres {
         } else {
             Command::new(path)
         }
+    }
+
+    /// A client tool (`createdb`, `psql`) aimed at this cluster as its one role.
+    fn client(&self, tool: &str) -> Command {
+        let mut command = self.pg_command(tool);
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "signer",
+        ]);
+        command
     }
 
     fn run_pg(&self, args: &[&str]) {

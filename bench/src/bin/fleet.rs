@@ -9,7 +9,6 @@
 //!
 //! Run: `bench/run-fleet` (release build, then this).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,15 +101,6 @@ async fn fleet(stacks: &[&Stack]) -> Arc<Fleet> {
     Arc::new(Fleet::connect(config, endpoints).await.expect("fleet"))
 }
 
-fn copy_files(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        if entry.file_type().expect("type").is_file() && entry.file_name() != "host.log" {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
-        }
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let cli = Cli::parse();
@@ -136,7 +126,7 @@ async fn main() {
     let a = Stack::start_with(tempfile::tempdir().expect("tempdir"), &pg_options).await;
     let on_a = a.client().await;
     let b_dir = tempfile::tempdir().expect("tempdir");
-    copy_files(a.dir.path(), b_dir.path());
+    tests::copy_data_files(a.dir.path(), b_dir.path());
     let b = Stack::start_with(b_dir, &pg_options).await;
     let on_b = b.client().await;
 

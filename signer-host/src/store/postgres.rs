@@ -180,12 +180,7 @@ impl PgStore {
 
     /// A transaction holding the write lock.
     async fn write(&self) -> Result<Transaction<'static, Postgres>, Error> {
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK)
-            .execute(&mut *transaction)
-            .await?;
-        Ok(transaction)
+        locked(&self.pool).await
     }
 
     fn run<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
@@ -263,13 +258,19 @@ async fn insert(transaction: &mut Transaction<'_, Postgres>, key: &StoredKey) ->
     Ok(())
 }
 
-/// Applies the migrations the database lacks, one host at a time.
-async fn migrate(pool: &PgPool) -> Result<(), Error> {
+/// A transaction holding [`WRITE_LOCK`] until it ends.
+async fn locked(pool: &PgPool) -> Result<Transaction<'static, Postgres>, Error> {
     let mut transaction = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(WRITE_LOCK)
         .execute(&mut *transaction)
         .await?;
+    Ok(transaction)
+}
+
+/// Applies the migrations the database lacks, one host at a time.
+async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    let mut transaction = locked(pool).await?;
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS signer_schema_migrations (
             version    INTEGER PRIMARY KEY,

@@ -194,11 +194,40 @@ impl KeyStore for SqliteStore {
     }
 
     fn append_audit(&self, entries: &[StoredAudit]) -> Result<(), Error> {
-        self.append_audit_entries(entries)
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO audit_entries (boot_id, sequence, entry, signature) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for entry in entries {
+                let sequence = signed(entry.sequence, "audit sequence")?;
+                insert.execute(params![
+                    entry.boot_id,
+                    sequence,
+                    entry.entry,
+                    entry.signature
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
     }
 
     fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredAudit)>, Error> {
-        self.audit_page(after, limit)
+        let after = signed(after, "position out of range")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(
+            "SELECT position, boot_id, sequence, entry, signature FROM audit_entries
+             WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after, limit], Self::audit_row)?;
+        rows.map(|row| {
+            let (position, entry) = row?;
+            Ok((unsigned(position, "negative position")?, entry))
+        })
+        .collect()
     }
 
     fn last_audit(&self) -> Result<Option<StoredAudit>, Error> {
@@ -246,43 +275,6 @@ impl SqliteStore {
                 signature: row.get(4)?,
             },
         ))
-    }
-
-    fn append_audit_entries(&self, entries: &[StoredAudit]) -> Result<(), Error> {
-        let mut connection = self.connection();
-        let transaction = connection.transaction()?;
-        {
-            let mut insert = transaction.prepare_cached(
-                "INSERT OR IGNORE INTO audit_entries (boot_id, sequence, entry, signature) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for entry in entries {
-                let sequence = signed(entry.sequence, "audit sequence")?;
-                insert.execute(params![
-                    entry.boot_id,
-                    sequence,
-                    entry.entry,
-                    entry.signature
-                ])?;
-            }
-        }
-        transaction.commit()?;
-        Ok(())
-    }
-
-    fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredAudit)>, Error> {
-        let after = signed(after, "position out of range")?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let connection = self.connection();
-        let mut statement = connection.prepare_cached(
-            "SELECT position, boot_id, sequence, entry, signature FROM audit_entries
-             WHERE position > ?1 ORDER BY position LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![after, limit], Self::audit_row)?;
-        rows.map(|row| {
-            let (position, entry) = row?;
-            Ok((unsigned(position, "negative position")?, entry))
-        })
-        .collect()
     }
 }
 

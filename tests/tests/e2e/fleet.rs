@@ -7,20 +7,9 @@
 //! runs stacks over one shared PostgreSQL store.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use signer_client::{ClientConfig, Fleet};
 use tests::Stack;
-
-/// Copies the regular files of `from` into `to` (not the enclave's socket).
-fn copy_files(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_fails_over_when_a_stack_dies_mid_load() {
@@ -40,7 +29,7 @@ async fn signing_fails_over_when_a_stack_dies_mid_load() {
     let dir_a = first.stop();
     let (dir_b, dir_c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     for dir in [&dir_b, &dir_c] {
-        copy_files(dir_a.path(), dir.path());
+        tests::copy_data_files(dir_a.path(), dir.path());
     }
     let a = Stack::start_in(dir_a, "k256").await;
     let b = Stack::start_in(dir_b, "k256").await;
@@ -139,7 +128,7 @@ async fn a_host_that_is_not_serving_is_passed_over() {
     drop(client);
     let dir_a = first.stop();
     let dir_b = tempfile::tempdir().unwrap();
-    copy_files(dir_a.path(), dir_b.path());
+    tests::copy_data_files(dir_a.path(), dir_b.path());
     let a = Stack::start_in(dir_a, "k256").await;
     // B's host expects another enclave image: its health never says SERVING.
     let options = StackOptions {

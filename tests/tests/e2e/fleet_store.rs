@@ -6,7 +6,6 @@
 //! Each stack is its own host and enclave; they share the deployment (the same local master
 //! key, development root and admin key, copied from the first stack's directory) and the store.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use signer_client::{Client, pb};
@@ -16,16 +15,6 @@ use tests::{Stack, StackOptions};
 /// Longest a change may take to reach the other host (the loader polls every 500 ms even if a
 /// notification were lost; a notification makes it far quicker).
 const PROPAGATION_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Copies the regular files of `from` into `to` (not the enclave's socket, not the logs).
-fn copy_files(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() && entry.file_name() != "host.log" {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
 
 /// Two stacks over one database: `a` first (it creates the deployment's keyring), then `b`
 /// from a copy of `a`'s directory.
@@ -37,7 +26,7 @@ async fn two_stacks(url: &str) -> (Stack, Stack) {
     let a = Stack::start_with(tempfile::tempdir().unwrap(), &options).await;
     drop(a.client().await);
     let dir_b = tempfile::tempdir().unwrap();
-    copy_files(a.dir.path(), dir_b.path());
+    tests::copy_data_files(a.dir.path(), dir_b.path());
     let b = Stack::start_with(dir_b, &options).await;
     (a, b)
 }
