@@ -73,6 +73,7 @@ pub(super) fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use crate::backend::K256;
     use crate::ids::KeyId;
     use crate::provider::local::LocalProvider;
@@ -175,6 +176,13 @@ mod tests {
             load_batch(&second, vec![wire.clone()]).unwrap().rejected[0].reason,
             "unknown keyring"
         );
+        // A host cannot pair a keyring with another keyring's admin seal once ready either.
+        let mut forged = stored(&later);
+        forged.admins_seal = stored(&keyring).admins_seal;
+        assert!(matches!(
+            second.load_keyring(&provider, &forged).await,
+            Err(Error::SealCheckFailed)
+        ));
         second
             .load_keyring(&provider, &stored(&later))
             .await
