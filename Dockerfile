@@ -1,21 +1,24 @@
-# The enclave image, for `nitro-cli build-enclave --docker-uri signer-enclave:latest --output-file signer.eif`.
+# The enclave image, for `nitro-cli build-enclave --docker-uri signer-enclave:<version> --output-file signer.eif`.
 #
-# Reproducibility: the toolchain is pinned by rust-toolchain.toml, dependencies by Cargo.lock, and
-# the build runs without network after `cargo fetch`. Pin both base images by digest
-# (`image@sha256:…`) when cutting a release; this file names tags because the machines this
-# project is developed on have no Docker engine to resolve digests with, and it has not been built
-# on them.
+# Build the binary first with `scripts/reproduce`: it builds the static enclave binary twice from
+# the committed tree in two directories and checks the two are bit-identical, then leaves it in
+# target/reproduce/. This file only places that binary in an empty image, so the image has no
+# base layers to pin: `scratch` is not an image but the empty filesystem. (A builder image would
+# have to be pinned by digest, `rust@sha256:…`; building outside Docker with the toolchain pinned
+# by rust-toolchain.toml and rustup's checked downloads avoids trusting one.)
+#
+# For the EIF's PCR0 to be reproducible too (deploy/README.md, "Reproducing the measurements"):
+# build this image with timestamps rewritten (`SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
+# docker buildx build --output type=docker,rewrite-timestamp=true …`), and use the same Nitro CLI
+# release, whose kernel, init and nsm.ko blobs (/usr/share/nitro_enclaves/blobs/) enter PCR0 and
+# PCR1: record their SHA-384s with the release.
+#
+#   docker buildx build --build-arg SIGNER_ENCLAVE_DEPLOYMENT_ID=prod-eu-1 \
+#     --build-arg SIGNER_ENCLAVE_KEYRING_CREATORS=ed25519:<hex>,… \
+#     --build-arg SIGNER_ENCLAVE_KMS_KEY_ARN=arn:aws:kms:… -t signer-enclave:<version> .
 
-FROM rust:1.95.0-bookworm AS build
-RUN rustup target add x86_64-unknown-linux-musl && apt-get update && apt-get install -y --no-install-recommends musl-tools file
-WORKDIR /src
-COPY . .
-RUN cargo fetch --locked
-RUN --network=none cargo build --locked --offline --profile enclave --target x86_64-unknown-linux-musl -p signer-enclave \
- && file target/x86_64-unknown-linux-musl/enclave/signer-enclave | grep -q 'statically linked'
-
-FROM scratch AS enclave
-COPY --from=build /src/target/x86_64-unknown-linux-musl/enclave/signer-enclave /signer-enclave
+FROM scratch
+COPY --chmod=0555 target/reproduce/signer-enclave /signer-enclave
 # In the enclave the internal API listens on vsock (any CID: the host dials the enclave's), KMS
 # is reached through the parent's `vsock-proxy 8000 kms.<region>.amazonaws.com 443`, and
 # attestation comes from the NSM. The image's init must bring the loopback interface up (the KMS
