@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod cbor;
+pub mod eif;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,9 @@ pub enum Error {
     /// The document failed this check.
     #[error("attestation rejected: {0}")]
     Attestation(&'static str),
+    /// An enclave image file could not be measured.
+    #[error("enclave image rejected: {0}")]
+    Image(&'static str),
 }
 
 /// The AWS Nitro Enclaves root certificate G1 (PEM), as AWS publishes it. SHA-256 fingerprint
@@ -224,6 +228,36 @@ pub fn verify(
         pcrs: payload.pcrs,
         public_key: payload.public_key,
         user_data: payload.user_data,
+        nonce: payload.nonce,
+    })
+}
+
+/// What a document claims, unverified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Claimed {
+    /// When the NSM (supposedly) signed it.
+    pub timestamp: SystemTime,
+    /// The registers.
+    pub pcrs: BTreeMap<u16, Vec<u8>>,
+    /// The nonce, if any.
+    pub nonce: Option<Vec<u8>>,
+}
+
+/// What a document *claims*, read without verifying anything: for reports that show an operator
+/// the attested values beside the expected ones even when they differ. Never trust it; decide
+/// with [`verify`].
+///
+/// # Errors
+/// [`Error::Attestation`] when the document does not parse.
+pub fn read_unverified(document: &[u8]) -> Result<Claimed, Error> {
+    if document.len() > MAX_DOCUMENT_BYTES {
+        return Err(bad("document too large"));
+    }
+    let payload = cbor::Payload::parse(&cbor::CoseSign1::parse(document)?.payload)?;
+    Ok(Claimed {
+        timestamp: UNIX_EPOCH + Duration::from_millis(payload.timestamp_ms),
+        pcrs: payload.pcrs,
         nonce: payload.nonce,
     })
 }
