@@ -36,6 +36,7 @@ impl From<signer_attestation::Error> for Error {
     fn from(error: signer_attestation::Error) -> Self {
         match error {
             signer_attestation::Error::Attestation(why) => Error::Attestation(why),
+            signer_attestation::Error::Image(why) => Error::InvalidArgument(why),
         }
     }
 }

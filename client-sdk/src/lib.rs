@@ -5,6 +5,7 @@ pub use signer_attestation as attestation;
 pub mod audit;
 pub mod bitcoin;
 mod client;
+pub mod deployment;
 mod error;
 pub mod ethereum;
 pub mod fleet;

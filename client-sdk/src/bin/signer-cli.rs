@@ -1,11 +1,14 @@
 //! `signer-cli`: the SDK's calls from the command line, printing JSON.
 
+#[path = "signer-cli/deploy.rs"]
+mod deploy;
 #[path = "signer-cli/hd.rs"]
 mod hd;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use signer_client::attestation::{AttestationPolicy, TrustAnchor};
+use signer_client::deployment::assess::Transport;
 use signer_client::policy::EthereumRulesJson;
 use signer_client::stamper::{api_key_text, parse_api_key};
 use signer_client::{
@@ -87,6 +90,17 @@ enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print an enclave image's measurements (PCR0, PCR1, PCR2 and, when signed, PCR8), read
+    /// from the EIF or from `nitro-cli describe-eif` JSON. Needs no host.
+    Pcrs(deploy::PcrSource),
+    /// Write the KMS key policy that lets only enclaves with these measurements unwrap. Needs
+    /// no host.
+    KmsPolicy(deploy::KmsPolicyArgs),
+    /// Assess the running deployment: measurements against the expected image, the AWS Nitro
+    /// root, debug mode, attestation freshness and clock skew, the KMS key policy, the
+    /// enclave-to-KMS path, TLS on the public API and the store's permissions; each item
+    /// PASS, WARN or FAIL with its reason. Exits non-zero when any item fails.
+    Assess(deploy::AssessArgs),
     /// The enclave-signed audit trail.
     Audit {
         #[command(subcommand)]
@@ -329,6 +343,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<serde_json::Value, Error> {
+    match &cli.command {
+        Command::Pcrs(source) => return deploy::pcrs(source),
+        Command::KmsPolicy(args) => return deploy::kms_policy(args),
+        _ => {}
+    }
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|_| Error::InvalidArgument("cannot read a TLS file"))
     };
@@ -391,6 +410,24 @@ async fn command(
     policy: Option<AttestationPolicy>,
 ) -> Result<serde_json::Value, Error> {
     let value = match &cli.command {
+        Command::Pcrs(_) | Command::KmsPolicy(_) => unreachable!("answered without a host"),
+        Command::Assess(args) => {
+            let transport = match (&cli.tls_ca, &cli.tls_cert) {
+                (None, _) => Transport::Plaintext,
+                (Some(_), None) => Transport::Tls,
+                (Some(_), Some(_)) => Transport::MutualTls,
+            };
+            deploy::assess(
+                args,
+                client,
+                cli.endpoint.to_string(),
+                transport,
+                &cli.allow_pcr0,
+                cli.dev_root.as_deref(),
+                cli.max_age_secs,
+            )
+            .await?
+        }
         Command::GenerateApiKey { out, scheme } => {
             let scheme = match scheme.as_str() {
                 "ed25519" => ApiKeyScheme::Ed25519,

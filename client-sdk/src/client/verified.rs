@@ -104,6 +104,28 @@ impl Client {
         Ok(EnclaveAttestation { document, identity })
     }
 
+    /// An attestation document for a fresh random nonce, **unverified**: evidence for an
+    /// assessment (`deployment::assess`), which verifies it against the roots and measurements
+    /// it judges. One attempt, no retries.
+    ///
+    /// # Errors
+    /// Service errors.
+    pub async fn attestation_evidence(
+        &self,
+    ) -> Result<crate::deployment::assess::AttestationEvidence, Error> {
+        let mut nonce = vec![0u8; 32];
+        getrandom::fill(&mut nonce)?;
+        let request = pb::AttestRequest {
+            nonce: nonce.clone(),
+        };
+        let response = self.inner.clone().attest(request).await?.into_inner();
+        Ok(crate::deployment::assess::AttestationEvidence {
+            document: response.document,
+            config: response.config,
+            nonce,
+        })
+    }
+
     /// Verifies a key reply against the attested enclave (re-attesting once if the enclave
     /// restarted and has a new identity), that it carries `expected_policy` exactly when one is
     /// given (the canonical encoding the enclave seals), that its policy version is not below
