@@ -69,11 +69,32 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed, readable by this user only) the database at `path`. SQLite
+    /// gives its WAL and shared-memory files the database file's mode.
     ///
     /// # Errors
-    /// [`Error::Store`] if it cannot be opened or migrated.
+    /// [`Error::Store`] if it cannot be opened or migrated; [`Error::Io`] if it cannot be
+    /// created.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        mode = format!("{:o}", mode & 0o777),
+                        "the key store is readable by other users: chmod 600 it"
+                    );
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         let connection = Connection::open(path)?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
