@@ -6,6 +6,7 @@
 
 mod e2e {
     mod api;
+    mod assess;
     mod audit;
     mod bad_input;
     mod bitcoin;

@@ -11,7 +11,7 @@ use tonic::Code;
 
 const REGION: &str = "eu-central-1";
 
-fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
+pub(crate) fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
     let config = aws_sdk_kms::Config::builder()
         .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
         .region(aws_sdk_kms::config::Region::new(REGION))
@@ -25,32 +25,33 @@ fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::from_conf(config)
 }
 
-fn pcr0_of(binary: &Path) -> String {
+pub(crate) fn pcr0_of(binary: &Path) -> String {
     let bytes = std::fs::read(binary).unwrap();
     hex::encode(<sha2::Sha384 as sha2::Digest>::digest(&bytes))
 }
 
 /// A KMS key whose policy lets only an enclave with `pcr0` decrypt or generate data keys; its
 /// ARN.
-async fn key_for(kms: &aws_sdk_kms::Client, pcr0: &str) -> String {
+pub(crate) async fn key_for(kms: &aws_sdk_kms::Client, pcr0: &str) -> String {
     let metadata = kms.create_key().send().await.unwrap().key_metadata.unwrap();
     let (key_id, arn) = (metadata.key_id, metadata.arn.unwrap());
-    // The reference key policy the deployment uses (deploy/kms/key-policy.json), for this
-    // enclave's PCR0. The test server does not model principals.
-    let policy = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kms/key-policy.json"),
-    )
-    .unwrap()
-    .replace(
-        "${ADMIN_ROLE_ARN}",
-        "arn:aws:iam::123456789012:role/signer-admin",
-    )
-    .replace(
-        "${INSTANCE_ROLE_ARN}",
-        "arn:aws:iam::123456789012:role/signer-instance",
-    )
-    .replace("${PCR0}", pcr0);
-    assert!(!policy.contains("${"), "every placeholder filled");
+    // The key policy `signer-cli kms-policy` writes for this enclave's PCR0 (the same as
+    // deploy/kms/key-policy.json: tests/tests/deploy.rs). The test server does not model
+    // principals.
+    let output = std::process::Command::new(tests::bin_dir().join("signer-cli"))
+        .args(["kms-policy", "--pcr0", pcr0])
+        .args([
+            "--key-admin-role",
+            "arn:aws:iam::123456789012:role/signer-admin",
+        ])
+        .args([
+            "--instance-role",
+            "arn:aws:iam::123456789012:role/signer-instance",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let policy = String::from_utf8(output.stdout).unwrap();
     kms.put_key_policy()
         .key_id(&key_id)
         .policy_name("default")

@@ -6,10 +6,10 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use signer_client::{Client, ClientConfig, ClientTls};
 use tests::{Stack, StackOptions};
 
-struct Pki {
-    ca: String,
-    server: (String, String),
-    client: (String, String),
+pub(crate) struct Pki {
+    pub(crate) ca: String,
+    pub(crate) server: (String, String),
+    pub(crate) client: (String, String),
     other_ca: String,
     stranger: (String, String),
 }
@@ -31,7 +31,7 @@ fn leaf(names: &[&str], issuer: &Issuer<'_, KeyPair>) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let (ca, issuer) = authority();
     let (other_ca, other_issuer) = authority();
     Pki {
@@ -43,7 +43,7 @@ fn pki() -> Pki {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
