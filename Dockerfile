@@ -21,8 +21,8 @@ FROM scratch
 COPY --chmod=0555 target/reproduce/signer-enclave /signer-enclave
 # In the enclave the internal API listens on vsock (any CID: the host dials the enclave's), KMS
 # is reached through the parent's `vsock-proxy 8000 kms.<region>.amazonaws.com 443`, and
-# attestation comes from the NSM. The image's init must bring the loopback interface up (the KMS
-# forwarder listens on 127.0.0.1:443).
+# attestation comes from the NSM. The enclave brings its loopback interface up itself (it boots
+# down, and AWS's init leaves it so): the KMS forwarder listens on 127.0.0.1:443.
 #
 # The deployment's measured configuration is this image's environment, set at build time
 # (`--build-arg`), so it is part of PCR0 and the host cannot change it:

@@ -13,6 +13,7 @@ pub(crate) mod identity;
 pub mod ids;
 pub(crate) mod intake;
 pub(crate) mod keyinfo;
+pub mod loopback;
 pub mod policy;
 pub mod provider;
 pub(crate) mod psbt;

@@ -159,6 +159,8 @@ async fn run(cli: Cli) -> Result<(), signer_enclave::Error> {
                 vsock_proxy: cli.kms_vsock_proxy.clone(),
             };
             if let Some(proxy) = &config.vsock_proxy {
+                // Inside Nitro the loopback interface boots down.
+                signer_enclave::loopback::ensure_up()?;
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:443").await.map_err(|_| {
                     signer_enclave::Error::Provider("cannot listen on 127.0.0.1:443 for the KMS forwarder (loopback interface down?)")
                 })?;

@@ -430,3 +430,31 @@ fn the_nitro_configs_parse_and_say_what_they_should() {
     assert!(address.starts_with("kms.") && address.ends_with(".amazonaws.com"));
     assert_eq!(entries[0]["port"], 443);
 }
+
+#[test]
+fn every_base_image_is_pinned_by_digest() {
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    let from: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM "))
+        .collect();
+    assert!(!from.is_empty());
+    for line in from {
+        let image = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            image == "scratch" || image.contains("@sha256:"),
+            "{line}: pin the base image by digest"
+        );
+    }
+    // The build context is the reproduced binary alone.
+    let ignore = std::fs::read_to_string(repo(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "*"));
+    assert!(
+        ignore
+            .lines()
+            .any(|l| l == "!target/reproduce/signer-enclave")
+    );
+    assert!(
+        dockerfile.contains("COPY --chmod=0555 target/reproduce/signer-enclave /signer-enclave")
+    );
+}
