@@ -8,6 +8,8 @@ pub mod backend;
 pub mod config;
 pub mod derived;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hd;
 pub(crate) mod identity;
 pub mod ids;
