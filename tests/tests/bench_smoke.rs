@@ -1,0 +1,86 @@
+//! Every benchmark binary, run for a few hundred requests against the test build: a benchmark
+//! that stops working (a protocol change it missed, say) fails the suite instead of rotting until
+//! the next measurement. Figures from these runs mean nothing (debug builds, tiny samples).
+#![expect(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed step fails the test, helpers included"
+)]
+
+use std::process::Command;
+
+fn run(binary: &str, args: &[&str], expect: &str) {
+    let output = Command::new(tests::bin_dir().join(binary))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{binary} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(expect),
+        "{binary}: no {expect:?} in\n{stdout}"
+    );
+}
+
+#[test]
+fn loadgen_against_the_bare_relay() {
+    let args = [
+        "--requests",
+        "200",
+        "--warmup",
+        "20",
+        "--concurrency",
+        "1,4",
+        "--rounds",
+        "1",
+    ];
+    run("loadgen", &args, "throughput ratio");
+}
+
+#[test]
+fn ethereum() {
+    let args = [
+        "--requests",
+        "60",
+        "--warmup",
+        "10",
+        "--concurrency",
+        "1",
+        "--rounds",
+        "1",
+    ];
+    run("ethereum", &args, "|");
+}
+
+#[test]
+fn bitcoin() {
+    run("bitcoin", &["--requests", "60", "--rounds", "1"], "|");
+}
+
+#[test]
+fn scale() {
+    run("scale", &["--keys", "1000"], "|");
+}
+
+#[test]
+fn derived_key_cache() {
+    run("derived", &["--keys", "1000", "--samples", "50"], "|");
+}
+
+#[test]
+fn nonce_cache() {
+    run(
+        "nonces",
+        &["--nonces", "10000"],
+        "bytes of resident memory per nonce",
+    );
+}
+
+#[test]
+fn fleet_over_postgresql() {
+    let args = ["--requests", "100", "--warmup", "10", "--rounds", "1"];
+    run("fleet", &args, "|");
+}
