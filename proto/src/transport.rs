@@ -18,6 +18,8 @@ use tokio_vsock::{VsockAddr, VsockListener};
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod guard;
+
 /// Failures of address parsing, binding, dialing and serving.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -149,6 +151,20 @@ impl Listener {
         router: Router,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
+        self.serve_guarded(router, shutdown, None).await
+    }
+
+    /// [`Listener::serve`], cutting TCP clients that miss `deadlines` (the public API's
+    /// listener; [`guard`]).
+    ///
+    /// # Errors
+    /// [`Error::Transport`] when the server fails.
+    pub async fn serve_guarded(
+        self,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send,
+        deadlines: Option<guard::Deadlines>,
+    ) -> Result<(), Error> {
         match self {
             Listener::Vsock(l) => {
                 router
@@ -163,10 +179,14 @@ impl Listener {
             Listener::Tcp(l) => {
                 // tonic's `Server::tcp_nodelay` applies only to listeners it binds itself: without
                 // this, small replies wait for delayed ACKs (tens of milliseconds).
-                let incoming = TcpListenerStream::new(l).map(|stream| {
+                let incoming = TcpListenerStream::new(l).map(move |stream| {
                     let stream = stream?;
                     stream.set_nodelay(true)?;
-                    Ok::<_, std::io::Error>(stream)
+                    let deadlines = deadlines.unwrap_or(guard::Deadlines {
+                        handshake: Duration::MAX,
+                        idle: Duration::MAX,
+                    });
+                    Ok::<_, std::io::Error>(guard::Guarded::new(stream, deadlines))
                 });
                 router
                     .serve_with_incoming_shutdown(incoming, shutdown)

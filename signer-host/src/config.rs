@@ -236,6 +236,15 @@ pub struct Limits {
     /// Concurrent HTTP/2 streams one client connection may open.
     #[serde(default = "default_streams")]
     pub max_concurrent_streams: u32,
+    /// A client connection (and its TLS handshake) must send its first bytes within this
+    /// (ms); one that connects and sends nothing is closed.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A client connection that sends nothing for this long is closed (ms). The host PINGs every
+    /// connection at a sixth of it and live HTTP/2 clients answer, so only dead or stalled ones
+    /// reach it; a PING unanswered for a third of it closes the connection too.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -244,6 +253,8 @@ impl Default for Limits {
             request_timeout_ms: default_request_timeout_ms(),
             concurrency_per_connection: default_concurrency(),
             max_concurrent_streams: default_streams(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
         }
     }
 }
@@ -252,6 +263,20 @@ impl Limits {
     /// The per-call deadline.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// HTTP/2 keep-alive: PING interval and the wait for its answer.
+    pub fn keepalive(&self) -> (Duration, Duration) {
+        let idle = Duration::from_millis(self.idle_timeout_ms);
+        (idle / 6, idle / 3)
+    }
+
+    /// The slow-client deadlines of the public API.
+    pub fn deadlines(&self) -> signer_proto::transport::guard::Deadlines {
+        signer_proto::transport::guard::Deadlines {
+            handshake: Duration::from_millis(self.handshake_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
+        }
     }
 }
 
@@ -272,6 +297,12 @@ fn default_deployment_id() -> String {
 }
 fn default_request_timeout_ms() -> u64 {
     10_000
+}
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
 }
 fn default_concurrency() -> usize {
     256
@@ -324,9 +355,13 @@ impl Config {
                 "store.max_connections and store.timeout_ms must be positive",
             ));
         }
-        if config.enclave.status_interval_ms == 0 || config.limits.request_timeout_ms == 0 {
+        if config.enclave.status_interval_ms == 0
+            || config.limits.request_timeout_ms == 0
+            || config.limits.handshake_timeout_ms == 0
+            || config.limits.idle_timeout_ms < 600
+        {
             return Err(Error::ConfigInvalid(
-                "intervals and timeouts must be positive",
+                "intervals and timeouts must be positive, and limits.idle_timeout_ms at least 600",
             ));
         }
         Ok(())

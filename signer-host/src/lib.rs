@@ -24,6 +24,7 @@ use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
 use signer_proto::pb::signer_service_server::SignerServiceServer;
 use signer_proto::transport::{self, DialOptions, Listener};
 use tokio::sync::{Notify, watch};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
@@ -212,7 +213,9 @@ pub async fn run(
             std::fs::read(&tls.cert_file)?,
             std::fs::read(&tls.key_file)?,
         );
-        let mut settings = ServerTlsConfig::new().identity(identity);
+        let mut settings = ServerTlsConfig::new()
+            .identity(identity)
+            .timeout(limits.deadlines().handshake);
         if let Some(ca) = &tls.client_ca_file {
             settings = settings.client_ca_root(Certificate::from_pem(std::fs::read(ca)?));
         }
@@ -230,13 +233,13 @@ pub async fn run(
         .timeout(limits.request_timeout())
         .concurrency_limit_per_connection(limits.concurrency_per_connection)
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(limits.keepalive().0))
+        .http2_keepalive_timeout(Some(limits.keepalive().1))
         .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(api);
+        .add_service(InterceptedService::new(health_service, first_request))
+        .add_service(InterceptedService::new(reflection, first_request))
+        .add_service(InterceptedService::new(reflection_v1alpha, first_request))
+        .add_service(InterceptedService::new(api, first_request));
 
     let listener = Listener::bind(&config.listen).await.map_err(Box::new)?;
     let bound = listener
@@ -247,8 +250,24 @@ pub async fn run(
         api: bound,
         metrics: metrics_bound,
     });
-    let served = listener.serve(router, shutdown).await;
+    let served = listener
+        .serve_guarded(router, shutdown, Some(limits.deadlines()))
+        .await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     served.map_err(|e| Error::Transport(Box::new(e)))
+}
+
+/// Marks a guarded connection's first request, which ends its handshake deadline
+/// (`signer_proto::transport::guard`).
+fn first_request(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    use signer_proto::transport::guard::GuardedInfo;
+    // Under TLS too: tonic inserts the inner connection's info beside `TlsConnectInfo`.
+    if let Some(info) = request
+        .extensions()
+        .get::<GuardedInfo<tonic::transport::server::TcpConnectInfo>>()
+    {
+        info.request_arrived();
+    }
+    Ok(request)
 }

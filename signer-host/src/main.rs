@@ -82,6 +82,12 @@ enum Command {
         /// repeat.
         #[arg(long = "enclave-arg", allow_hyphen_values = true)]
         enclave_args: Vec<String>,
+        /// A client connection must send its first bytes within this (ms).
+        #[arg(long, default_value_t = 10_000)]
+        handshake_timeout_ms: u64,
+        /// A client connection that sends nothing for this long is closed (ms).
+        #[arg(long, default_value_t = 60_000)]
+        idle_timeout_ms: u64,
     },
 }
 
@@ -116,6 +122,8 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             deployment_id,
             keyring_creators,
             enclave_args,
+            handshake_timeout_ms,
+            idle_timeout_ms,
         } => {
             std::fs::create_dir_all(&data_dir)?;
             let data_dir = std::fs::canonicalize(&data_dir)?;
@@ -159,6 +167,8 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
                 config.store.sqlite = None;
                 config.store.url = Some(url);
             }
+            config.limits.handshake_timeout_ms = handshake_timeout_ms;
+            config.limits.idle_timeout_ms = idle_timeout_ms;
             config.validate()?;
             config
         }

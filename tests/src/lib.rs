@@ -185,6 +185,8 @@ pub struct StackOptions {
     pub json_logs: bool,
     /// Keep keys in this PostgreSQL database instead of the data directory's SQLite file.
     pub store_url: Option<String>,
+    /// Further `signer-host dev` options (`--idle-timeout-ms=900`, …).
+    pub host_args: Vec<String>,
 }
 
 /// A running host + enclave pair.
@@ -350,6 +352,7 @@ impl Stack {
                     .iter()
                     .flat_map(|url| ["--store-url", url.as_str()]),
             )
+            .args(options.host_args.iter())
             .env(
                 "SIGNER_LOG_FORMAT",
                 if options.json_logs { "json" } else { "text" },

@@ -24,5 +24,6 @@ mod e2e {
     mod restart;
     mod secrets;
     mod signing;
+    mod slow_clients;
     mod tls;
 }

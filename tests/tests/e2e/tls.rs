@@ -49,7 +49,7 @@ pub(crate) fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
-async fn client(stack: &Stack, ca: &str, identity: Option<&(String, String)>) -> Client {
+pub(crate) async fn client(stack: &Stack, ca: &str, identity: Option<&(String, String)>) -> Client {
     let mut config = ClientConfig::new(stack.address.clone(), stack.deployment_id.clone());
     config.retry.max_attempts = 1;
     config.stamper = Some(std::sync::Arc::new(stack.admin_stamper()));
