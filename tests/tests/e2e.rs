@@ -11,6 +11,7 @@ mod e2e {
     mod bad_input;
     mod bitcoin;
     mod ethereum;
+    mod faults;
     mod fleet;
     mod fleet_store;
     mod hd;
