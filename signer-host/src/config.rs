@@ -227,7 +227,9 @@ fn default_store_timeout_ms() -> u64 {
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Deadline for each call, in milliseconds.
+    /// Deadline for each call, in milliseconds. The call to the enclave gets four fifths of it,
+    /// so an enclave that does not answer yields UNAVAILABLE (retry, or another host) before
+    /// the client's deadline.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// Concurrent calls allowed on one client connection.
@@ -263,6 +265,11 @@ impl Limits {
     /// The per-call deadline.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Deadline for the call to the enclave within one client call: four fifths of it.
+    pub fn enclave_timeout(&self) -> Duration {
+        self.request_timeout() * 4 / 5
     }
 
     /// HTTP/2 keep-alive: PING interval and the wait for its answer.

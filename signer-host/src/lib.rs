@@ -84,7 +84,7 @@ pub async fn run(
         &config.enclave.address,
         DialOptions {
             connect_timeout: Duration::from_secs(2),
-            request_timeout: limits.request_timeout(),
+            request_timeout: limits.enclave_timeout(),
         },
     )
     .map_err(Box::new)?;
@@ -122,6 +122,7 @@ pub async fn run(
             Credentials::Required(receiver)
         }
     };
+    let hung = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<SignerServiceServer<Relay>>().await;
     health
@@ -178,6 +179,7 @@ pub async fn run(
         loader::Observers {
             health,
             metrics: Arc::clone(&metrics),
+            hung: Arc::clone(&hung),
             attestation: config
                 .attestation
                 .as_ref()
@@ -203,7 +205,7 @@ pub async fn run(
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .map_err(|_| Error::ConfigInvalid("reflection descriptors"))?;
-    let relay = Relay::new(enclave, Arc::clone(&store), Arc::clone(&metrics));
+    let relay = Relay::new(enclave, Arc::clone(&store), Arc::clone(&metrics), hung);
     let api = SignerServiceServer::new(Metered::new(relay, metrics))
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);

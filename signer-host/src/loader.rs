@@ -3,6 +3,7 @@
 //! start. The health service reports SERVING only while the enclave is ready.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use signer_proto::pb;
@@ -26,6 +27,9 @@ use crate::store::blocking;
 
 /// Longest wait between two failed loads.
 const MAX_LOAD_BACKOFF: Duration = Duration::from_secs(30);
+/// A status probe unanswered this long finds the enclave hung: not serving, and client calls
+/// refused at once (an enclave answers its status in microseconds).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Records sent to the enclave per store page.
 const LOAD_PAGE: usize = 2_000;
@@ -60,6 +64,8 @@ pub struct Observers {
     pub metrics: Arc<Metrics>,
     /// What the enclave must attest to; `None`: health follows readiness only.
     pub attestation: Option<Expectation>,
+    /// Set while the enclave leaves its status probe unanswered (frozen, or its link stalled).
+    pub hung: Arc<AtomicBool>,
 }
 
 /// Probes and loads until `shutdown` turns true.
@@ -76,6 +82,7 @@ pub async fn watch_enclave(
         health,
         metrics,
         attestation,
+        hung,
     } = observers;
     if attestation.is_none() {
         tracing::warn!(
@@ -93,11 +100,21 @@ pub async fn watch_enclave(
     let mut backoff = interval;
     loop {
         let mut load_failed = false;
-        let answer = enclave
-            .clone()
-            .status(pb::StatusRequest {})
-            .await
-            .map(tonic::Response::into_inner);
+        let answer =
+            match tokio::time::timeout(PROBE_TIMEOUT, enclave.clone().status(pb::StatusRequest {}))
+                .await
+            {
+                Ok(answer) => {
+                    hung.store(false, Ordering::Relaxed);
+                    answer.map(tonic::Response::into_inner)
+                }
+                Err(_) => {
+                    hung.store(true, Ordering::Relaxed);
+                    Err(tonic::Status::deadline_exceeded(
+                        "no answer to the status probe: the enclave is hung",
+                    ))
+                }
+            };
         let boot_id = answer.as_ref().map_or(Vec::new(), |s| s.boot_id.clone());
         match &answer {
             Ok(status) => {

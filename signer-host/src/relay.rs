@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prost::Message as _;
 use signer_proto::pb::enclave_service_client::EnclaveServiceClient;
@@ -25,19 +26,33 @@ pub struct Relay {
     enclave: EnclaveServiceClient<Channel>,
     store: Arc<dyn KeyStore>,
     metrics: Arc<Metrics>,
+    hung: Arc<AtomicBool>,
 }
 
 impl Relay {
-    /// A relay to `enclave`, persisting into `store`, timing enclave round trips into `metrics`.
+    /// A relay to `enclave`, persisting into `store`, timing enclave round trips into `metrics`;
+    /// while `hung` is set (by the loader's probe) calls are refused at once.
     pub fn new(
         enclave: EnclaveServiceClient<Channel>,
         store: Arc<dyn KeyStore>,
         metrics: Arc<Metrics>,
+        hung: Arc<AtomicBool>,
     ) -> Self {
         Self {
             enclave,
             store,
             metrics,
+            hung,
+        }
+    }
+
+    /// UNAVAILABLE at once while the enclave is hung, rather than a call that waits out its
+    /// deadline (the client retries, or its fleet moves to another host).
+    fn answering(&self) -> Result<(), Status> {
+        if self.hung.load(Ordering::Relaxed) {
+            Err(Status::unavailable("enclave unavailable"))
+        } else {
+            Ok(())
         }
     }
 }
@@ -134,6 +149,7 @@ impl Relay {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         check_envelope(request.get_ref())?;
+        self.answering()?;
         self.metrics
             .enclave(method, call(self.enclave.clone(), onward(request)))
             .await
@@ -419,6 +435,7 @@ impl SignerService for Relay {
         &self,
         request: Request<Streaming<pb::SignStreamRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        self.answering()?;
         // The client's stream ends the enclave's at its first transport error.
         let upstream = request.into_inner().map_while(Result::ok);
         let downstream = self

@@ -528,9 +528,14 @@ impl Stack {
 
     /// Kills the enclave process with SIGKILL (its RAM, and every key in it, is gone).
     pub fn kill_enclave(&self) -> u32 {
+        self.signal_enclave("KILL")
+    }
+
+    /// Sends the enclave process `signal` (`KILL`, `STOP`, `CONT`); its pid.
+    pub fn signal_enclave(&self, signal: &str) -> u32 {
         let pid = self.enclave_pid().expect("the host runs an enclave child");
         let status = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status()
             .expect("kill(1) runs");
         assert!(status.success());

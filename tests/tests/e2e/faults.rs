@@ -1,8 +1,9 @@
 //! Faults under load: while workers sign continuously (each signature checked again here,
 //! independently of the SDK, against the key's public key), the enclave and then the host are
-//! killed with SIGKILL. Reported (stderr, `--nocapture`): signatures, errors by code, wrong
-//! signatures (must be 0), acknowledged keys lost (must be 0) and the time until signing
-//! resumed.
+//! killed with SIGKILL, KMS becomes unreachable (and the enclave restarts meanwhile), and the
+//! enclave is frozen (SIGSTOP) and thawed. Reported (stderr, `--nocapture`): signatures, errors
+//! by code, wrong signatures (must be 0), acknowledged keys lost (must be 0) and the time until
+//! signing resumed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,7 @@ async fn load(
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
     progress: Arc<watch::Sender<u64>>,
+    failed: Arc<watch::Sender<u64>>,
 ) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -60,6 +62,7 @@ async fn load(
             Err(error) => {
                 let class = error.code().map_or("client".into(), |c| format!("{c:?}"));
                 *tally.errors.entry(class).or_default() += 1;
+                failed.send_modify(|n| *n += 1);
             }
         }
     }
@@ -81,6 +84,7 @@ struct Run {
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
     progress: Arc<watch::Sender<u64>>,
+    failed: Arc<watch::Sender<u64>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -88,6 +92,7 @@ async fn start_load(stack: &Stack, keys: &Arc<Vec<KeyInfo>>) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let progress = Arc::new(watch::Sender::new(0));
+    let failed = Arc::new(watch::Sender::new(0));
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let client = stack.client().await;
@@ -97,12 +102,14 @@ async fn start_load(stack: &Stack, keys: &Arc<Vec<KeyInfo>>) -> Run {
             Arc::clone(&stop),
             Arc::clone(&tally),
             Arc::clone(&progress),
+            Arc::clone(&failed),
         )));
     }
     Run {
         stop,
         tally,
         progress,
+        failed,
         workers,
     }
 }
@@ -116,6 +123,22 @@ impl Run {
             .await
             .expect("signing resumes")
             .unwrap();
+    }
+
+    /// Waits until `more` calls beyond those failed so far have failed.
+    async fn until_failed(&self, more: u64) {
+        let mut seen = self.failed.subscribe();
+        let target = *seen.borrow() + more;
+        tokio::time::timeout(Duration::from_secs(120), seen.wait_for(|n| *n >= target))
+            .await
+            .expect("calls fail")
+            .unwrap();
+    }
+
+    /// A snapshot of the tally so far.
+    fn tally(&self) -> (u64, u64, BTreeMap<String, u64>) {
+        let tally = self.tally.lock().unwrap();
+        (tally.signed, tally.wrong, tally.errors.clone())
     }
 
     /// Stops the workers: lets their calls finish, or (`abort`) drops them, for clients of a
@@ -134,9 +157,18 @@ impl Run {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enclave_killed_under_load_loses_nothing_and_resumes() {
-    let stack = Stack::start("k256").await;
+/// The time from `from` to the first signature completed after it.
+fn first_after(tally: &Tally, from: Instant) -> Option<Duration> {
+    tally
+        .successes
+        .iter()
+        .filter(|t| **t > from)
+        .min()
+        .map(|t| t.duration_since(from))
+}
+
+/// Eight keys in the stack's keyring.
+async fn keys(stack: &Stack) -> Arc<Vec<KeyInfo>> {
     let admin = stack.client().await;
     let mut keys = Vec::new();
     for i in 0..8 {
@@ -147,7 +179,21 @@ async fn enclave_killed_under_load_loses_nothing_and_resumes() {
                 .unwrap(),
         );
     }
-    let keys = Arc::new(keys);
+    Arc::new(keys)
+}
+
+/// Every acknowledged key is there, with its public key.
+async fn all_present(stack: &Stack, keys: &[KeyInfo]) {
+    let fresh = stack.client().await;
+    for key in keys {
+        assert_eq!(&fresh.public_key(&key.key_id).await.unwrap(), key);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enclave_killed_under_load_loses_nothing_and_resumes() {
+    let stack = Stack::start("k256").await;
+    let keys = keys(&stack).await;
     let run = start_load(&stack, &keys).await;
     run.until_signed(200).await;
     let fault = Instant::now();
@@ -164,27 +210,13 @@ async fn enclave_killed_under_load_loses_nothing_and_resumes() {
         resumed.as_millis()
     );
     assert_eq!(tally.wrong, 0, "no wrong signature, ever");
-    // Every acknowledged key is back, with its public key.
-    let fresh = stack.client().await;
-    for key in keys.iter() {
-        assert_eq!(&fresh.public_key(&key.key_id).await.unwrap(), key);
-    }
+    all_present(&stack, &keys).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_killed_under_load_loses_nothing_and_resumes() {
     let stack = Stack::start("k256").await;
-    let admin = stack.client().await;
-    let mut keys = Vec::new();
-    for i in 0..8 {
-        keys.push(
-            admin
-                .create_key(&stack.keyring(), &format!("load {i}"))
-                .await
-                .unwrap(),
-        );
-    }
-    let keys = Arc::new(keys);
+    let keys = keys(&stack).await;
     let run = start_load(&stack, &keys).await;
     run.until_signed(200).await;
     // SIGKILL the host (its enclave follows it), then start it again over the same store, as
@@ -214,8 +246,138 @@ async fn host_killed_under_load_loses_nothing_and_resumes() {
         resumed.as_millis()
     );
     assert_eq!(before.wrong + after.wrong, 0, "no wrong signature, ever");
-    let fresh = stack.client().await;
-    for key in keys.iter() {
-        assert_eq!(&fresh.public_key(&key.key_id).await.unwrap(), key);
+    all_present(&stack, &keys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_outage_under_load_keeps_a_running_enclave_signing_and_recovers() {
+    use super::kms::{key_for, kms_client, pcr0_of, start, switch_to};
+    let dir = tempfile::tempdir().unwrap();
+    let server = tests::KmsServer::start(&dir.path().join("dev-root.der"));
+    let kms = kms_client(&server.endpoint);
+    let key_arn = key_for(&kms, &pcr0_of(&tests::bin_dir().join("signer-enclave"))).await;
+    let switch = switch_to(&server.endpoint).await;
+    let options = tests::StackOptions {
+        kms: Some((switch.endpoint.clone(), key_arn)),
+        ..tests::StackOptions::default()
+    };
+    let stack = start(dir, &options).await;
+    let keys = keys(&stack).await;
+    let run = start_load(&stack, &keys).await;
+    run.until_signed(200).await;
+
+    // KMS goes away: the running enclave holds its keys and goes on signing.
+    switch.up.store(false, Ordering::SeqCst);
+    run.until_signed(200).await;
+    let (_, _, errors) = run.tally();
+    assert!(
+        errors.is_empty(),
+        "KMS is not on the signing path: {errors:?}"
+    );
+    let creator = stack.client().await;
+    // A new keyring needs a data key from KMS: refused as unavailable, nothing stored.
+    match creator
+        .create_keyring(vec![stack.admin_key().public()], 1)
+        .await
+    {
+        Err(signer_client::Error::Status(status)) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        }
+        other => panic!("a keyring needs KMS: {other:?}"),
     }
+
+    // The enclave restarts during the outage: it cannot unwrap its keyring, so calls fail
+    // with UNAVAILABLE until KMS is back.
+    stack.kill_enclave();
+    run.until_failed(u64::try_from(WORKERS).unwrap()).await;
+    let restored = Instant::now();
+    switch.up.store(true, Ordering::SeqCst);
+    run.until_signed(200).await;
+    let tally = run.finish(false).await;
+    let resumed = first_after(&tally, restored).expect("signing resumed");
+    eprintln!(
+        "KMS outage under load ({WORKERS} workers): {} signatures, wrong {}, errors {:?}, \
+         first signature {} ms after KMS returned",
+        tally.signed,
+        tally.wrong,
+        tally.errors,
+        resumed.as_millis()
+    );
+    assert_eq!(tally.wrong, 0, "no wrong signature, ever");
+    assert!(
+        tally.errors.keys().all(|code| code == "Unavailable"),
+        "only UNAVAILABLE while KMS is out: {:?}",
+        tally.errors
+    );
+    all_present(&stack, &keys).await;
+    assert!(
+        creator
+            .create_keyring(vec![stack.admin_key().public()], 1)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enclave_frozen_under_load_fails_calls_cleanly_and_resumes_when_thawed() {
+    let stack = Stack::start("k256").await;
+    let keys = keys(&stack).await;
+    let run = start_load(&stack, &keys).await;
+    run.until_signed(200).await;
+    let frozen = Instant::now();
+    stack.signal_enclave("STOP");
+    // The host's status probe goes unanswered: it stops serving (a fleet passes over it) and
+    // refuses calls at once; calls in flight get UNAVAILABLE before their deadline.
+    not_serving(&stack).await;
+    let noticed = frozen.elapsed();
+    run.until_failed(u64::try_from(WORKERS).unwrap()).await;
+    let failing = frozen.elapsed();
+    let thawed = Instant::now();
+    stack.signal_enclave("CONT");
+    run.until_signed(200).await;
+    let tally = run.finish(false).await;
+    let resumed = first_after(&tally, thawed).expect("signing resumed");
+    eprintln!(
+        "enclave frozen (SIGSTOP) under load ({WORKERS} workers) for {} ms: NOT_SERVING after \
+         {} ms, {WORKERS} calls failed (SDK retries spent) after {} ms; {} signatures, wrong {}, \
+         errors {:?}, first signature {} ms after SIGCONT",
+        thawed.duration_since(frozen).as_millis(),
+        noticed.as_millis(),
+        failing.as_millis(),
+        tally.signed,
+        tally.wrong,
+        tally.errors,
+        resumed.as_millis()
+    );
+    assert_eq!(tally.wrong, 0, "no wrong signature, ever");
+    assert!(
+        tally.errors.keys().all(|code| code == "Unavailable"),
+        "a hung enclave is UNAVAILABLE, not a deadline: {:?}",
+        tally.errors
+    );
+    all_present(&stack, &keys).await;
+}
+
+/// Waits until the host's health says NOT_SERVING.
+async fn not_serving(stack: &Stack) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = signer_proto::transport::dial(&stack.address, Default::default()).unwrap();
+    let mut health = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: "signer.v1.SignerService".into(),
+    };
+    let mut updates = health.watch(request).await.unwrap().into_inner();
+    let watched = async {
+        while let Some(update) = tokio_stream::StreamExt::next(&mut updates).await {
+            if update.unwrap().status() == ServingStatus::NotServing {
+                return;
+            }
+        }
+        panic!("health watch ended");
+    };
+    tokio::time::timeout(Duration::from_secs(30), watched)
+        .await
+        .expect("NOT_SERVING while the enclave is hung");
 }

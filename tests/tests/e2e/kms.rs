@@ -62,7 +62,7 @@ pub(crate) async fn key_for(kms: &aws_sdk_kms::Client, pcr0: &str) -> String {
     arn
 }
 
-async fn start(dir: tempfile::TempDir, options: &StackOptions) -> Stack {
+pub(crate) async fn start(dir: tempfile::TempDir, options: &StackOptions) -> Stack {
     let stack = tokio::task::block_in_place(|| Stack::spawn(dir, "k256", options));
     stack.wait_serving().await;
     stack
@@ -175,12 +175,12 @@ async fn keyrings_unwrap_through_kms_only_for_the_attested_image() {
 }
 
 /// A TCP relay to KMS that can be cut: while down it drops every connection.
-struct Switch {
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    endpoint: String,
+pub(crate) struct Switch {
+    pub(crate) up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) endpoint: String,
 }
 
-async fn switch_to(endpoint: &str) -> Switch {
+pub(crate) async fn switch_to(endpoint: &str) -> Switch {
     use std::sync::atomic::{AtomicBool, Ordering};
     let target: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
