@@ -84,3 +84,9 @@ fn fleet_over_postgresql() {
     let args = ["--requests", "100", "--warmup", "10", "--rounds", "1"];
     run("fleet", &args, "|");
 }
+
+#[test]
+fn soak() {
+    let args = ["--seconds", "4", "--rate", "100", "--sample-ms", "500"];
+    run("soak", &args, "bounds held");
+}
