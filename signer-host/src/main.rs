@@ -71,6 +71,10 @@ enum Command {
         /// directory's SQLite file.
         #[arg(long, env = "SIGNER_STORE_URL")]
         store_url: Option<String>,
+        /// Keep the SQLite store in this file instead of `DATA_DIR/keys.sqlite3` (on its own
+        /// volume, say).
+        #[arg(long, conflicts_with = "store_url")]
+        sqlite: Option<PathBuf>,
         /// The deployment id the enclave serves; clients stamp for it.
         #[arg(long, default_value = "local-dev")]
         deployment_id: String,
@@ -119,6 +123,7 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             metrics_listen,
             expected_pcr0,
             store_url,
+            sqlite,
             deployment_id,
             keyring_creators,
             enclave_args,
@@ -163,6 +168,9 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             config.metrics =
                 metrics_listen.map(|listen| signer_host::config::MetricsSettings { listen });
             config.attestation = Some(attestation);
+            if let Some(path) = sqlite {
+                config.store.sqlite = Some(path);
+            }
             if let Some(url) = store_url {
                 config.store.sqlite = None;
                 config.store.url = Some(url);

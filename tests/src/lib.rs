@@ -187,6 +187,10 @@ pub struct StackOptions {
     pub store_url: Option<String>,
     /// Further `signer-host dev` options (`--idle-timeout-ms=900`, …).
     pub host_args: Vec<String>,
+    /// Run the host through this command (its arguments, then the host's command line): a
+    /// `unshare` that gives it its own mount namespace, say. It must `exec` the host, so the
+    /// stack's process is the host.
+    pub host_wrapper: Vec<String>,
 }
 
 /// A running host + enclave pair.
@@ -289,7 +293,15 @@ impl Stack {
             .enclave_binary
             .clone()
             .unwrap_or_else(|| bins.join("signer-enclave"));
-        let mut host = Command::new(bins.join("signer-host"))
+        let mut command = match options.host_wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bins.join("signer-host"));
+                command
+            }
+            None => Command::new(bins.join("signer-host")),
+        };
+        let mut host = command
             .args([
                 "dev",
                 "--listen",
