@@ -235,6 +235,11 @@ pub struct Limits {
     /// Concurrent calls allowed on one client connection.
     #[serde(default = "default_concurrency")]
     pub concurrency_per_connection: usize,
+    /// Calls in flight and sign streams open allowed to one mutual-TLS client (its
+    /// certificate) across all its connections; clients without a certificate are held to the
+    /// per-connection limits only.
+    #[serde(default = "default_concurrency_per_client")]
+    pub concurrency_per_client: usize,
     /// Concurrent HTTP/2 streams one client connection may open.
     #[serde(default = "default_streams")]
     pub max_concurrent_streams: u32,
@@ -254,6 +259,7 @@ impl Default for Limits {
         Self {
             request_timeout_ms: default_request_timeout_ms(),
             concurrency_per_connection: default_concurrency(),
+            concurrency_per_client: default_concurrency_per_client(),
             max_concurrent_streams: default_streams(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
@@ -314,6 +320,9 @@ fn default_idle_timeout_ms() -> u64 {
 fn default_concurrency() -> usize {
     256
 }
+fn default_concurrency_per_client() -> usize {
+    1024
+}
 fn default_streams() -> u32 {
     256
 }
@@ -364,11 +373,13 @@ impl Config {
         }
         if config.enclave.status_interval_ms == 0
             || config.limits.request_timeout_ms == 0
+            || config.limits.concurrency_per_client == 0
             || config.limits.handshake_timeout_ms == 0
             || config.limits.idle_timeout_ms < 600
         {
             return Err(Error::ConfigInvalid(
-                "intervals and timeouts must be positive, and limits.idle_timeout_ms at least 600",
+                "intervals, timeouts and limits.concurrency_per_client must be positive, and \
+                 limits.idle_timeout_ms at least 600",
             ));
         }
         Ok(())

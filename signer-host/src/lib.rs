@@ -3,6 +3,7 @@
 
 pub mod attested;
 pub mod audit;
+pub mod clients;
 pub mod config;
 pub mod credentials;
 mod error;
@@ -205,7 +206,13 @@ pub async fn run(
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .map_err(|_| Error::ConfigInvalid("reflection descriptors"))?;
-    let relay = Relay::new(enclave, Arc::clone(&store), Arc::clone(&metrics), hung);
+    let relay = Relay::new(
+        enclave,
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        hung,
+        clients::ClientLimits::new(limits.concurrency_per_client),
+    );
     let api = SignerServiceServer::new(Metered::new(relay, metrics))
         .max_decoding_message_size(signer_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(signer_proto::MAX_MESSAGE_BYTES);

@@ -92,6 +92,9 @@ enum Command {
         /// A client connection that sends nothing for this long is closed (ms).
         #[arg(long, default_value_t = 60_000)]
         idle_timeout_ms: u64,
+        /// Calls in flight and sign streams open allowed to one mutual-TLS client.
+        #[arg(long, default_value_t = 1024)]
+        concurrency_per_client: usize,
     },
 }
 
@@ -129,6 +132,7 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             enclave_args,
             handshake_timeout_ms,
             idle_timeout_ms,
+            concurrency_per_client,
         } => {
             std::fs::create_dir_all(&data_dir)?;
             let data_dir = std::fs::canonicalize(&data_dir)?;
@@ -177,6 +181,7 @@ async fn start(cli: Cli) -> Result<(), signer_host::Error> {
             }
             config.limits.handshake_timeout_ms = handshake_timeout_ms;
             config.limits.idle_timeout_ms = idle_timeout_ms;
+            config.limits.concurrency_per_client = concurrency_per_client;
             config.validate()?;
             config
         }

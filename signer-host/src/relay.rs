@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::Error;
+use crate::clients::ClientLimits;
 use crate::metrics::Metrics;
 use crate::store::{KeyStore, StoredKey, StoredKeyring, blocking};
 
@@ -27,22 +28,26 @@ pub struct Relay {
     store: Arc<dyn KeyStore>,
     metrics: Arc<Metrics>,
     hung: Arc<AtomicBool>,
+    clients: Arc<ClientLimits>,
 }
 
 impl Relay {
     /// A relay to `enclave`, persisting into `store`, timing enclave round trips into `metrics`;
-    /// while `hung` is set (by the loader's probe) calls are refused at once.
+    /// while `hung` is set (by the loader's probe) calls are refused at once; each mutual-TLS
+    /// client holds at most its share of `clients`.
     pub fn new(
         enclave: EnclaveServiceClient<Channel>,
         store: Arc<dyn KeyStore>,
         metrics: Arc<Metrics>,
         hung: Arc<AtomicBool>,
+        clients: Arc<ClientLimits>,
     ) -> Self {
         Self {
             enclave,
             store,
             metrics,
             hung,
+            clients,
         }
     }
 
@@ -150,6 +155,7 @@ impl Relay {
     {
         check_envelope(request.get_ref())?;
         self.answering()?;
+        let _slot = self.clients.admit(&request)?;
         self.metrics
             .enclave(method, call(self.enclave.clone(), onward(request)))
             .await
@@ -252,6 +258,7 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        let _slot = self.clients.admit(&request)?;
         let id = request.metadata().get(REQUEST_ID_HEADER).cloned();
         let pb::GetPublicKeyRequest {
             key_id,
@@ -299,6 +306,7 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::ReadAuditTrailRequest>,
     ) -> Result<Response<pb::ReadAuditTrailResponse>, Status> {
+        let _slot = self.clients.admit(&request)?;
         let request = request.into_inner();
         let limit = match request.limit {
             0 => DEFAULT_PAGE,
@@ -345,6 +353,7 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let _slot = self.clients.admit(&request)?;
         let request = request.into_inner();
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE,
@@ -418,6 +427,7 @@ impl SignerService for Relay {
         &self,
         request: Request<pb::AttestRequest>,
     ) -> Result<Response<pb::AttestResponse>, Status> {
+        let _slot = self.clients.admit(&request)?;
         if request.get_ref().nonce.len() > 512 {
             return Err(Status::invalid_argument("nonce longer than 512 bytes"));
         }
@@ -436,6 +446,8 @@ impl SignerService for Relay {
         request: Request<Streaming<pb::SignStreamRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         self.answering()?;
+        // The stream holds its client's slot until it ends.
+        let slot = self.clients.admit(&request)?;
         // The client's stream ends the enclave's at its first transport error.
         let upstream = request.into_inner().map_while(Result::ok);
         let downstream = self
@@ -445,8 +457,9 @@ impl SignerService for Relay {
             .await
             .map_err(relayed)?
             .into_inner();
-        Ok(Response::new(Box::pin(
-            downstream.map(|item| item.map_err(relayed)),
-        )))
+        Ok(Response::new(Box::pin(downstream.map(move |item| {
+            let _held = &slot;
+            item.map_err(relayed)
+        }))))
     }
 }

@@ -10,6 +10,7 @@ mod e2e {
     mod audit;
     mod bad_input;
     mod bitcoin;
+    mod client_limits;
     mod disk_full;
     mod ethereum;
     mod faults;

@@ -196,19 +196,7 @@ async fn a_production_configured_stack_passes_all_but_the_hardware() {
         format!("--vsock-proxy-config={}", vsock_proxy.display()),
     ];
     // SERVING over mutual TLS: the enclave unwrapped its keyring key through KMS at boot.
-    let health_tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca))
-        .domain_name("localhost")
-        .identity(tonic::transport::Identity::from_pem(
-            &pki.client.0,
-            &pki.client.1,
-        ));
-    let channel =
-        signer_proto::transport::dial_with(&stack.address, Default::default(), Some(health_tls))
-            .unwrap();
-    tokio::time::timeout(tests::READY_TIMEOUT, tests::wait_serving_on(channel))
-        .await
-        .unwrap();
+    super::tls::wait_serving(&stack, &pki).await;
 
     assert_eq!(
         std::fs::metadata(stack.database())

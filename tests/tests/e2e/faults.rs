@@ -26,6 +26,19 @@ struct Tally {
     successes: Vec<Instant>,
 }
 
+impl Tally {
+    /// No wrong signature, and every failure UNAVAILABLE (retry, or another host): not a
+    /// deadline, not an internal error.
+    fn no_wrong_and_only_unavailable(&self) {
+        assert_eq!(self.wrong, 0, "no wrong signature, ever");
+        assert!(
+            self.errors.keys().all(|code| code == "Unavailable"),
+            "only UNAVAILABLE: {:?}",
+            self.errors
+        );
+    }
+}
+
 fn verifies(key: &KeyInfo, digest: &[u8; 32], r: &[u8; 32], s: &[u8; 32]) -> bool {
     let public = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_key_compressed).unwrap();
     let Ok(signature) = k256::ecdsa::Signature::from_scalars(*r, *s) else {
@@ -303,12 +316,7 @@ async fn kms_outage_under_load_keeps_a_running_enclave_signing_and_recovers() {
         tally.errors,
         resumed.as_millis()
     );
-    assert_eq!(tally.wrong, 0, "no wrong signature, ever");
-    assert!(
-        tally.errors.keys().all(|code| code == "Unavailable"),
-        "only UNAVAILABLE while KMS is out: {:?}",
-        tally.errors
-    );
+    tally.no_wrong_and_only_unavailable();
     all_present(&stack, &keys).await;
     assert!(
         creator
@@ -349,12 +357,7 @@ async fn enclave_frozen_under_load_fails_calls_cleanly_and_resumes_when_thawed()
         tally.errors,
         resumed.as_millis()
     );
-    assert_eq!(tally.wrong, 0, "no wrong signature, ever");
-    assert!(
-        tally.errors.keys().all(|code| code == "Unavailable"),
-        "a hung enclave is UNAVAILABLE, not a deadline: {:?}",
-        tally.errors
-    );
+    tally.no_wrong_and_only_unavailable();
     all_present(&stack, &keys).await;
 }
 

@@ -140,19 +140,7 @@ async fn a_quiet_live_client_keeps_its_mutual_tls_connection() {
         Stack::spawn(tempfile::tempdir().unwrap(), "k256", &options)
     });
     let client = super::tls::client(&stack, &pki.ca, Some(&pki.client)).await;
-    let health_tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca))
-        .domain_name("localhost")
-        .identity(tonic::transport::Identity::from_pem(
-            &pki.client.0,
-            &pki.client.1,
-        ));
-    let channel =
-        signer_proto::transport::dial_with(&stack.address, Default::default(), Some(health_tls))
-            .unwrap();
-    tokio::time::timeout(tests::READY_TIMEOUT, tests::wait_serving_on(channel))
-        .await
-        .unwrap();
+    super::tls::wait_serving(&stack, &pki).await;
     let keyring = client
         .create_keyring(vec![stack.admin_key().public()], 1)
         .await

@@ -10,6 +10,8 @@ pub(crate) struct Pki {
     pub(crate) ca: String,
     pub(crate) server: (String, String),
     pub(crate) client: (String, String),
+    /// A second client of the same CA.
+    pub(crate) second_client: (String, String),
     other_ca: String,
     stranger: (String, String),
 }
@@ -37,6 +39,7 @@ pub(crate) fn pki() -> Pki {
     Pki {
         server: leaf(&["localhost"], &issuer),
         client: leaf(&["exchange-backend"], &issuer),
+        second_client: leaf(&["custody-backend"], &issuer),
         stranger: leaf(&["stranger"], &other_issuer),
         ca,
         other_ca,
@@ -62,6 +65,23 @@ pub(crate) async fn client(stack: &Stack, ca: &str, identity: Option<&(String, S
     Client::connect(config).await.unwrap()
 }
 
+/// Waits until `stack` is SERVING, asking its health service over mutual TLS as `pki.client`.
+pub(crate) async fn wait_serving(stack: &Stack, pki: &Pki) {
+    let health_tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca))
+        .domain_name("localhost")
+        .identity(tonic::transport::Identity::from_pem(
+            &pki.client.0,
+            &pki.client.1,
+        ));
+    let channel =
+        signer_proto::transport::dial_with(&stack.address, Default::default(), Some(health_tls))
+            .unwrap();
+    tokio::time::timeout(tests::READY_TIMEOUT, tests::wait_serving_on(channel))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
     let pki = pki();
@@ -84,19 +104,7 @@ async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
     });
     let admitted = client(&stack, &pki.ca, Some(&pki.client)).await;
     // Wait for SERVING over TLS, then use the API.
-    let health_tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca))
-        .domain_name("localhost")
-        .identity(tonic::transport::Identity::from_pem(
-            &pki.client.0,
-            &pki.client.1,
-        ));
-    let channel =
-        signer_proto::transport::dial_with(&stack.address, Default::default(), Some(health_tls))
-            .unwrap();
-    tokio::time::timeout(tests::READY_TIMEOUT, tests::wait_serving_on(channel))
-        .await
-        .unwrap();
+    wait_serving(&stack, &pki).await;
     let keyring = admitted
         .create_keyring(vec![stack.admin_key().public()], 1)
         .await
