@@ -58,6 +58,20 @@ pub async fn wait_serving(address: &Address) {
         .expect("stack became SERVING");
 }
 
+/// A local stack of this build's release binaries (k256 backend, defaults otherwise), SERVING.
+///
+/// # Panics
+/// As [`tests::Stack::spawn`] and [`wait_serving`].
+pub async fn stack() -> tests::Stack {
+    let options = tests::StackOptions {
+        bin_dir: Some(bin_dir()),
+        ..tests::StackOptions::default()
+    };
+    let stack = tests::Stack::spawn(tempfile::tempdir().expect("tempdir"), "k256", &options);
+    wait_serving(&stack.address).await;
+    stack
+}
+
 /// CPU time (user + system) a process has used, in seconds, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

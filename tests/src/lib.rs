@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use signer_client::attestation::{AttestationPolicy, TrustAnchor};
 use signer_client::{
-    Address, ApiKeyPair, ApiKeyScheme, Client, ClientConfig, RetryPolicy, Stamper,
+    Address, ApiKeyPair, ApiKeyScheme, Client, ClientConfig, KeyInfo, RetryPolicy, Stamper,
 };
 use tokio_stream::StreamExt as _;
 use tonic_health::pb::HealthCheckRequest;
@@ -79,6 +79,11 @@ pub async fn wait_serving(address: &Address) {
 
 /// [`wait_serving`] over a given channel (for TLS).
 pub async fn wait_serving_on(channel: tonic::transport::Channel) {
+    wait_status_on(channel, ServingStatus::Serving).await;
+}
+
+/// Waits until the API's health over `channel` reports `status` (NOT_SERVING, say).
+pub async fn wait_status_on(channel: tonic::transport::Channel, status: ServingStatus) {
     let mut health = HealthClient::new(channel);
     loop {
         // The first attempt may race the server's accept loop on a slow machine.
@@ -91,11 +96,22 @@ pub async fn wait_serving_on(channel: tonic::transport::Channel) {
         };
         let mut stream = stream.into_inner();
         while let Some(Ok(update)) = stream.next().await {
-            if update.status() == ServingStatus::Serving {
+            if update.status() == status {
                 return;
             }
         }
     }
+}
+
+/// Whether `(r, s)` is a valid ECDSA signature of `digest` by `key`, checked here with k256,
+/// independently of the SDK's own verification.
+pub fn ecdsa_verifies(key: &KeyInfo, digest: &[u8; 32], r: &[u8; 32], s: &[u8; 32]) -> bool {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier as _;
+    let Ok(public) = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_key_compressed) else {
+        return false;
+    };
+    k256::ecdsa::Signature::from_scalars(*r, *s)
+        .is_ok_and(|signature| public.verify_prehash(digest, &signature).is_ok())
 }
 
 /// The first child process of `pid` (a development host's enclave).

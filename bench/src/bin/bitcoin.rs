@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use bench::{cpu_seconds, wait_serving};
+use bench::cpu_seconds;
 use bitcoin::psbt::Psbt;
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -166,12 +166,7 @@ fn fixture_enclave_pid() -> u32 {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let options = tests::StackOptions {
-        bin_dir: Some(bench::bin_dir()),
-        ..tests::StackOptions::default()
-    };
-    let stack = tests::Stack::spawn(tempfile::tempdir().expect("tempdir"), "k256", &options);
-    wait_serving(&stack.address).await;
+    let stack = bench::stack().await;
     ENCLAVE
         .set(stack.enclave_pid().expect("host runs an enclave"))
         .expect("once");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use alloy_consensus::{SignableTransaction as _, TxEip1559};
 use alloy_primitives::{Address, TxKind, U256};
-use bench::{cpu_seconds, wait_serving};
+use bench::cpu_seconds;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use signer_client::{Client, pb};
@@ -165,12 +165,7 @@ async fn load(
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let options = tests::StackOptions {
-        bin_dir: Some(bench::bin_dir()),
-        ..tests::StackOptions::default()
-    };
-    let stack = tests::Stack::spawn(tempfile::tempdir().expect("tempdir"), "k256", &options);
-    wait_serving(&stack.address).await;
+    let stack = bench::stack().await;
     let client = stack.client().await;
     let admin = stack.admin_key().public();
     let policy = |ethereum| pb::Policy {

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bench::{rss_bytes, wait_serving};
+use bench::rss_bytes;
 use clap::Parser;
-use k256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use signer_client::KeyInfo;
 
 /// Soak benchmark.
@@ -65,14 +64,6 @@ fn mib(bytes: u64) -> f64 {
     f64::from(u32::try_from(bytes / 1024).unwrap_or(u32::MAX)) / 1024.0
 }
 
-fn verifies(key: &KeyInfo, digest: &[u8; 32], r: &[u8; 32], s: &[u8; 32]) -> bool {
-    let Ok(public) = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_key_compressed) else {
-        return false;
-    };
-    k256::ecdsa::Signature::from_scalars(*r, *s)
-        .is_ok_and(|signature| public.verify_prehash(digest, &signature).is_ok())
-}
-
 async fn worker(
     client: signer_client::Client,
     keys: Arc<Vec<KeyInfo>>,
@@ -90,7 +81,7 @@ async fn worker(
         let mut digest = [0u8; 32];
         getrandom::fill(&mut digest).expect("OS RNG qed");
         match client.sign_digest(&key.key_id, digest).await {
-            Ok(signature) if verifies(key, &digest, &signature.r, &signature.s) => {
+            Ok(signature) if tests::ecdsa_verifies(key, &digest, &signature.r, &signature.s) => {
                 counts.signed.fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => {
@@ -116,12 +107,7 @@ fn growth(samples: &[Sample], from: usize, pick: fn(&Sample) -> (u64, u64)) -> (
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let options = tests::StackOptions {
-        bin_dir: Some(bench::bin_dir()),
-        ..tests::StackOptions::default()
-    };
-    let stack = tests::Stack::spawn(tempfile::tempdir().expect("tempdir"), "k256", &options);
-    wait_serving(&stack.address).await;
+    let stack = bench::stack().await;
     let admin = stack.client().await;
     let mut keys = Vec::with_capacity(cli.keys);
     for i in 0..cli.keys {

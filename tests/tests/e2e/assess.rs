@@ -144,11 +144,7 @@ async fn a_production_configured_stack_passes_all_but_the_hardware() {
     let pki = pki();
     let options = StackOptions {
         kms: Some((server.endpoint.clone(), key_arn.clone())),
-        tls: Some((
-            write(files.path(), "server.pem", &pki.server.0),
-            write(files.path(), "server.key", &pki.server.1),
-            Some(write(files.path(), "clients-ca.pem", &pki.ca)),
-        )),
+        tls: Some(super::tls::mutual_tls(files.path(), &pki)),
         ..StackOptions::default()
     };
     let stack = tokio::task::block_in_place(|| Stack::spawn(dir, "k256", &options));

@@ -21,13 +21,8 @@ fn exhausted<T: std::fmt::Debug>(result: Result<T, Error>) {
 async fn a_client_at_its_limit_is_refused_and_others_are_not() {
     let pki = super::tls::pki();
     let files = tempfile::tempdir().unwrap();
-    let write = |name, text: &str| super::tls::write(files.path(), name, text);
     let options = StackOptions {
-        tls: Some((
-            write("server.pem", &pki.server.0),
-            write("server.key", &pki.server.1),
-            Some(write("clients-ca.pem", &pki.ca)),
-        )),
+        tls: Some(super::tls::mutual_tls(files.path(), &pki)),
         host_args: vec![format!("--concurrency-per-client={LIMIT}")],
         ..StackOptions::default()
     };

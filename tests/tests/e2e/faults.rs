@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use signer_client::{Client, KeyInfo};
 use tests::Stack;
 use tokio::sync::watch;
@@ -39,14 +38,6 @@ impl Tally {
     }
 }
 
-fn verifies(key: &KeyInfo, digest: &[u8; 32], r: &[u8; 32], s: &[u8; 32]) -> bool {
-    let public = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_key_compressed).unwrap();
-    let Ok(signature) = k256::ecdsa::Signature::from_scalars(*r, *s) else {
-        return false;
-    };
-    public.verify_prehash(digest, &signature).is_ok()
-}
-
 /// Signs with random keys and digests until `stop`, counting verified signatures in
 /// `progress`.
 async fn load(
@@ -66,7 +57,7 @@ async fn load(
         let result = client.sign_digest(&key.key_id, digest).await;
         let mut tally = tally.lock().unwrap();
         match result {
-            Ok(signature) if verifies(key, &digest, &signature.r, &signature.s) => {
+            Ok(signature) if tests::ecdsa_verifies(key, &digest, &signature.r, &signature.s) => {
                 tally.signed += 1;
                 tally.successes.push(Instant::now());
                 progress.send_replace(tally.signed);
@@ -363,24 +354,12 @@ async fn enclave_frozen_under_load_fails_calls_cleanly_and_resumes_when_thawed()
 
 /// Waits until the host's health says NOT_SERVING.
 async fn not_serving(stack: &Stack) {
-    use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
     let channel = signer_proto::transport::dial(&stack.address, Default::default()).unwrap();
-    let mut health = HealthClient::new(channel);
-    let request = HealthCheckRequest {
-        service: "signer.v1.SignerService".into(),
-    };
-    let mut updates = health.watch(request).await.unwrap().into_inner();
-    let watched = async {
-        while let Some(update) = tokio_stream::StreamExt::next(&mut updates).await {
-            if update.unwrap().status() == ServingStatus::NotServing {
-                return;
-            }
-        }
-        panic!("health watch ended");
-    };
-    tokio::time::timeout(Duration::from_secs(30), watched)
-        .await
-        .expect("NOT_SERVING while the enclave is hung");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        tests::wait_status_on(channel, ServingStatus::NotServing),
+    )
+    .await
+    .expect("NOT_SERVING while the enclave is hung");
 }

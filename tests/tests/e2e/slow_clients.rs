@@ -127,13 +127,8 @@ async fn a_quiet_live_client_keeps_its_connection() {
 async fn a_quiet_live_client_keeps_its_mutual_tls_connection() {
     let pki = super::tls::pki();
     let files = tempfile::tempdir().unwrap();
-    let write = |name, text: &str| super::tls::write(files.path(), name, text);
     let options = StackOptions {
-        tls: Some((
-            write("server.pem", &pki.server.0),
-            write("server.key", &pki.server.1),
-            Some(write("clients-ca.pem", &pki.ca)),
-        )),
+        tls: Some(super::tls::mutual_tls(files.path(), &pki)),
         ..options()
     };
     let stack = tokio::task::block_in_place(|| {

@@ -1,6 +1,6 @@
 //! TLS and mutual TLS on the public API (defence in depth on the host).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use signer_client::{Client, ClientConfig, ClientTls};
@@ -46,7 +46,7 @@ pub(crate) fn pki() -> Pki {
     }
 }
 
-pub(crate) fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
@@ -63,6 +63,16 @@ pub(crate) async fn client(stack: &Stack, ca: &str, identity: Option<&(String, S
         identity: identity.map(|(cert, key)| (cert.as_bytes().to_vec(), key.as_bytes().to_vec())),
     });
     Client::connect(config).await.unwrap()
+}
+
+/// The host's TLS files for mutual TLS with `pki` (server certificate, key, client CA), written
+/// into `dir`: `StackOptions::tls`.
+pub(crate) fn mutual_tls(dir: &Path, pki: &Pki) -> (PathBuf, PathBuf, Option<PathBuf>) {
+    (
+        write(dir, "server.pem", &pki.server.0),
+        write(dir, "server.key", &pki.server.1),
+        Some(write(dir, "clients-ca.pem", &pki.ca)),
+    )
 }
 
 /// Waits until `stack` is SERVING, asking its health service over mutual TLS as `pki.client`.
@@ -87,11 +97,7 @@ async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
-    let tls = (
-        write(files.path(), "server.pem", &pki.server.0),
-        write(files.path(), "server.key", &pki.server.1),
-        Some(write(files.path(), "clients-ca.pem", &pki.ca)),
-    );
+    let tls = mutual_tls(files.path(), &pki);
     let stack = tokio::task::block_in_place(|| {
         Stack::spawn(
             dir,
