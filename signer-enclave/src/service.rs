@@ -152,6 +152,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             provider_calls: vault.provider_calls(),
             attestor: self.attestor.name().to_owned(),
             clock_ms: replay::now_ms(),
+            keys_checked: u64::try_from(vault.checked_keys()).unwrap_or(u64::MAX),
         }))
     }
 
@@ -233,6 +234,21 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             .vault
             .finish_loading()
             .map_err(|e| status("FinishLoading", e))?;
+        // Keys are checked before their first use; the rest are checked now, on every core,
+        // while the vault already signs.
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let workers = std::thread::available_parallelism().map_or(1, usize::from);
+            match shared.vault.check_pending(workers) {
+                Ok(checked) => tracing::info!(
+                    checked,
+                    ms = started.elapsed().as_millis(),
+                    "loaded keys checked"
+                ),
+                Err(error) => tracing::error!(%error, "checking loaded keys failed"),
+            }
+        });
         Ok(Response::new(pb::FinishLoadingResponse {}))
     }
 

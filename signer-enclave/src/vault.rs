@@ -7,17 +7,17 @@
 //! policy changes check the policy and act under one lookup. Nothing in this module returns or
 //! logs a secret.
 
+mod checked;
 mod keyrings;
 mod policies;
 mod sync;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use subtle::ConstantTimeEq as _;
-
+use self::checked::CheckedKey;
 #[cfg(test)]
 pub(crate) use self::keyrings::NewKeyring;
 use self::keyrings::OpenKeyring;
@@ -59,8 +59,8 @@ impl Phase {
 /// A wallet key held in RAM: kept small, since a vault holds millions of them. Keyrings and
 /// policies are shared by many keys and stored once; labels stay with the host.
 pub(crate) struct LoadedKey<B: Backend> {
-    /// The secret, or an HD root's master secret.
-    key: B::Key,
+    /// The secret, or an HD root's master secret; usable once checked against its record.
+    key: CheckedKey<B>,
     /// An HD root's chain code; `None` for a single key.
     chain: Option<Box<ChainCode>>,
     keyring: u32,
@@ -68,13 +68,11 @@ pub(crate) struct LoadedKey<B: Backend> {
 }
 
 impl<B: Backend> LoadedKey<B> {
-    /// The HD root this entry holds, rebuilt for one derivation or re-seal.
-    fn root(&self) -> Option<HdRoot> {
+    /// The HD root this entry holds (`key` is its checked key), rebuilt for one derivation or
+    /// re-seal.
+    fn root(&self, key: &B::Key) -> Option<HdRoot> {
         self.chain.as_ref().map(|chain| {
-            HdRoot::from_parts(
-                B::secret(&self.key),
-                ChainCode::from_bytes(chain.expose_secret()),
-            )
+            HdRoot::from_parts(B::secret(key), ChainCode::from_bytes(chain.expose_secret()))
         })
     }
 }
@@ -188,6 +186,8 @@ impl Rejection {
 pub(crate) struct Vault<B: Backend> {
     phase: AtomicU8,
     provider_calls: AtomicU64,
+    /// Loaded keys whose public key has been re-derived and compared with their record's.
+    checked: AtomicUsize,
     capacity: Capacity,
     keyrings: RwLock<HashMap<KeyringId, OpenKeyring>>,
     keyring_ids: RwLock<Interned<KeyringId>>,
@@ -208,6 +208,7 @@ impl<B: Backend> Vault<B> {
         Self {
             phase: AtomicU8::new(Phase::AwaitingKeyrings.code()),
             provider_calls: AtomicU64::new(0),
+            checked: AtomicUsize::new(0),
             capacity,
             keyrings: RwLock::default(),
             keyring_ids: RwLock::default(),
@@ -260,12 +261,65 @@ impl<B: Backend> Vault<B> {
         self.provider_calls.load(Ordering::Relaxed)
     }
 
-    /// Opens one sealed record, re-derives its public key and keeps it.
+    /// Loaded keys whose public key has been checked against their record (keys made here
+    /// count as checked).
+    pub(crate) fn checked_keys(&self) -> usize {
+        self.checked.load(Ordering::Relaxed)
+    }
+
+    /// A loaded key, checked against its record if this is its first use. A failed check is an
+    /// invariant breach (the seal authenticated the record): the vault fails closed.
+    fn key_of<'k>(&self, loaded: &'k LoadedKey<B>) -> Result<&'k B::Key, Error> {
+        loaded.key.get(&self.checked).map_err(|failed| {
+            self.fail_closed(failed.why());
+            Error::Unrecoverable
+        })
+    }
+
+    /// Checks every loaded key not yet checked, on `workers` threads, taking the key table's
+    /// read lock for a few hundred keys at a time so that key creation is not held up.
+    /// Returns the number of keys checked by this pass.
+    ///
+    /// # Errors
+    /// [`Error::Unrecoverable`] at the first key that fails its check (the vault fails closed).
+    pub(crate) fn check_pending(&self, workers: usize) -> Result<usize, Error> {
+        const CHUNK: usize = 256;
+        let before = self.checked_keys();
+        let pending: Vec<KeyId> = read(&self.keys)
+            .iter()
+            .filter(|(_, loaded)| !loaded.key.is_checked())
+            .map(|(id, _)| *id)
+            .collect();
+        let share = pending.len().div_ceil(workers.max(1)).max(1);
+        std::thread::scope(|scope| {
+            let tasks: Vec<_> = pending
+                .chunks(share)
+                .map(|ids| {
+                    scope.spawn(move || {
+                        for chunk in ids.chunks(CHUNK) {
+                            let keys = read(&self.keys);
+                            for loaded in chunk.iter().filter_map(|id| keys.get(id)) {
+                                self.key_of(loaded)?;
+                            }
+                        }
+                        Ok::<(), Error>(())
+                    })
+                })
+                .collect();
+            tasks
+                .into_iter()
+                .try_for_each(|task| task.join().map_err(|_| Error::Internal)?)
+        })?;
+        Ok(self.checked_keys().saturating_sub(before))
+    }
+
+    /// Opens one sealed record and keeps it; its public key is checked on first use.
     ///
     /// # Errors
     /// [`Error::WrongPhase`] unless awaiting keyrings. A record that fails is refused with a
-    /// [`Rejection`]; an authenticated record whose public key does not match breaks an invariant
-    /// and makes the vault unrecoverable.
+    /// [`Rejection`]. An authenticated record whose public key does not match its secret
+    /// breaks an invariant: found at the key's first use or by [`Vault::check_pending`], it
+    /// makes the vault unrecoverable.
     pub(crate) fn load_key(&self, record: &SealedRecord) -> Result<Result<(), Rejection>, Error> {
         self.require(Phase::AwaitingKeyrings)?;
         self.insert_record(record)
@@ -294,23 +348,20 @@ impl<B: Backend> Vault<B> {
                 Err(_) => return Ok(Err(Rejection::SealCheckFailed)),
             }
         };
-        let (key, chain) = match &opened {
-            Opened::Key(secret) => (B::load(secret), None),
+        // The public key is checked against the secret on first use (`CheckedKey`), not here:
+        // a load of many keys does not pay a base-point multiplication for each.
+        let (key, chain) = match opened {
+            Opened::Key(secret) => (CheckedKey::unchecked(secret, record.public_key), None),
             Opened::Root(root) => (
-                B::load(root.secret()),
+                CheckedKey::unchecked(
+                    WalletSecret::from_bytes(root.secret().expose_secret()),
+                    record.public_key,
+                ),
                 Some(Box::new(ChainCode::from_bytes(
                     root.chain_code().expose_secret(),
                 ))),
             ),
         };
-        drop(opened);
-        let key =
-            key.inspect_err(|_| self.fail_closed("authenticated record holds an invalid scalar"))?;
-        let derived = B::public_key_compressed(&key);
-        if !bool::from(derived.ct_eq(&record.public_key)) {
-            self.fail_closed("authenticated record's public key does not match its secret");
-            return Err(Error::Unrecoverable);
-        }
         // Loads run on several threads: the checks that count are these, under the lock.
         let mut keys = write(&self.keys);
         if keys.len() >= self.capacity.keys {
@@ -513,12 +564,13 @@ impl<B: Backend> Vault<B> {
         keys.insert(
             key_id,
             LoadedKey {
-                key,
+                key: CheckedKey::derived(key),
                 chain,
                 keyring,
                 policy: policy_index,
             },
         );
+        self.checked.fetch_add(1, Ordering::Relaxed);
         authorized.about(key_id);
         let committed = authorized.commit();
         Ok(Changed {
@@ -598,17 +650,20 @@ impl<B: Backend> Vault<B> {
             return Err(Error::Capacity("policy capacity reached"));
         }
         let keyring_id = read(&self.keyring_ids).get(loaded.keyring);
-        let public_key = B::public_key_compressed(&loaded.key);
-        let sealed = match loaded.root() {
+        let key = self.key_of(loaded)?;
+        let public_key = B::public_key_compressed(key);
+        let public = B::public_key(key);
+        let root = loaded.root(key);
+        let sealed = match &root {
             Some(root) => self.seal_record(
                 key_id,
                 &keyring_id,
                 &public_key,
                 &policy_hash,
-                &Material::Root(&root),
+                &Material::Root(root),
             )?,
             None => {
-                let secret = B::secret(&loaded.key);
+                let secret = B::secret(key);
                 self.seal_record(
                     key_id,
                     &keyring_id,
@@ -618,7 +673,7 @@ impl<B: Backend> Vault<B> {
                 )?
             }
         };
-        let root_fingerprint = loaded.root().map(|root| root.fingerprint()).transpose()?;
+        let root_fingerprint = root.map(|root| root.fingerprint()).transpose()?;
         let authorized = authorize(&current)?;
         // Released first, so a key that was its old policy's last user can always move on;
         // the room check above (under the same keys lock) makes the acquire succeed.
@@ -638,7 +693,7 @@ impl<B: Backend> Vault<B> {
                 label: String::new(),
                 sealed,
             },
-            public: B::public_key(&loaded.key),
+            public,
             policy: read(&self.policies).get(policy_index),
             committed,
             root_fingerprint,
@@ -668,7 +723,10 @@ impl<B: Backend> Vault<B> {
         let policy = read(&self.policies).get(loaded.policy);
         let derived = self.at_path(key_id, loaded, &policy, path)?;
         let committed = authorize(&policy)?.commit();
-        let key = derived.as_deref().unwrap_or(&loaded.key);
+        let key = match &derived {
+            Some(derived) => derived,
+            None => self.key_of(loaded)?,
+        };
         Ok((sign(key), committed))
     }
 
@@ -727,7 +785,7 @@ impl<B: Backend> Vault<B> {
         if let Some(key) = self.derived.get(key_id, &indices) {
             return Ok(Some(key));
         }
-        let root = loaded.root().ok_or(Error::Internal)?;
+        let root = loaded.root(self.key_of(loaded)?).ok_or(Error::Internal)?;
         let key = Arc::new(B::load(&root.derive(path)?)?);
         self.derived.insert(key_id, &indices, Arc::clone(&key));
         Ok(Some(key))
@@ -744,7 +802,8 @@ impl<B: Backend> Vault<B> {
         let keys = read(&self.keys);
         let loaded = keys.get(key_id).ok_or(Error::KeyNotFound)?;
         let policy = read(&self.policies).get(loaded.policy);
-        let (Some(rules), Some(root)) = (&policy.policy.hd, loaded.root()) else {
+        let (Some(rules), Some(root)) = (&policy.policy.hd, loaded.root(self.key_of(loaded)?))
+        else {
             return Err(Error::InvalidArgument("a path is only for HD roots"));
         };
         rules.check(path)?;
@@ -772,11 +831,15 @@ impl<B: Backend> Vault<B> {
         self.require(Phase::Ready)?;
         let keys = read(&self.keys);
         let loaded = keys.get(id).ok_or(Error::KeyNotFound)?;
+        let key = self.key_of(loaded)?;
         Ok(KeySummary {
-            public: B::public_key(&loaded.key),
+            public: B::public_key(key),
             keyring_id: read(&self.keyring_ids).get(loaded.keyring),
             policy: read(&self.policies).get(loaded.policy),
-            root_fingerprint: loaded.root().map(|root| root.fingerprint()).transpose()?,
+            root_fingerprint: loaded
+                .root(key)
+                .map(|root| root.fingerprint())
+                .transpose()?,
         })
     }
 }

@@ -47,7 +47,8 @@ pub struct LoadReport {
     pub rejected: Vec<(String, String)>,
     /// Time spent opening (or creating) keyrings, through the key-wrapping provider.
     pub keyrings_time: Duration,
-    /// Time spent streaming and loading sealed records, after the keyrings were open.
+    /// Time from the keyrings being open to the enclave being ready: streaming and loading the
+    /// sealed records, and finishing the load.
     pub records_time: Duration,
 }
 
@@ -127,10 +128,7 @@ pub async fn watch_enclave(
                     pb::Phase::Ready => Phase::Ready,
                     _ => Phase::Unrecoverable,
                 };
-                metrics.enclave_status(
-                    phase,
-                    Some((status.keys, status.keyrings, status.provider_calls)),
-                );
+                metrics.enclave_status(phase, Some(status));
             }
             Err(_) => metrics.enclave_status(Phase::Unreachable, None),
         }
@@ -370,7 +368,6 @@ pub async fn load(
     for rejected in &result.rejected {
         tracing::error!(key_id = %rejected.key_id, reason = %rejected.reason, "the enclave refused a stored key; it cannot sign until restored from backup");
     }
-    let records_time = started.elapsed();
     // The new boot's first audit entry links to the last one stored from an earlier boot.
     let previous = blocking(move || audit_store.last_audit()).await?;
     let previous_audit_hash = previous
@@ -382,6 +379,7 @@ pub async fn load(
         })
         .await
         .map_err(Box::new)?;
+    let records_time = started.elapsed();
     Ok(LoadReport {
         keyrings_time,
         records_time,

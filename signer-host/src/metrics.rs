@@ -14,6 +14,7 @@ use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use signer_proto::pb;
 use tonic::Code;
 
 use crate::Error;
@@ -58,6 +59,7 @@ pub struct Metrics {
     in_flight: IntGauge,
     phase: IntGauge,
     keys: IntGauge,
+    keys_checked: IntGauge,
     keyrings: IntGauge,
     provider_calls: IntGauge,
     boots: IntCounter,
@@ -144,6 +146,15 @@ impl Metrics {
                 IntGauge::new(
                     "signer_enclave_keys",
                     "Wallet keys in the enclave, as of the last load or status poll.",
+                ),
+            )?,
+            keys_checked: registered(
+                r,
+                IntGauge::new(
+                    "signer_enclave_keys_checked",
+                    "Loaded wallet keys whose public key the enclave has re-derived and compared \
+                     with the sealed record's (each is checked before its first use; the rest \
+                     in the background after a load), as of the last status poll.",
                 ),
             )?,
             keyrings: registered(
@@ -250,13 +261,14 @@ impl Metrics {
     }
 
     /// What the loader saw of the enclave: its phase, and (when it answered) its counts.
-    pub fn enclave_status(&self, phase: Phase, status: Option<(u64, u32, u64)>) {
+    pub fn enclave_status(&self, phase: Phase, status: Option<&pb::StatusResponse>) {
         self.phase.set(phase.value());
-        if let Some((keys, keyrings, provider_calls)) = status {
-            self.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
-            self.keyrings.set(i64::from(keyrings));
-            self.provider_calls
-                .set(i64::try_from(provider_calls).unwrap_or(i64::MAX));
+        if let Some(status) = status {
+            let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+            self.keys.set(gauge(status.keys));
+            self.keys_checked.set(gauge(status.keys_checked));
+            self.keyrings.set(i64::from(status.keyrings));
+            self.provider_calls.set(gauge(status.provider_calls));
         }
     }
 
@@ -392,7 +404,16 @@ mod tests {
         assert_eq!(metrics.in_flight.get(), 1);
         drop(abandoned);
         assert_eq!(metrics.in_flight.get(), 0);
-        metrics.enclave_status(Phase::Ready, Some((7, 2, 3)));
+        metrics.enclave_status(
+            Phase::Ready,
+            Some(&pb::StatusResponse {
+                keys: 7,
+                keys_checked: 5,
+                keyrings: 2,
+                provider_calls: 3,
+                ..pb::StatusResponse::default()
+            }),
+        );
         let text = metrics.render();
         for line in [
             r#"signer_requests_total{code="OK",method="Sign"} 1"#,
@@ -400,6 +421,7 @@ mod tests {
             "signer_requests_in_flight 0",
             "signer_enclave_phase 2",
             "signer_enclave_keys 7",
+            "signer_enclave_keys_checked 5",
             "signer_enclave_keyrings 2",
             "signer_enclave_provider_calls 3",
             r#"signer_request_seconds_count{method="Sign"} 2"#,

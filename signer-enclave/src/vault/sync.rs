@@ -41,7 +41,14 @@ impl<B: Backend> Vault<B> {
     ) -> Result<Result<Synced, Rejection>, Error> {
         self.require(Phase::Ready)?;
         if !read(&self.keys).contains_key(&record.key_id) {
-            return Ok(self.insert_record(record)?.map(|()| Synced::Added));
+            let added = self.insert_record(record)?;
+            // One key learned while ready: checked now rather than at its first use.
+            if added.is_ok()
+                && let Some(loaded) = read(&self.keys).get(&record.key_id)
+            {
+                self.key_of(loaded)?;
+            }
+            return Ok(added.map(|()| Synced::Added));
         }
         let policy_hash = seal::policy_hash(&record.policy);
         // The common case, a record this vault already holds as it is: nothing to open.
@@ -75,8 +82,9 @@ impl<B: Backend> Vault<B> {
         let Some(loaded) = keys.get_mut(&record.key_id) else {
             return Ok(Err(Rejection::SealCheckFailed));
         };
-        let same_key = bool::from(B::public_key_compressed(&loaded.key).ct_eq(&record.public_key))
-            && read(&self.keyring_ids).get(loaded.keyring) == record.keyring_id;
+        let same_key =
+            bool::from(B::public_key_compressed(self.key_of(loaded)?).ct_eq(&record.public_key))
+                && read(&self.keyring_ids).get(loaded.keyring) == record.keyring_id;
         if !same_key {
             return Ok(Err(Rejection::SealCheckFailed));
         }

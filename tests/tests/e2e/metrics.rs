@@ -154,4 +154,14 @@ async fn metrics_count_calls_by_method_and_code_and_follow_the_enclave() {
     );
     assert_eq!(get(&restarted, "signer_enclave_keyrings"), 1.0);
     assert_eq!(get(&restarted, "signer_enclave_keys"), 1.0);
+    // The reloaded key's public key was checked against its record before that signature; the
+    // status poll (every 500 ms) reports it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while get(&scrape(&stack).await, "signer_enclave_keys_checked") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keys_checked never reached 1"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
