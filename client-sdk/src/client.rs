@@ -3,6 +3,7 @@
 //! `verified` (identity, key statements, policy versions), `keys` (administration), `signing`,
 //! `ethereum` and `stream`.
 
+mod batch;
 mod bitcoin;
 mod call;
 mod config;
@@ -21,6 +22,7 @@ use signer_proto::pb::signer_service_client::SignerServiceClient;
 use signer_proto::transport;
 use tonic::transport::Channel;
 
+pub use self::batch::MAX_BATCH;
 pub use self::config::{ClientConfig, ClientTls, RetryPolicy};
 pub use self::stream::{SignStream, StreamSignature};
 pub use self::verified::EnclaveAttestation;

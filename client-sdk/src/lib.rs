@@ -16,7 +16,8 @@ pub mod trust;
 pub mod verify;
 
 pub use client::{
-    Client, ClientConfig, ClientTls, EnclaveAttestation, RetryPolicy, SignStream, StreamSignature,
+    Client, ClientConfig, ClientTls, EnclaveAttestation, MAX_BATCH, RetryPolicy, SignStream,
+    StreamSignature,
 };
 pub use error::Error;
 pub use ethereum::{EthereumSignature, SignedTransaction};

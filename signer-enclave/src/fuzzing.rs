@@ -23,6 +23,7 @@ const ANY_TIME: TimeRules = TimeRules {
 
 fn operation(operation: &Operation) {
     let _ = intake::stamped::sign_op(operation.clone());
+    let _ = intake::stamped::sign_batch_op(operation.clone());
     let _ = intake::stamped::create_key_op(operation.clone());
     let _ = intake::stamped::create_keyring_op(operation.clone());
     let _ = intake::stamped::update_policy_op(operation.clone());

@@ -22,11 +22,18 @@ pub(crate) struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Takes one signature from `key`'s bucket of `per_minute` (0: unlimited).
+    /// Takes `count` signatures from `key`'s bucket of `per_minute` (0: unlimited), all or none.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] when the bucket is empty.
-    pub(crate) fn take(&self, key: &KeyId, per_minute: u32, now_ms: u64) -> Result<(), Error> {
+    /// [`Error::RateLimited`] when the bucket holds fewer (a batch larger than the limit never
+    /// passes).
+    pub(crate) fn take(
+        &self,
+        key: &KeyId,
+        per_minute: u32,
+        count: u32,
+        now_ms: u64,
+    ) -> Result<(), Error> {
         if per_minute == 0 {
             return Ok(());
         }
@@ -41,10 +48,11 @@ impl RateLimiter {
         let refill = elapsed.saturating_mul(u64::from(per_minute));
         bucket.units = bucket.units.saturating_add(refill).min(capacity);
         bucket.updated_ms = now_ms.max(bucket.updated_ms);
-        if bucket.units < ONE {
+        let wanted = u64::from(count) * ONE;
+        if bucket.units < wanted {
             return Err(Error::RateLimited);
         }
-        bucket.units -= ONE;
+        bucket.units -= wanted;
         Ok(())
     }
 
@@ -66,15 +74,35 @@ mod tests {
         let limiter = RateLimiter::default();
         let key = KeyId::random().unwrap();
         for _ in 0..3 {
-            limiter.take(&key, 3, 0).unwrap();
+            limiter.take(&key, 3, 1, 0).unwrap();
         }
-        assert!(matches!(limiter.take(&key, 3, 0), Err(Error::RateLimited)));
+        assert!(matches!(
+            limiter.take(&key, 3, 1, 0),
+            Err(Error::RateLimited)
+        ));
         // 3 per minute: one token every 20 s.
-        assert!(limiter.take(&key, 3, 19_999).is_err());
-        limiter.take(&key, 3, 20_000).unwrap();
-        assert!(limiter.take(&key, 3, 20_001).is_err());
-        limiter.take(&key, 0, 20_001).unwrap();
+        assert!(limiter.take(&key, 3, 1, 19_999).is_err());
+        limiter.take(&key, 3, 1, 20_000).unwrap();
+        assert!(limiter.take(&key, 3, 1, 20_001).is_err());
+        limiter.take(&key, 0, 1, 20_001).unwrap();
         let other = KeyId::random().unwrap();
-        limiter.take(&other, 3, 20_001).unwrap();
+        limiter.take(&other, 3, 1, 20_001).unwrap();
+    }
+
+    #[test]
+    fn a_batch_takes_all_its_tokens_or_none() {
+        let limiter = RateLimiter::default();
+        let key = KeyId::random().unwrap();
+        assert!(matches!(
+            limiter.take(&key, 3, 4, 0),
+            Err(Error::RateLimited)
+        ));
+        limiter.take(&key, 3, 2, 0).unwrap();
+        assert!(matches!(
+            limiter.take(&key, 3, 2, 0),
+            Err(Error::RateLimited)
+        ));
+        limiter.take(&key, 3, 1, 0).unwrap();
+        assert!(limiter.take(&key, 3, 1, 0).is_err());
     }
 }

@@ -336,6 +336,31 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             .map_err(|e| refused(&self.shared, pb::AuditAction::Sign, &request, "Sign", e))
     }
 
+    /// On the blocking pool: up to 256 signatures (≈ 10 ms) would hold up an async worker.
+    async fn sign_batch(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignBatchResponse>, Status> {
+        let span = call_span("SignBatch", &request);
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let _span = span.entered();
+            calls::sign_batch(&shared, request.get_ref())
+                .map(Response::new)
+                .map_err(|e| {
+                    refused(
+                        &shared,
+                        pb::AuditAction::SignBatch,
+                        &request,
+                        "SignBatch",
+                        e,
+                    )
+                })
+        })
+        .await
+        .map_err(|_| Status::internal("internal error"))?
+    }
+
     async fn sign_ethereum(
         &self,
         request: Request<pb::SignedRequest>,

@@ -159,6 +159,15 @@ impl SignerService for Metered {
         self.serve("Sign", id, call).await
     }
 
+    async fn sign_batch(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignBatchResponse>, Status> {
+        let (request, id) = tagged(request);
+        let call = self.relay.sign_batch(request);
+        self.serve("SignBatch", id, call).await
+    }
+
     async fn sign_ethereum(
         &self,
         request: Request<pb::SignedRequest>,

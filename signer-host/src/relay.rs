@@ -401,6 +401,17 @@ impl SignerService for Relay {
             .map(Response::new)
     }
 
+    async fn sign_batch(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignBatchResponse>, Status> {
+        self.forward("SignBatch", request, |mut e, r| async move {
+            e.sign_batch(r).await
+        })
+        .await
+        .map(Response::new)
+    }
+
     async fn sign_ethereum(
         &self,
         request: Request<pb::SignedRequest>,

@@ -32,6 +32,8 @@ pub enum Method {
     SignEthereum,
     /// `SignPsbt`.
     SignPsbt,
+    /// `SignBatch`.
+    SignBatch,
 }
 
 /// Edits a stamped request on its way to the host.
@@ -43,11 +45,15 @@ pub type TamperLookup = Arc<dyn Fn(&mut pb::GetPublicKeyRequest) + Send + Sync>;
 /// Edits a signed PSBT on its way back to the SDK.
 pub type TamperPsbtReply = Arc<dyn Fn(&mut pb::SignPsbtResponse) + Send + Sync>;
 
+/// Edits a batch's signatures on their way back to the SDK.
+pub type TamperBatchReply = Arc<dyn Fn(&mut pb::SignBatchResponse) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     tamper: Option<Tamper>,
     tamper_lookup: Option<TamperLookup>,
     tamper_psbt_reply: Option<TamperPsbtReply>,
+    tamper_batch_reply: Option<TamperBatchReply>,
     seen: Vec<(Method, pb::SignedRequest)>,
 }
 
@@ -110,6 +116,14 @@ impl HostileRelay {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .tamper_psbt_reply = tamper;
+    }
+
+    /// Sets (or clears) the hook applied to every `SignBatch` answer from now on.
+    pub fn tamper_batch_reply(&self, tamper: Option<TamperBatchReply>) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tamper_batch_reply = tamper;
     }
 
     /// The stamped requests seen so far, as they arrived (before any edit).
@@ -246,6 +260,24 @@ impl SignerService for Service {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .tamper_psbt_reply
+            .clone();
+        if let Some(tamper) = tamper {
+            tamper(reply.get_mut());
+        }
+        Ok(reply)
+    }
+
+    async fn sign_batch(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignBatchResponse>, Status> {
+        let request = self.edit(Method::SignBatch, request.into_inner());
+        let mut reply = self.upstream.clone().sign_batch(request).await?;
+        let tamper = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tamper_batch_reply
             .clone();
         if let Some(tamper) = tamper {
             tamper(reply.get_mut());

@@ -9,6 +9,7 @@ mod e2e {
     mod assess;
     mod audit;
     mod bad_input;
+    mod batch;
     mod bitcoin;
     mod client_limits;
     mod disk_full;

@@ -151,6 +151,12 @@ impl<B: Backend> SignerService for SignServer<B> {
     ) -> Result<Response<pb::SignPsbtResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+    async fn sign_batch(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignBatchResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     async fn attest(
         &self,
         _: Request<pb::AttestRequest>,
@@ -243,6 +249,12 @@ impl SignerService for Relay {
         &self,
         _: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignPsbtResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn sign_batch(
+        &self,
+        _: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::SignBatchResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
     async fn attest(

@@ -152,25 +152,80 @@ pub(crate) fn sign_op(operation: Operation) -> Result<SignOp, Error> {
     };
     let key_id = KeyId::parse(&body.key_id)?;
     let path = HdPath::from_indices(&body.path)?;
-    let kind = match pb::SignatureScheme::try_from(body.scheme) {
-        Ok(pb::SignatureScheme::EcdsaSecp256k1) => {
-            let digest: [u8; 32] =
-                body.payload.as_slice().try_into().map_err(|_| {
-                    Error::InvalidArgument("ECDSA payload must be a 32-byte digest")
-                })?;
-            SignKind::Ecdsa(Digest32(digest))
+    let kind = sign_kind(scheme(body.scheme)?, body.payload)?;
+    Ok(SignOp { key_id, path, kind })
+}
+
+/// Most payloads one `SignBatch` signs.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// A validated batch: one key, one scheme, 1 to [`MAX_BATCH`] payloads.
+#[derive(Debug)]
+pub(crate) struct SignBatchOp {
+    /// The key to sign with.
+    pub key_id: KeyId,
+    /// For an HD root, the derived key's path (empty otherwise).
+    pub path: HdPath,
+    /// The scheme of every item.
+    pub scheme: pb::SignatureScheme,
+    /// What to sign, in the body's order.
+    pub items: Vec<SignKind>,
+}
+
+/// Validates a `SignBatchBody`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the first problem found.
+pub(crate) fn sign_batch_op(operation: Operation) -> Result<SignBatchOp, Error> {
+    let Operation::SignBatch(body) = operation else {
+        return Err(WRONG_OPERATION);
+    };
+    let key_id = KeyId::parse(&body.key_id)?;
+    let path = HdPath::from_indices(&body.path)?;
+    let scheme = scheme(body.scheme)?;
+    if body.payloads.is_empty() || body.payloads.len() > MAX_BATCH {
+        return Err(Error::InvalidArgument("a batch holds 1 to 256 payloads"));
+    }
+    let items = body
+        .payloads
+        .into_iter()
+        .map(|payload| sign_kind(scheme, payload))
+        .collect::<Result<_, _>>()?;
+    Ok(SignBatchOp {
+        key_id,
+        path,
+        scheme,
+        items,
+    })
+}
+
+fn scheme(scheme: i32) -> Result<pb::SignatureScheme, Error> {
+    match pb::SignatureScheme::try_from(scheme) {
+        Ok(pb::SignatureScheme::Unspecified) | Err(_) => {
+            Err(Error::InvalidArgument("unknown signature scheme"))
         }
-        Ok(pb::SignatureScheme::Bip340Schnorr) => {
-            if body.payload.len() > MAX_SCHNORR_MESSAGE {
+        Ok(known) => Ok(known),
+    }
+}
+
+/// One payload, as its (known) scheme reads it.
+fn sign_kind(scheme: pb::SignatureScheme, payload: Vec<u8>) -> Result<SignKind, Error> {
+    match scheme {
+        pb::SignatureScheme::EcdsaSecp256k1 => {
+            let digest: [u8; 32] = payload
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::InvalidArgument("ECDSA payload must be a 32-byte digest"))?;
+            Ok(SignKind::Ecdsa(Digest32(digest)))
+        }
+        pb::SignatureScheme::Bip340Schnorr => {
+            if payload.len() > MAX_SCHNORR_MESSAGE {
                 return Err(Error::InvalidArgument("BIP-340 message too long"));
             }
-            SignKind::Schnorr(body.payload)
+            Ok(SignKind::Schnorr(payload))
         }
-        Ok(pb::SignatureScheme::Unspecified) | Err(_) => {
-            return Err(Error::InvalidArgument("unknown signature scheme"));
-        }
-    };
-    Ok(SignOp { key_id, path, kind })
+        pb::SignatureScheme::Unspecified => Err(Error::InvalidArgument("unknown signature scheme")),
+    }
 }
 
 /// A validated create-key (or the common part of an import) request.

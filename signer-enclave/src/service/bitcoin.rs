@@ -91,7 +91,7 @@ pub(super) fn sign_psbt<B: Backend>(
                 let authorized = auth.authorize(&[approvers], &shared.guard, now, note)?;
                 shared
                     .limiter
-                    .take(&op.key_id, policy.max_per_minute, now)?;
+                    .take(&op.key_id, policy.max_per_minute, 1, now)?;
                 // Last: nothing after it refuses, so a total grows only for a signature made.
                 shared.ledger.spend(&op.key_id, &[spend], now)?;
                 Ok((signed, authorized))

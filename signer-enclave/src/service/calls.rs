@@ -13,9 +13,11 @@ use crate::audit::{self, AuditLog, Note};
 use crate::auth::Requirement;
 use crate::backend::Backend;
 use crate::config::Settings;
+use crate::hd::HdPath;
 use crate::identity::BootIdentity;
+use crate::ids::KeyId;
 use crate::intake::import::{self, Imported};
-use crate::intake::stamped::{self, SignKind};
+use crate::intake::stamped::{self, Received, SignKind};
 use crate::keyinfo::{HdFacts, key_info};
 use crate::provider::KeyWrapper;
 use crate::ratelimit::RateLimiter;
@@ -81,6 +83,16 @@ enum Signed {
     Schnorr([u8; 64]),
 }
 
+impl Signed {
+    /// The signature bytes and recovery id (0 for BIP-340).
+    fn into_parts(self) -> (Vec<u8>, u32) {
+        match self {
+            Signed::Ecdsa(signature) => (signature.rs.to_vec(), u32::from(signature.recovery_id)),
+            Signed::Schnorr(signature) => (signature.to_vec(), 0),
+        }
+    }
+}
+
 /// Signs one stamped request.
 pub(super) fn sign<B: Backend>(
     shared: &State<B>,
@@ -90,59 +102,134 @@ pub(super) fn sign<B: Backend>(
     let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
     let op = stamped::sign_op(operation)?;
     let scheme = op.scheme();
-    // The stamps worth verifying are the approvers' of the policy in force now; the decision is
-    // taken again, against the policy current at signing time, under the vault's lookup.
-    let snapshot = shared.vault.policy(&op.key_id)?;
-    snapshot.policy.check_blind(scheme)?;
-    let auth = received.authenticate(shared.deployment(), &[&snapshot.policy.approvers])?;
-    drop(snapshot);
-    // Drawn before anything is spent: an RNG failure leaves the request retryable.
-    let mut aux = [0u8; 32];
-    if matches!(op.kind, SignKind::Schnorr(_)) {
-        getrandom::fill(&mut aux)?;
-    }
-    let (signed, _) = shared.vault.sign(
-        &op.key_id,
-        &op.path,
-        |current| {
-            current.policy.check_blind(scheme)?;
-            let approvers = Requirement {
-                quorum: &current.policy.approvers,
-                refusal: "approver quorum not met",
-            };
-            let note = Note::new(
-                &shared.audit,
-                pb::AuditAction::Sign,
-                op.key_id,
-                current.policy.version,
-            );
-            let authorized = auth.authorize(&[approvers], &shared.guard, now, note)?;
-            // A spent rate limit drops `authorized`, which releases the nonce.
-            shared
-                .limiter
-                .take(&op.key_id, current.policy.max_per_minute, now)?;
-            Ok(authorized)
-        },
-        |key| match &op.kind {
-            SignKind::Ecdsa(digest) => Ok(Signed::Ecdsa(B::sign_ecdsa(key, digest))),
-            SignKind::Schnorr(message) => B::sign_schnorr(key, message, &aux).map(Signed::Schnorr),
-        },
-    )?;
-    let key_id = op.key_id.to_string();
-    Ok(match signed? {
-        Signed::Ecdsa(signature) => pb::SignResponse {
-            key_id,
-            scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
-            signature: signature.rs.to_vec(),
-            recovery_id: u32::from(signature.recovery_id),
-        },
-        Signed::Schnorr(signature) => pb::SignResponse {
-            key_id,
-            scheme: pb::SignatureScheme::Bip340Schnorr.into(),
-            signature: signature.to_vec(),
-            recovery_id: 0,
-        },
+    let items = [op.kind];
+    let signer = Signer {
+        key_id: &op.key_id,
+        path: &op.path,
+        scheme,
+        action: pb::AuditAction::Sign,
+    };
+    let signed = signer.sign(shared, received, now, &items)?;
+    let (signature, recovery_id) = signed
+        .into_iter()
+        .next()
+        .ok_or(Error::Internal)?
+        .into_parts();
+    Ok(pb::SignResponse {
+        key_id: op.key_id.to_string(),
+        scheme: scheme.into(),
+        signature,
+        recovery_id,
     })
+}
+
+/// Signs a stamped batch: every payload with one key, under one authorisation.
+pub(super) fn sign_batch<B: Backend>(
+    shared: &State<B>,
+    request: &pb::SignedRequest,
+) -> Result<pb::SignBatchResponse, Error> {
+    let now = replay::now_ms();
+    let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
+    let op = stamped::sign_batch_op(operation)?;
+    let signer = Signer {
+        key_id: &op.key_id,
+        path: &op.path,
+        scheme: op.scheme,
+        action: pb::AuditAction::SignBatch,
+    };
+    let signatures = signer
+        .sign(shared, received, now, &op.items)?
+        .into_iter()
+        .map(|signed| {
+            let (signature, recovery_id) = signed.into_parts();
+            pb::BatchSignature {
+                signature,
+                recovery_id,
+            }
+        })
+        .collect();
+    Ok(pb::SignBatchResponse {
+        key_id: op.key_id.to_string(),
+        scheme: op.scheme.into(),
+        signatures,
+    })
+}
+
+/// What `Sign` and `SignBatch` share: a key (at a path), a scheme, and the audit action.
+struct Signer<'o> {
+    key_id: &'o KeyId,
+    path: &'o HdPath,
+    scheme: pb::SignatureScheme,
+    action: pb::AuditAction,
+}
+
+impl Signer<'_> {
+    /// Signs `items` under one authorisation: the approvers' stamps verified once, one nonce,
+    /// one audit entry, and one rate-limit token per item, all taken before the first signature
+    /// (all or nothing).
+    fn sign<B: Backend>(
+        &self,
+        shared: &State<B>,
+        received: Received<'_>,
+        now: u64,
+        items: &[SignKind],
+    ) -> Result<Vec<Signed>, Error> {
+        let count = u32::try_from(items.len()).map_err(|_| Error::Internal)?;
+        // The stamps worth verifying are the approvers' of the policy in force now; the
+        // decision is taken again, against the policy current at signing time, under the
+        // vault's lookup.
+        let snapshot = shared.vault.policy(self.key_id)?;
+        snapshot.policy.check_blind(self.scheme)?;
+        let auth = received.authenticate(shared.deployment(), &[&snapshot.policy.approvers])?;
+        drop(snapshot);
+        // Drawn before anything is spent: an RNG failure leaves the request retryable.
+        let aux = items
+            .iter()
+            .map(|item| {
+                let mut aux = [0u8; 32];
+                if matches!(item, SignKind::Schnorr(_)) {
+                    getrandom::fill(&mut aux)?;
+                }
+                Ok(aux)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let (signed, _) = shared.vault.sign(
+            self.key_id,
+            self.path,
+            |current| {
+                current.policy.check_blind(self.scheme)?;
+                let approvers = Requirement {
+                    quorum: &current.policy.approvers,
+                    refusal: "approver quorum not met",
+                };
+                let note = Note::new(
+                    &shared.audit,
+                    self.action,
+                    *self.key_id,
+                    current.policy.version,
+                );
+                let authorized = auth.authorize(&[approvers], &shared.guard, now, note)?;
+                // A spent rate limit drops `authorized`, which releases the nonce.
+                shared
+                    .limiter
+                    .take(self.key_id, current.policy.max_per_minute, count, now)?;
+                Ok(authorized)
+            },
+            |key| {
+                items
+                    .iter()
+                    .zip(&aux)
+                    .map(|(item, aux)| match item {
+                        SignKind::Ecdsa(digest) => Ok(Signed::Ecdsa(B::sign_ecdsa(key, digest))),
+                        SignKind::Schnorr(message) => {
+                            B::sign_schnorr(key, message, aux).map(Signed::Schnorr)
+                        }
+                    })
+                    .collect::<Result<Vec<_>, Error>>()
+            },
+        )?;
+        signed
+    }
 }
 
 const KEYRING_ADMINS: &str = "keyring admin quorum not met";

@@ -80,7 +80,7 @@ pub(super) fn sign_ethereum<B: Backend>(
             let authorized = auth.authorize(&requirements, &shared.guard, now, note)?;
             shared
                 .limiter
-                .take(&op.key_id, current.policy.max_per_minute, now)?;
+                .take(&op.key_id, current.policy.max_per_minute, 1, now)?;
             // Last: nothing after it refuses, so a total grows only for a signature made.
             shared.ledger.spend(&op.key_id, &verdict.spends, now)?;
             Ok(authorized)

@@ -12,7 +12,10 @@ use signer_client::{Client, pb};
 use tests::Stack;
 
 /// Waits until the host serves at least `count` entries (it collects at every poll).
-async fn trail(client: &Client, count: usize) -> (Vec<pb::StoredAuditEntry>, Vec<pb::AuditBoot>) {
+pub(super) async fn trail(
+    client: &Client,
+    count: usize,
+) -> (Vec<pb::StoredAuditEntry>, Vec<pb::AuditBoot>) {
     let started = Instant::now();
     loop {
         let (entries, boots) = client.read_audit_trail().await.unwrap();
@@ -28,7 +31,7 @@ async fn trail(client: &Client, count: usize) -> (Vec<pb::StoredAuditEntry>, Vec
     }
 }
 
-fn decoded(entries: &[pb::StoredAuditEntry]) -> Vec<pb::AuditEntry> {
+pub(super) fn decoded(entries: &[pb::StoredAuditEntry]) -> Vec<pb::AuditEntry> {
     entries
         .iter()
         .map(|e| pb::AuditEntry::decode(e.signed.as_ref().unwrap().entry.as_slice()).unwrap())
