@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use signer_client::Address;
 
+mod closed;
+pub use closed::{Run, closed_loop, median};
+
 /// A child process killed on drop.
 #[derive(Debug)]
 pub struct Process {

@@ -56,6 +56,23 @@ fn ethereum() {
 }
 
 #[test]
+fn batch() {
+    let args = [
+        "--signatures",
+        "256",
+        "--warmup",
+        "32",
+        "--concurrency",
+        "2",
+        "--batches",
+        "1,16",
+        "--rounds",
+        "1",
+    ];
+    run("batch", &args, "signatures/s ratio");
+}
+
+#[test]
 fn bitcoin() {
     run("bitcoin", &["--requests", "60", "--rounds", "1"], "|");
 }

@@ -6,11 +6,9 @@
 //!
 //! Run: `bench/run-ethereum` (builds release binaries, then runs this).
 
-use std::time::{Duration, Instant};
-
 use alloy_consensus::{SignableTransaction as _, TxEip1559};
 use alloy_primitives::{Address, TxKind, U256};
-use bench::cpu_seconds;
+use bench::{Run, closed_loop, cpu_seconds, median};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use signer_client::{Client, pb};
@@ -46,26 +44,6 @@ impl Call {
             Call::Transaction => "SignEthereum 1559, no rules",
             Call::RuledTransaction => "SignEthereum 1559, rules",
         }
-    }
-}
-
-struct Run {
-    latency: Histogram<u64>,
-    elapsed: Duration,
-    requests: usize,
-    enclave_cpu: f64,
-}
-
-impl Run {
-    fn throughput(&self) -> f64 {
-        f64::from(u32::try_from(self.requests).unwrap_or(u32::MAX)) / self.elapsed.as_secs_f64()
-    }
-    fn p(&self, q: f64) -> f64 {
-        let nanos = self.latency.value_at_quantile(q);
-        f64::from(u32::try_from(nanos / 100).unwrap_or(u32::MAX)) / 10.0
-    }
-    fn cpu_us(&self) -> f64 {
-        self.enclave_cpu * 1e6 / f64::from(u32::try_from(self.requests).unwrap_or(u32::MAX))
     }
 }
 
@@ -137,29 +115,13 @@ async fn load(
     key: &str,
     concurrency: usize,
     requests: usize,
-) -> (Histogram<u64>, Duration) {
-    let per_task = requests.div_ceil(concurrency);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..concurrency {
-        let (client, key) = (client.clone(), key.to_owned());
-        tasks.spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("3 significant figures qed");
-            for i in 0..per_task {
-                let nonce = u64::try_from(task * per_task + i).unwrap_or(0);
-                let t = Instant::now();
-                one(&client, call, &key, nonce).await;
-                hist.record(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
-                    .expect("in range");
-            }
-            hist
-        });
-    }
-    let mut all = Histogram::<u64>::new(3).expect("3 significant figures qed");
-    while let Some(hist) = tasks.join_next().await {
-        all.add(hist.expect("task")).expect("same bounds");
-    }
-    (all, start.elapsed())
+) -> (Histogram<u64>, std::time::Duration, usize) {
+    let (client, key) = (client.clone(), key.to_owned());
+    closed_loop(concurrency, requests, move |sequence| {
+        let (client, key) = (client.clone(), key.clone());
+        async move { one(&client, call, &key, u64::try_from(sequence).unwrap_or(0)).await }
+    })
+    .await
 }
 
 #[tokio::main]
@@ -206,22 +168,16 @@ async fn main() {
             for (slot, &(call, key)) in calls.iter().enumerate() {
                 load(&client, call, key, c, cli.warmup).await;
                 let cpu = cpu_seconds(enclave);
-                let (latency, elapsed) = load(&client, call, key, c, cli.requests).await;
+                let (latency, elapsed, requests) = load(&client, call, key, c, cli.requests).await;
                 rounds[slot].push(Run {
                     latency,
                     elapsed,
-                    requests: cli.requests.div_ceil(c) * c,
+                    requests,
                     enclave_cpu: cpu_seconds(enclave) - cpu,
                 });
             }
         }
-        let medians: Vec<Run> = rounds
-            .into_iter()
-            .map(|mut runs| {
-                runs.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
-                runs.swap_remove(runs.len() / 2)
-            })
-            .collect();
+        let medians: Vec<Run> = rounds.into_iter().map(median).collect();
         let base = &medians[0];
         for ((call, _), run) in calls.iter().zip(&medians) {
             println!(
