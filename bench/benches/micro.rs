@@ -1,5 +1,5 @@
-//! Per-operation costs of both backends, sealing, HD derivation, and libsecp256k1's context
-//! re-randomisation.
+//! Per-operation costs of both backends, sealing, HD derivation, libsecp256k1's context
+//! re-randomisation, and what the host's relay spends decoding and re-encoding a `Sign`.
 //!
 //! Run: `cargo bench -p bench --bench micro`. Figures and machine in `bench/RESULTS.md`.
 #![expect(
@@ -102,12 +102,57 @@ fn sealing(c: &mut Criterion) {
     });
 }
 
+/// What a relay that decodes and re-encodes each message pays per `Sign`: the request (a body
+/// with one Ed25519 stamp) and the answer, each decoded and encoded once.
+fn relay(c: &mut Criterion) {
+    use prost::Message as _;
+    use signer_proto::pb;
+    let body = pb::RequestBody {
+        timestamp_ms: 1_764_000_000_000,
+        nonce: vec![7; 16],
+        operation: Some(pb::request_body::Operation::Sign(pb::SignBody {
+            key_id: format!("k-{}", "ab".repeat(16)),
+            scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+            payload: vec![5; 32],
+            path: Vec::new(),
+        })),
+    };
+    let request = pb::SignedRequest {
+        body: body.encode_to_vec(),
+        stamps: vec![pb::Stamp {
+            scheme: pb::StampScheme::Ed25519.into(),
+            public_key: vec![3; 32],
+            signature: vec![4; 64],
+        }],
+    }
+    .encode_to_vec();
+    let answer = pb::SignResponse {
+        key_id: format!("k-{}", "ab".repeat(16)),
+        scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+        signature: vec![6; 64],
+        recovery_id: 1,
+    }
+    .encode_to_vec();
+    c.bench_function("relay/decode+encode SignedRequest and SignResponse", |b| {
+        b.iter(|| {
+            let request = pb::SignedRequest::decode(black_box(request.as_slice()))
+                .expect("decodes qed")
+                .encode_to_vec();
+            let answer = pb::SignResponse::decode(black_box(answer.as_slice()))
+                .expect("decodes qed")
+                .encode_to_vec();
+            (request, answer)
+        })
+    });
+}
+
 fn all(c: &mut Criterion) {
     backend::<K256>(c);
     backend::<Libsecp256k1>(c);
     recovery(c);
     sealing(c);
     hd(c);
+    relay(c);
 }
 
 criterion_group!(benches, all);

@@ -29,5 +29,6 @@ mod e2e {
     mod secrets;
     mod signing;
     mod slow_clients;
+    mod socket_cut;
     mod tls;
 }

@@ -17,18 +17,18 @@ use tokio::sync::watch;
 const WORKERS: usize = 4;
 
 #[derive(Default)]
-struct Tally {
-    signed: u64,
-    wrong: u64,
-    errors: BTreeMap<String, u64>,
+pub(super) struct Tally {
+    pub(super) signed: u64,
+    pub(super) wrong: u64,
+    pub(super) errors: BTreeMap<String, u64>,
     /// When each success completed.
-    successes: Vec<Instant>,
+    pub(super) successes: Vec<Instant>,
 }
 
 impl Tally {
     /// No wrong signature, and every failure UNAVAILABLE (retry, or another host): not a
     /// deadline, not an internal error.
-    fn no_wrong_and_only_unavailable(&self) {
+    pub(super) fn no_wrong_and_only_unavailable(&self) {
         assert_eq!(self.wrong, 0, "no wrong signature, ever");
         assert!(
             self.errors.keys().all(|code| code == "Unavailable"),
@@ -74,7 +74,7 @@ async fn load(
 
 /// The outage: the longest gap between consecutive completed signatures that ends after
 /// `fault` (calls in flight at the fault may still complete just after it).
-fn recovery(tally: &Tally, fault: Instant) -> Option<Duration> {
+pub(super) fn recovery(tally: &Tally, fault: Instant) -> Option<Duration> {
     let mut times = tally.successes.clone();
     times.sort();
     times
@@ -84,7 +84,7 @@ fn recovery(tally: &Tally, fault: Instant) -> Option<Duration> {
         .max()
 }
 
-struct Run {
+pub(super) struct Run {
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
     progress: Arc<watch::Sender<u64>>,
@@ -92,7 +92,7 @@ struct Run {
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn start_load(stack: &Stack, keys: &Arc<Vec<KeyInfo>>) -> Run {
+pub(super) async fn start_load(stack: &Stack, keys: &Arc<Vec<KeyInfo>>) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let progress = Arc::new(watch::Sender::new(0));
@@ -120,7 +120,7 @@ async fn start_load(stack: &Stack, keys: &Arc<Vec<KeyInfo>>) -> Run {
 
 impl Run {
     /// Waits until `more` signatures beyond those completed so far (the load is flowing).
-    async fn until_signed(&self, more: u64) {
+    pub(super) async fn until_signed(&self, more: u64) {
         let mut seen = self.progress.subscribe();
         let target = *seen.borrow() + more;
         tokio::time::timeout(Duration::from_secs(60), seen.wait_for(|n| *n >= target))
@@ -147,7 +147,7 @@ impl Run {
 
     /// Stops the workers: lets their calls finish, or (`abort`) drops them, for clients of a
     /// host that is gone (their retries would run out slowly).
-    async fn finish(self, abort: bool) -> Tally {
+    pub(super) async fn finish(self, abort: bool) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         for worker in self.workers {
             if abort {
@@ -172,7 +172,7 @@ fn first_after(tally: &Tally, from: Instant) -> Option<Duration> {
 }
 
 /// Eight keys in the stack's keyring.
-async fn keys(stack: &Stack) -> Arc<Vec<KeyInfo>> {
+pub(super) async fn keys(stack: &Stack) -> Arc<Vec<KeyInfo>> {
     let admin = stack.client().await;
     let mut keys = Vec::new();
     for i in 0..8 {
@@ -187,7 +187,7 @@ async fn keys(stack: &Stack) -> Arc<Vec<KeyInfo>> {
 }
 
 /// Every acknowledged key is there, with its public key.
-async fn all_present(stack: &Stack, keys: &[KeyInfo]) {
+pub(super) async fn all_present(stack: &Stack, keys: &[KeyInfo]) {
     let fresh = stack.client().await;
     for key in keys {
         assert_eq!(&fresh.public_key(&key.key_id).await.unwrap(), key);
