@@ -3,6 +3,11 @@
 //! (`ReadAudit`). Successes are appended where the request is committed (`Authorized::commit`),
 //! refusals where the call answers. Formats in `SPEC.md`, "Audit trail".
 //!
+//! An entry is fixed (encoded, and chained by its hash) when it is appended; it is signed when
+//! the host collects it, outside the chain's lock. Ed25519 signatures are deterministic, so the
+//! signature is the same whenever it is made; signing at collection keeps one signature a
+//! decision (≈ 20 µs) off the request's path and out of the lock every request takes.
+//!
 //! While the entries awaiting the host fill the buffer, operations that would succeed are
 //! refused (nothing is signed unaudited); refusals are then only counted, and the count is
 //! carried by the next entry.
@@ -60,7 +65,8 @@ impl<'a> Note<'a> {
 struct Chain {
     next_sequence: u64,
     head: [u8; 32],
-    pending: VecDeque<(u64, pb::SignedAuditEntry)>,
+    /// Encoded entries awaiting the host, by sequence.
+    pending: VecDeque<(u64, Vec<u8>)>,
     unrecorded_refusals: u64,
 }
 
@@ -171,25 +177,31 @@ impl AuditLog {
         entry.unrecorded_refusals = std::mem::take(&mut chain.unrecorded_refusals);
         let encoded = entry.encode_to_vec();
         chain.head = audit_entry_hash(&encoded);
-        let signed = self.identity.audit_entry(encoded);
-        chain.pending.push_back((entry.sequence, signed));
+        chain.pending.push_back((entry.sequence, encoded));
         chain.next_sequence += 1;
     }
 
-    /// Frees the entries up to `after` (the host has stored them) and returns those after it.
+    /// Frees the entries up to `after` (the host has stored them) and returns those after it,
+    /// signed (signing runs after the lock is released: up to [`READ_LIMIT`] signatures).
     pub(crate) fn read(&self, after: Option<u64>, limit: usize) -> Vec<pb::SignedAuditEntry> {
-        let mut chain = self.chain();
-        if let Some(after) = after {
-            while chain.pending.front().is_some_and(|(seq, _)| *seq <= after) {
-                chain.pending.pop_front();
+        let entries: Vec<Vec<u8>> = {
+            let mut chain = self.chain();
+            if let Some(after) = after {
+                while chain.pending.front().is_some_and(|(seq, _)| *seq <= after) {
+                    chain.pending.pop_front();
+                }
             }
-        }
-        chain
-            .pending
-            .iter()
-            .filter(|(seq, _)| after.is_none_or(|after| *seq > after))
-            .take(limit.clamp(1, READ_LIMIT))
-            .map(|(_, signed)| signed.clone())
+            chain
+                .pending
+                .iter()
+                .filter(|(seq, _)| after.is_none_or(|after| *seq > after))
+                .take(limit.clamp(1, READ_LIMIT))
+                .map(|(_, encoded)| encoded.clone())
+                .collect()
+        };
+        entries
+            .into_iter()
+            .map(|encoded| self.identity.audit_entry(encoded))
             .collect()
     }
 }

@@ -258,7 +258,12 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
     ) -> Result<Response<pb::ReadAuditResponse>, Status> {
         let request = request.into_inner();
         let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
-        let entries = self.shared.audit.read(request.after_sequence, limit);
+        // Signs up to READ_LIMIT entries: on the blocking pool, off the async workers.
+        let shared = Arc::clone(&self.shared);
+        let entries =
+            tokio::task::spawn_blocking(move || shared.audit.read(request.after_sequence, limit))
+                .await
+                .map_err(|_| Status::internal("internal error"))?;
         Ok(Response::new(pb::ReadAuditResponse { entries }))
     }
 

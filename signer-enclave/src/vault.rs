@@ -722,11 +722,12 @@ impl<B: Backend> Vault<B> {
         let loaded = keys.get(key_id).ok_or(Error::KeyNotFound)?;
         let policy = read(&self.policies).get(loaded.policy);
         let derived = self.at_path(key_id, loaded, &policy, path)?;
-        let committed = authorize(&policy)?.commit();
+        // Checked before the proof is spent: a key that fails its check spends no nonce.
         let key = match &derived {
             Some(derived) => derived,
             None => self.key_of(loaded)?,
         };
+        let committed = authorize(&policy)?.commit();
         Ok((sign(key), committed))
     }
 

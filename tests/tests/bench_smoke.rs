@@ -104,6 +104,15 @@ fn fleet_over_postgresql() {
 
 #[test]
 fn soak() {
-    let args = ["--seconds", "4", "--rate", "100", "--sample-ms", "500"];
+    let args = [
+        "--seconds",
+        "4",
+        "--rate",
+        "100",
+        "--sample-ms",
+        "500",
+        "--mixed-per-second",
+        "8",
+    ];
     run("soak", &args, "bounds held");
 }

@@ -4,6 +4,10 @@
 //! given (defaults: 16 MiB of RSS and 8 descriptors per process); the exit status says whether
 //! they held. Every signature is verified against the key's public key.
 //!
+//! `--mixed-per-second N` adds a worker of other operations, N a second in turn: create a key,
+//! change the policy of a key it created (the enclave re-seals, the host stores), sign a batch
+//! of 16, fetch a key's statement afresh. Their successes and failures are counted apart.
+//!
 //! Run: `bench/run-soak` (release binaries; defaults: 10 minutes at 500 signatures/s).
 
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bench::rss_bytes;
 use clap::Parser;
-use signer_client::KeyInfo;
+use signer_client::{KeyInfo, pb};
 
 /// Soak benchmark.
 #[derive(Debug, Parser)]
@@ -38,6 +42,10 @@ struct Cli {
     /// Largest growth in open file descriptors allowed per process after the warm-up.
     #[arg(long, default_value_t = 8)]
     max_fd_growth: u64,
+    /// Other operations a second (create, change a policy, batch of 16, fetch a statement, in
+    /// turn) from one more worker; 0 signs only.
+    #[arg(long, default_value_t = 0)]
+    mixed_per_second: u32,
 }
 
 #[derive(Default)]
@@ -45,6 +53,8 @@ struct Counts {
     signed: AtomicU64,
     wrong: AtomicU64,
     failed: AtomicU64,
+    mixed: AtomicU64,
+    mixed_failed: AtomicU64,
 }
 
 struct Sample {
@@ -91,6 +101,76 @@ async fn worker(
                 counts.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// The other operations, in turn, until `until`.
+async fn mixed(
+    client: signer_client::Client,
+    keyring: String,
+    admin: pb::ApiKey,
+    keys: Arc<Vec<KeyInfo>>,
+    period: Duration,
+    until: Instant,
+    counts: Arc<Counts>,
+) {
+    let policy = |limit: u32| pb::Policy {
+        approvers: vec![admin.clone()],
+        threshold: 1,
+        schemes: vec![pb::SignatureScheme::EcdsaSecp256k1.into()],
+        admins: vec![admin.clone()],
+        admin_threshold: 1,
+        max_signatures_per_minute: limit,
+        ..Default::default()
+    };
+    let mut created: Vec<String> = Vec::new();
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0usize;
+    while Instant::now() < until {
+        ticks.tick().await;
+        n += 1;
+        let ok = match n % 4 {
+            0 => match client
+                .create_key_with(&keyring, &format!("mixed {n}"), policy(0))
+                .await
+            {
+                Ok(key) => {
+                    created.push(key.key_id);
+                    true
+                }
+                Err(_) => false,
+            },
+            1 => match created.last() {
+                Some(id) => {
+                    let limit = 1_000 + u32::try_from(n).unwrap_or(0);
+                    client.update_policy(id, policy(limit)).await.is_ok()
+                }
+                None => true,
+            },
+            2 => {
+                let digests: Vec<[u8; 32]> = (0..16u8)
+                    .map(|i| {
+                        let mut digest = [i; 32];
+                        digest[16..24]
+                            .copy_from_slice(&u64::try_from(n).unwrap_or(0).to_be_bytes());
+                        digest
+                    })
+                    .collect();
+                let key = &keys[n % keys.len()];
+                client.sign_digests(&key.key_id, &digests).await.is_ok()
+            }
+            _ => {
+                let key = &keys[n % keys.len()];
+                client.fresh_public_key(&key.key_id).await.is_ok()
+            }
+        };
+        let counter = if ok {
+            &counts.mixed
+        } else {
+            &counts.mixed_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -145,6 +225,17 @@ async fn main() -> std::process::ExitCode {
         signed: counts.signed.load(Ordering::Relaxed),
         failed: counts.failed.load(Ordering::Relaxed),
     };
+    if cli.mixed_per_second > 0 {
+        workers.spawn(mixed(
+            stack.client().await,
+            stack.keyring(),
+            stack.admin_key().public(),
+            Arc::clone(&keys),
+            Duration::from_secs_f64(1.0 / f64::from(cli.mixed_per_second)),
+            until,
+            Arc::clone(&counts),
+        ));
+    }
     let mut samples = vec![sample(Duration::ZERO)];
     let mut ticks = tokio::time::interval(Duration::from_millis(cli.sample_ms.max(100)));
     ticks.tick().await;
@@ -156,8 +247,8 @@ async fn main() -> std::process::ExitCode {
     samples.push(sample(start.elapsed()));
 
     println!(
-        "soak: {} s at {} signatures/s asked for, {} workers, {} keys, k256",
-        cli.seconds, cli.rate, cli.concurrency, cli.keys
+        "soak: {} s at {} signatures/s asked for, {} workers, {} keys, {} other operations/s, k256",
+        cli.seconds, cli.rate, cli.concurrency, cli.keys, cli.mixed_per_second
     );
     println!();
     println!("| t s | signed | failed | host RSS MiB | host fds | enclave RSS MiB | enclave fds |");
@@ -202,10 +293,18 @@ async fn main() -> std::process::ExitCode {
     );
     let bound = cli.max_rss_growth_mib * 1024 * 1024;
     let held = wrong == 0
+        && counts.mixed_failed.load(Ordering::Relaxed) == 0
         && host_rss <= bound
         && enclave_rss <= bound
         && host_fds <= cli.max_fd_growth
         && enclave_fds <= cli.max_fd_growth;
+    if cli.mixed_per_second > 0 {
+        println!(
+            "other operations: {} done, {} failed",
+            counts.mixed.load(Ordering::Relaxed),
+            counts.mixed_failed.load(Ordering::Relaxed)
+        );
+    }
     println!("bounds {}", if held { "held" } else { "EXCEEDED" });
     if held {
         std::process::ExitCode::SUCCESS
