@@ -5,7 +5,7 @@ use prost::Message as _;
 use signer_proto::pb;
 
 use crate::Error;
-use crate::stamp::{ApiKeyId, Approvals};
+use crate::stamp::{ApiKeyId, Approvals, Verifier};
 
 pub mod bitcoin;
 pub mod ethereum;
@@ -22,6 +22,8 @@ pub const MAX_MEMBERS: usize = signer_proto::MAX_STAMPS;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quorum {
     members: Vec<ApiKeyId>,
+    /// `members[i]`'s key, parsed once.
+    verifiers: Vec<Verifier>,
     threshold: usize,
 }
 
@@ -41,12 +43,14 @@ impl Quorum {
             return Err(Error::InvalidArgument(what));
         }
         let mut parsed = Vec::with_capacity(members.len());
+        let mut verifiers = Vec::with_capacity(members.len());
         for key in members {
-            let (id, _) = ApiKeyId::parse(key.scheme, &key.public_key)?;
+            let (id, verifier) = ApiKeyId::parse(key.scheme, &key.public_key)?;
             if parsed.contains(&id) {
                 return Err(Error::InvalidArgument(what));
             }
             parsed.push(id);
+            verifiers.push(verifier);
         }
         let threshold = usize::try_from(threshold).map_err(|_| Error::InvalidArgument(what))?;
         let valid = if parsed.is_empty() {
@@ -59,6 +63,7 @@ impl Quorum {
         }
         Ok(Self {
             members: parsed,
+            verifiers,
             threshold,
         })
     }
@@ -74,6 +79,12 @@ impl Quorum {
         self.members.contains(key)
     }
 
+    /// A member's parsed key, for verifying its stamp; `None` for a non-member.
+    pub fn verifier(&self, key: &ApiKeyId) -> Option<&Verifier> {
+        let at = self.members.iter().position(|member| member == key)?;
+        self.verifiers.get(at)
+    }
+
     /// The members, in the order given.
     pub fn members(&self) -> &[ApiKeyId] {
         &self.members
@@ -84,6 +95,7 @@ impl Quorum {
         let threshold = usize::try_from(threshold).ok()?;
         (1..=self.members.len()).contains(&threshold).then(|| Self {
             members: self.members.clone(),
+            verifiers: self.verifiers.clone(),
             threshold,
         })
     }
@@ -97,6 +109,7 @@ impl Quorum {
     pub fn everyone(&self) -> Self {
         Self {
             members: self.members.clone(),
+            verifiers: self.verifiers.clone(),
             threshold: self.members.len(),
         }
     }

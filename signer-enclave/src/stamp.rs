@@ -78,8 +78,9 @@ impl ApiKeyId {
     }
 }
 
-/// A parsed API public key, ready to verify.
-#[derive(Debug)]
+/// A parsed API public key, ready to verify. Policies keep their members' keys parsed, so a
+/// stamp's verification does not decompress its key again.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verifier {
     /// P-256.
     P256(p256::ecdsa::VerifyingKey),
@@ -151,8 +152,9 @@ impl ApiKeyId {
 }
 
 /// Verifies the stamps over `message` (the stamp message: domain, deployment id and body) of
-/// every API key for which `relevant` holds; stamps by other keys count for nothing and are
-/// ignored without being verified, so a stranger's stamps cost the enclave nothing. Every
+/// every API key for which `relevant` gives a (parsed) verifier; stamps by other keys count for
+/// nothing and are ignored without being verified, so a stranger's stamps cost the enclave
+/// nothing. Every
 /// relevant stamp must verify: a relay that edits or mangles one gets the request refused. The
 /// same key stamping twice counts once.
 ///
@@ -162,10 +164,10 @@ impl ApiKeyId {
 /// # Errors
 /// [`Error::Unauthenticated`] when there are no stamps or a relevant stamp fails;
 /// [`Error::InvalidArgument`] for a stamp key that is not in canonical form.
-pub fn verify_relevant(
+pub fn verify_relevant<'v>(
     message: impl FnOnce() -> Vec<u8>,
     stamps: &[pb::Stamp],
-    relevant: impl Fn(&ApiKeyId) -> bool,
+    relevant: impl Fn(&ApiKeyId) -> Option<&'v Verifier>,
 ) -> Result<Approvals, Error> {
     if stamps.is_empty() {
         return Err(Error::Unauthenticated("no stamps"));
@@ -173,8 +175,8 @@ pub fn verify_relevant(
     let mut candidates = Vec::with_capacity(stamps.len());
     for stamp in stamps {
         let id = ApiKeyId::from_stamp(stamp.scheme, &stamp.public_key)?;
-        if relevant(&id) {
-            candidates.push((id, stamp));
+        if let Some(verifier) = relevant(&id) {
+            candidates.push((id, verifier, stamp));
         }
     }
     let mut approvals = BTreeSet::new();
@@ -183,14 +185,9 @@ pub fn verify_relevant(
     }
     let message = message();
     let mut all_valid = true;
-    for (id, stamp) in candidates {
-        match ApiKeyId::parse(stamp.scheme, &stamp.public_key) {
-            Ok((_, verifier)) => {
-                all_valid &= verifier.verify(&message, &stamp.signature);
-                approvals.insert(id);
-            }
-            Err(_) => all_valid = false,
-        }
+    for (id, verifier, stamp) in candidates {
+        all_valid &= verifier.verify(&message, &stamp.signature);
+        approvals.insert(id);
     }
     if all_valid {
         Ok(Approvals(approvals))

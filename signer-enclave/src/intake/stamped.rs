@@ -54,7 +54,7 @@ impl Received<'_> {
         let approvals = stamp::verify_relevant(
             || signer_proto::canonical::stamp_message(deployment_id, body),
             self.stamps,
-            |id| relevant.iter().any(|q| q.has_member(id)),
+            |id| relevant.iter().find_map(|q| q.verifier(id)),
         )?;
         Ok(Authenticated::new(
             approvals,
