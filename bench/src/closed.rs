@@ -76,6 +76,37 @@ where
     (all, start.elapsed(), per_task * concurrency)
 }
 
+/// Measures every row in `rounds` interleaved rounds (each: `load(row, warmup)` unmeasured,
+/// then `load(row, measured)` with the enclave's CPU read around it) and returns each row's
+/// median-throughput round, in the rows' order.
+pub async fn interleaved<R, F, Fut>(
+    rows: &[R],
+    rounds: usize,
+    enclave: u32,
+    (warmup, measured): (usize, usize),
+    mut load: F,
+) -> Vec<Run>
+where
+    F: FnMut(&R, usize) -> Fut,
+    Fut: Future<Output = (Histogram<u64>, Duration, usize)>,
+{
+    let mut all: Vec<Vec<Run>> = rows.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds.max(1) {
+        for (slot, row) in rows.iter().enumerate() {
+            load(row, warmup).await;
+            let cpu = crate::cpu_seconds(enclave);
+            let (latency, elapsed, requests) = load(row, measured).await;
+            all[slot].push(Run {
+                latency,
+                elapsed,
+                requests,
+                enclave_cpu: crate::cpu_seconds(enclave) - cpu,
+            });
+        }
+    }
+    all.into_iter().map(median).collect()
+}
+
 /// The round with the median throughput.
 ///
 /// # Panics

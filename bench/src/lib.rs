@@ -11,7 +11,7 @@ use std::time::Duration;
 use signer_client::Address;
 
 mod closed;
-pub use closed::{Run, closed_loop, median};
+pub use closed::{Run, closed_loop, interleaved, median};
 
 /// A child process killed on drop.
 #[derive(Debug)]

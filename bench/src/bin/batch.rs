@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use bench::{Run, closed_loop, cpu_seconds, median};
+use bench::{Run, closed_loop, interleaved};
 use clap::Parser;
 use signer_client::Client;
 
@@ -95,22 +95,14 @@ async fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &cli.concurrency {
-        let mut rounds: Vec<Vec<Run>> = rows.iter().map(|_| Vec::new()).collect();
-        for _ in 0..cli.rounds.max(1) {
-            for (slot, &batch) in rows.iter().enumerate() {
-                load(&client, &key, batch, c, cli.warmup).await;
-                let cpu = cpu_seconds(enclave);
-                let (latency, elapsed, requests) =
-                    load(&client, &key, batch, c, cli.signatures).await;
-                rounds[slot].push(Run {
-                    latency,
-                    elapsed,
-                    requests,
-                    enclave_cpu: cpu_seconds(enclave) - cpu,
-                });
-            }
-        }
-        let medians: Vec<Run> = rounds.into_iter().map(median).collect();
+        let medians = interleaved(
+            &rows,
+            cli.rounds,
+            enclave,
+            (cli.warmup, cli.signatures),
+            |&batch, signatures| load(&client, &key, batch, c, signatures),
+        )
+        .await;
         let per_request = |batch: usize| f64::from(u32::try_from(batch.max(1)).unwrap_or(1));
         let signatures = |batch: usize, run: &Run| run.throughput() * per_request(batch);
         let base = signatures(0, &medians[0]);

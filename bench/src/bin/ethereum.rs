@@ -8,7 +8,7 @@
 
 use alloy_consensus::{SignableTransaction as _, TxEip1559};
 use alloy_primitives::{Address, TxKind, U256};
-use bench::{Run, closed_loop, cpu_seconds, median};
+use bench::{closed_loop, interleaved};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use signer_client::{Client, pb};
@@ -163,21 +163,14 @@ async fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &cli.concurrency {
-        let mut rounds: Vec<Vec<Run>> = calls.iter().map(|_| Vec::new()).collect();
-        for _ in 0..cli.rounds.max(1) {
-            for (slot, &(call, key)) in calls.iter().enumerate() {
-                load(&client, call, key, c, cli.warmup).await;
-                let cpu = cpu_seconds(enclave);
-                let (latency, elapsed, requests) = load(&client, call, key, c, cli.requests).await;
-                rounds[slot].push(Run {
-                    latency,
-                    elapsed,
-                    requests,
-                    enclave_cpu: cpu_seconds(enclave) - cpu,
-                });
-            }
-        }
-        let medians: Vec<Run> = rounds.into_iter().map(median).collect();
+        let medians = interleaved(
+            &calls,
+            cli.rounds,
+            enclave,
+            (cli.warmup, cli.requests),
+            |&(call, key), requests| load(&client, call, key, c, requests),
+        )
+        .await;
         let base = &medians[0];
         for ((call, _), run) in calls.iter().zip(&medians) {
             println!(

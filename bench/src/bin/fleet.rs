@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench::closed_loop;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use signer_client::{ClientConfig, Fleet};
@@ -50,44 +51,31 @@ impl Run {
     }
 }
 
-fn digest(task: usize, i: usize) -> [u8; 32] {
+fn digest(sequence: usize) -> [u8; 32] {
     let mut d = [0xa5; 32];
-    d[..8].copy_from_slice(&u64::try_from(task).unwrap_or(0).to_be_bytes());
-    d[8..16].copy_from_slice(&u64::try_from(i).unwrap_or(0).to_be_bytes());
+    d[..8].copy_from_slice(&u64::try_from(sequence).unwrap_or(0).to_be_bytes());
     d
 }
 
 async fn load(fleet: &Arc<Fleet>, key_id: &str, concurrency: usize, requests: usize) -> Run {
-    let per_task = requests.div_ceil(concurrency);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..concurrency {
-        let (fleet, key_id) = (Arc::clone(fleet), key_id.to_owned());
-        tasks.spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("3 significant figures qed");
-            for i in 0..per_task {
-                let t = Instant::now();
-                fleet
-                    .sign(|client| {
-                        let key_id = key_id.clone();
-                        async move { client.sign_digest(&key_id, digest(task, i)).await }
-                    })
-                    .await
-                    .expect("sign");
-                hist.record(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
-                    .expect("in range");
-            }
-            hist
-        });
-    }
-    let mut all = Histogram::<u64>::new(3).expect("3 significant figures qed");
-    while let Some(hist) = tasks.join_next().await {
-        all.add(hist.expect("task")).expect("same bounds");
-    }
+    let (fleet, key_id) = (Arc::clone(fleet), Arc::<str>::from(key_id));
+    let (latency, elapsed, requests) = closed_loop(concurrency, requests, move |sequence| {
+        let (fleet, key_id) = (Arc::clone(&fleet), Arc::clone(&key_id));
+        async move {
+            fleet
+                .sign(|client| {
+                    let key_id = Arc::clone(&key_id);
+                    async move { client.sign_digest(&key_id, digest(sequence)).await }
+                })
+                .await
+                .expect("sign");
+        }
+    })
+    .await;
     Run {
-        latency: all,
-        elapsed: start.elapsed(),
-        requests: per_task * concurrency,
+        latency,
+        elapsed,
+        requests,
     }
 }
 
