@@ -40,6 +40,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Maximum number of stamps on one request.
 pub const MAX_STAMPS: usize = 16;
 
+/// Most payloads one `SignBatch` signs.
+pub const MAX_BATCH: usize = 256;
+
 /// The gRPC metadata key of a call's request id: a client may send one, the host makes one
 /// otherwise, answers with it, and passes it to the enclave, so one call's log lines in both
 /// processes can be found together.

@@ -12,7 +12,7 @@ use crate::Error;
 use crate::verify::{self, EcdsaSignature, KeyInfo, SchnorrSignature};
 
 /// Most payloads one batch holds (the enclave refuses more).
-pub const MAX_BATCH: usize = 256;
+pub use signer_proto::MAX_BATCH;
 
 impl Client {
     /// ECDSA over each 32-byte digest, in order, with one request. All or nothing: the enclave

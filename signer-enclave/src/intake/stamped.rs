@@ -156,10 +156,7 @@ pub(crate) fn sign_op(operation: Operation) -> Result<SignOp, Error> {
     Ok(SignOp { key_id, path, kind })
 }
 
-/// Most payloads one `SignBatch` signs.
-pub(crate) const MAX_BATCH: usize = 256;
-
-/// A validated batch: one key, one scheme, 1 to [`MAX_BATCH`] payloads.
+/// A validated batch: one key, one scheme, 1 to [`signer_proto::MAX_BATCH`] payloads.
 #[derive(Debug)]
 pub(crate) struct SignBatchOp {
     /// The key to sign with.
@@ -183,7 +180,7 @@ pub(crate) fn sign_batch_op(operation: Operation) -> Result<SignBatchOp, Error> 
     let key_id = KeyId::parse(&body.key_id)?;
     let path = HdPath::from_indices(&body.path)?;
     let scheme = scheme(body.scheme)?;
-    if body.payloads.is_empty() || body.payloads.len() > MAX_BATCH {
+    if body.payloads.is_empty() || body.payloads.len() > signer_proto::MAX_BATCH {
         return Err(Error::InvalidArgument("a batch holds 1 to 256 payloads"));
     }
     let items = body
