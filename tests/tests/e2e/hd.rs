@@ -93,6 +93,23 @@ async fn account_xpub_derives_the_keys_the_enclave_signs_with() {
             .unwrap();
     }
 
+    // A batch at a derived path: each signature is the one a single signature there gives
+    // (RFC 6979), and a path outside the subtree is refused for the batch as for one.
+    let path = join(&account, &[0, 9]);
+    let digests = [[1u8; 32], [2; 32], [3; 32]];
+    let batch = client.sign_digests_at(&id, &path, &digests).await.unwrap();
+    for (digest, signature) in digests.iter().zip(&batch) {
+        assert_eq!(
+            &client.sign_digest_at(&id, &path, *digest).await.unwrap(),
+            signature
+        );
+    }
+    let sibling = parse_path("m/84'/0'/1'/0/0").unwrap();
+    assert_eq!(
+        status_of(client.sign_digests_at(&id, &sibling, &digests).await),
+        Code::PermissionDenied
+    );
+
     // Outside the subtree (a sibling account, the subtree's parent, another purpose): no
     // signature and no public key. The root itself does not sign.
     for outside in ["m/84'/0'/1'/0/0", "m/84'/0'", "m/44'/0'/0'/0/0"] {
