@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench::{cpu_seconds, spawn_announcing, wait_serving};
+use bench::{closed_loop, cpu_seconds, spawn_announcing, wait_serving};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use signer_client::{Client, ClientConfig, RetryPolicy};
@@ -80,30 +81,21 @@ fn digest(task: usize, i: usize) -> [u8; 32] {
 }
 
 async fn unary(target: &Target, concurrency: usize, requests: usize) -> (Histogram<u64>, Duration) {
-    let per_task = requests.div_ceil(concurrency);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..concurrency {
-        let (client, key_id) = (target.client.clone(), target.key_id.clone());
-        tasks.spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("3 significant figures qed");
-            for i in 0..per_task {
-                let t = Instant::now();
-                client
-                    .sign_digest(&key_id, digest(task, i))
-                    .await
-                    .expect("sign");
-                hist.record(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
-                    .expect("in range");
-            }
-            hist
-        });
-    }
-    let mut all = Histogram::<u64>::new(3).expect("3 significant figures qed");
-    while let Some(hist) = tasks.join_next().await {
-        all.add(hist.expect("task")).expect("same bounds");
-    }
-    (all, start.elapsed())
+    let (client, key_id) = (
+        target.client.clone(),
+        Arc::<str>::from(target.key_id.as_str()),
+    );
+    let (latency, elapsed, _) = closed_loop(concurrency, requests, move |sequence| {
+        let (client, key_id) = (client.clone(), Arc::clone(&key_id));
+        async move {
+            client
+                .sign_digest(&key_id, digest(0, sequence))
+                .await
+                .expect("sign");
+        }
+    })
+    .await;
+    (latency, elapsed)
 }
 
 async fn stream(target: &Target, window: usize, requests: usize) -> (Histogram<u64>, Duration) {
@@ -187,7 +179,7 @@ async fn client(
         max_attempts: 1,
         ..RetryPolicy::default()
     };
-    config.stamper = Some(std::sync::Arc::new(stamper));
+    config.stamper = Some(Arc::new(stamper));
     Client::connect(config).await.expect("address qed")
 }
 
