@@ -45,8 +45,10 @@ impl CheckFailed {
 /// A loaded key, checked on first use.
 pub(crate) struct CheckedKey<B: Backend> {
     /// Set once, by [`CheckedKey::get`] after the check, or at construction for a key this
-    /// enclave derived itself.
-    key: OnceLock<B::Key>,
+    /// enclave derived itself. Boxed: the vault's key table moves its entries when it grows and
+    /// frees the old table unwiped, which would leave copies of inline secrets behind; a boxed
+    /// key is never moved, and is wiped where it lives when it is dropped.
+    key: OnceLock<Box<B::Key>>,
     /// The secret and claimed public key until the check; cleared (and wiped) by it.
     pending: Mutex<Option<Box<Pending>>>,
 }
@@ -55,7 +57,7 @@ impl<B: Backend> CheckedKey<B> {
     /// A key whose public key comes from the key itself (made or imported here).
     pub(crate) fn derived(key: B::Key) -> Self {
         Self {
-            key: OnceLock::from(key),
+            key: OnceLock::from(Box::new(key)),
             pending: Mutex::new(None),
         }
     }
@@ -79,24 +81,24 @@ impl<B: Backend> CheckedKey<B> {
     /// [`CheckFailed`], now and on every later call.
     pub(crate) fn get(&self, checked: &AtomicUsize) -> Result<&B::Key, CheckFailed> {
         if let Some(key) = self.key.get() {
-            return Ok(key);
+            return Ok(&**key);
         }
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         // Another thread may have checked it while this one waited.
         if let Some(key) = self.key.get() {
-            return Ok(key);
+            return Ok(&**key);
         }
         // Kept after a failed check, so every later use fails as well.
         let Some(claim) = pending.as_deref() else {
             return Err(CheckFailed::Mismatch);
         };
-        let key = B::load(&claim.secret).map_err(|_| CheckFailed::InvalidScalar)?;
+        let key = Box::new(B::load(&claim.secret).map_err(|_| CheckFailed::InvalidScalar)?);
         if !bool::from(B::public_key_compressed(&key).ct_eq(&claim.public_key)) {
             return Err(CheckFailed::Mismatch);
         }
         *pending = None;
         checked.fetch_add(1, Ordering::Relaxed);
-        Ok(self.key.get_or_init(|| key))
+        Ok(&**self.key.get_or_init(|| key))
     }
 }
 
@@ -153,5 +155,25 @@ mod tests {
             }
         });
         assert_eq!(count.load(Ordering::Relaxed), 1);
+    }
+
+    /// The vault's key table moves its entries when it grows; the key itself must stay put, so
+    /// that no copy of it is left in a freed table.
+    #[test]
+    fn a_key_stays_where_it_is_while_its_table_grows() {
+        let count = AtomicUsize::new(0);
+        let mut table = std::collections::HashMap::new();
+        let secret = WalletSecret::random().unwrap();
+        let public = K256::public_key_compressed(&K256::load(&secret).unwrap());
+        table.insert(0_u32, CheckedKey::<K256>::unchecked(secret, public));
+        let at = std::ptr::from_ref(table[&0].get(&count).unwrap());
+        let capacity = table.capacity();
+        let mut n = 1;
+        while table.capacity() == capacity {
+            let key = K256::load(&WalletSecret::random().unwrap()).unwrap();
+            table.insert(n, CheckedKey::derived(key));
+            n += 1;
+        }
+        assert!(std::ptr::eq(at, table[&0].get(&count).unwrap()));
     }
 }

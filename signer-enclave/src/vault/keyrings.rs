@@ -17,7 +17,9 @@ use crate::secret::KeyringKey;
 
 /// An open keyring: its key and its admin set.
 pub(super) struct OpenKeyring {
-    pub(super) key: KeyringKey,
+    /// Boxed: the keyring table moves its entries when it grows and frees the old table
+    /// unwiped; a boxed key stays where it is and is wiped where it was made.
+    pub(super) key: Box<KeyringKey>,
     pub(super) admins: Arc<KeyringAdmins>,
     admins_hash: [u8; 32],
 }
@@ -67,7 +69,7 @@ impl<B: Backend> Vault<B> {
         keyrings.insert(
             id,
             OpenKeyring {
-                key,
+                key: Box::new(key),
                 admins: Arc::new(admins),
                 admins_hash,
             },
