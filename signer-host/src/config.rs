@@ -125,6 +125,10 @@ pub struct EnclaveConfig {
     /// How often to probe the enclave's status, in milliseconds (a restart is noticed this fast).
     #[serde(default = "default_status_interval_ms")]
     pub status_interval_ms: u64,
+    /// A status probe unanswered this long (ms) marks the enclave hung: client calls are refused
+    /// at once with UNAVAILABLE until it answers again.
+    #[serde(default = "default_status_timeout_ms")]
+    pub status_timeout_ms: u64,
     /// Development only: start the enclave binary as a child process and restart it when it exits.
     pub dev: Option<DevEnclave>,
     /// Where the enclave's AWS credentials for KMS come from: `imds` (the instance role; the
@@ -299,6 +303,9 @@ fn default_imds() -> String {
 fn default_status_interval_ms() -> u64 {
     500
 }
+fn default_status_timeout_ms() -> u64 {
+    2_000
+}
 fn default_backend() -> String {
     "k256".to_owned()
 }
@@ -372,6 +379,7 @@ impl Config {
             ));
         }
         if config.enclave.status_interval_ms == 0
+            || config.enclave.status_timeout_ms == 0
             || config.limits.request_timeout_ms == 0
             || config.limits.concurrency_per_client == 0
             || config.limits.handshake_timeout_ms == 0
@@ -408,6 +416,7 @@ impl Config {
             enclave: EnclaveConfig {
                 address: Address::Unix(data_dir.join("enclave.sock")),
                 status_interval_ms: default_status_interval_ms(),
+                status_timeout_ms: default_status_timeout_ms(),
                 aws_credentials: if kms.is_some() {
                     CredentialSource::Environment
                 } else {
@@ -456,6 +465,7 @@ mod tests {
             }
         ));
         assert!(config.enclave.dev.is_none());
+        assert_eq!(config.enclave.status_timeout_ms, 2_000);
         assert_eq!(config.enclave.aws_credentials, CredentialSource::Imds);
         assert!(
             config
@@ -493,6 +503,14 @@ mod tests {
             Config::parse(&good.replace("tcp://127.0.0.1:1", "127.0.0.1:1")),
             Err(Error::Config(_))
         ));
+        let probe = |ms: u64| {
+            Config::parse(&good.replace(
+                "unix:///tmp/x\"\n",
+                &format!("unix:///tmp/x\"\nstatus_timeout_ms = {ms}\n"),
+            ))
+        };
+        assert_eq!(probe(30_000).unwrap().enclave.status_timeout_ms, 30_000);
+        assert!(matches!(probe(0), Err(Error::ConfigInvalid(_))));
         let vsock_dev = good.replace("unix:///tmp/x", "vsock://16:5000")
             + "[enclave.dev]\nbinary = \"e\"\nmaster_key_file = \"m\"\ndev_root_dir = \"d\"\n";
         assert!(matches!(

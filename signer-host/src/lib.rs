@@ -187,7 +187,10 @@ pub async fn run(
                 .map(config::AttestationSettings::expectation)
                 .transpose()?,
         },
-        Duration::from_millis(config.enclave.status_interval_ms),
+        loader::Probe {
+            interval: Duration::from_millis(config.enclave.status_interval_ms),
+            timeout: Duration::from_millis(config.enclave.status_timeout_ms),
+        },
         wake,
         credentials,
         stop_rx,

@@ -27,9 +27,16 @@ use crate::store::blocking;
 
 /// Longest wait between two failed loads.
 const MAX_LOAD_BACKOFF: Duration = Duration::from_secs(30);
-/// A status probe unanswered this long finds the enclave hung: not serving, and client calls
-/// refused at once (an enclave answers its status in microseconds).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How the loader probes the enclave's status.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    /// Between two probes (a restart is noticed this fast), and between loads.
+    pub interval: Duration,
+    /// A probe unanswered this long finds the enclave hung: not serving, and client calls
+    /// refused at once until it answers again (an enclave answers its status in microseconds;
+    /// the margin is for an enclave saturated with work, which is slow, not hung).
+    pub timeout: Duration,
+}
 
 /// Records sent to the enclave per store page.
 const LOAD_PAGE: usize = 2_000;
@@ -74,7 +81,7 @@ pub async fn watch_enclave(
     enclave: EnclaveServiceClient<Channel>,
     store: Arc<dyn KeyStore>,
     observers: Observers,
-    interval: Duration,
+    probe: Probe,
     wake: Arc<Notify>,
     credentials: Credentials,
     mut shutdown: watch::Receiver<bool>,
@@ -85,6 +92,7 @@ pub async fn watch_enclave(
         attestation,
         hung,
     } = observers;
+    let Probe { interval, timeout } = probe;
     if attestation.is_none() {
         tracing::warn!(
             "no [attestation] expectation: health does not check what the enclave attests to"
@@ -102,8 +110,7 @@ pub async fn watch_enclave(
     loop {
         let mut load_failed = false;
         let answer =
-            match tokio::time::timeout(PROBE_TIMEOUT, enclave.clone().status(pb::StatusRequest {}))
-                .await
+            match tokio::time::timeout(timeout, enclave.clone().status(pb::StatusRequest {})).await
             {
                 Ok(answer) => {
                     hung.store(false, Ordering::Relaxed);
