@@ -1,7 +1,12 @@
 //! Verifies an audit trail as the host stored it: each boot's signing key through the
 //! attestation document the host kept for it (pinned root, PCR allow-list, at the time it was
-//! signed), every entry's signature under its boot's key, and each boot's hash chain — so a
-//! deleted entry shows as a gap, a moved one as out of order, an edited one as a bad signature.
+//! signed), the signatures under its boot's key, and each boot's hash chain — so a deleted entry
+//! shows as a gap, a moved one as out of order, an edited one as a bad signature or a broken link.
+//!
+//! The enclave signs the last entry of each collection only: each entry names the hash of the
+//! one before it, so a signature vouches for every earlier entry of its boot as far back as the
+//! chain holds. Unsigned entries that no later signature reaches (the end of a boot, or before a
+//! break in the chain) are reported: the host could have written them.
 //!
 //! What the trail cannot show by itself: entries after the last one stored (a missing tail of
 //! the newest boot, or of a boot whose enclave died before the host collected them). The boot
@@ -10,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message as _;
 use signer_attestation::AttestationPolicy;
 use signer_proto::canonical::{AUDIT_ENTRY_DOMAIN, audit_entry_hash};
@@ -52,6 +57,9 @@ struct BootState {
     key: Option<VerifyingKey>,
     next: u64,
     head: Option<[u8; 32]>,
+    /// The first unsigned entry (position, sequence) since the last signed one: a later signed
+    /// entry vouches for it through the chain, if the chain holds up to it.
+    unvouched: Option<(u64, u64)>,
     summary: BootSummary,
 }
 
@@ -106,17 +114,19 @@ pub fn verify_trail(
                 key,
                 next: 0,
                 head: None,
+                unvouched: None,
                 summary: BootSummary {
                     boot_id: boot_hex.clone(),
                     ..BootSummary::default()
                 },
             }
         });
-        if let Some(key) = &state.key {
+        let is_signed = !signed.signature.is_empty();
+        if let Some(key) = state.key.as_ref().filter(|_| is_signed) {
             let mut message = AUDIT_ENTRY_DOMAIN.to_vec();
             message.extend_from_slice(&signed.entry);
             let verified = Signature::from_slice(&signed.signature)
-                .is_ok_and(|signature| key.verify(&message, &signature).is_ok());
+                .is_ok_and(|signature| key.verify_strict(&message, &signature).is_ok());
             if !verified {
                 report.problems.push(format!(
                     "position {position}: boot {boot_hex} sequence {}: signature does not verify (edited entry)",
@@ -126,6 +136,7 @@ pub fn verify_trail(
             }
         }
         let hash = audit_entry_hash(&signed.entry);
+        let mut chained = true;
         match entry.sequence.cmp(&state.next) {
             std::cmp::Ordering::Greater => report.problems.push(format!(
                 "position {position}: boot {boot_hex}: sequences {}..{} missing (deleted entries)",
@@ -139,6 +150,7 @@ pub fn verify_trail(
             )),
             std::cmp::Ordering::Equal => {}
         }
+        chained &= entry.sequence == state.next;
         if entry.sequence == 0 {
             if entry.action() != pb::AuditAction::Boot {
                 report.problems.push(format!(
@@ -153,10 +165,22 @@ pub fn verify_trail(
                 .head
                 .is_some_and(|head| head.as_slice() != entry.previous_hash)
         {
+            chained = false;
             report.problems.push(format!(
-                "position {position}: boot {boot_hex} sequence {}: does not chain to the entry before it",
+                "position {position}: boot {boot_hex} sequence {}: does not chain to the entry before it (one of the two was edited)",
                 entry.sequence
             ));
+        }
+        if !chained && let Some((from, sequence)) = state.unvouched.take() {
+            report.problems.push(format!(
+                "positions {from}..{}: boot {boot_hex} sequences {sequence}..: no signature vouches for them (the chain breaks after them)",
+                position.saturating_sub(1)
+            ));
+        }
+        if is_signed {
+            state.unvouched = None;
+        } else {
+            state.unvouched.get_or_insert((position, entry.sequence));
         }
         if entry.sequence >= state.next {
             state.next = entry.sequence + 1;
@@ -180,6 +204,14 @@ pub fn verify_trail(
             None => report.problems.push(format!(
                 "boot {boot_hex}: links to an entry the trail does not hold (an earlier boot's entries were removed)"
             )),
+        }
+    }
+    for boot in &order {
+        if let Some((from, sequence)) = states.get(boot).and_then(|state| state.unvouched) {
+            report.problems.push(format!(
+                "position {from}: boot {} sequences {sequence}..: no signature vouches for them (unsigned entries at the end of a boot: added or edited by the store)",
+                hex::encode(boot)
+            ));
         }
     }
     report.boots = order

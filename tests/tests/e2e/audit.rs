@@ -123,7 +123,7 @@ async fn decisions_are_signed_chained_and_tampering_is_reported() {
     stack.kill_enclave();
     stack.wait_serving().await;
     client.sign_digest(&key.key_id, [3; 32]).await.unwrap();
-    let (entries, _) = trail(&client, before_restart + 2).await;
+    trail(&client, before_restart + 2).await;
     let honest = report(&stack, &client).await;
     assert!(honest.intact(), "{honest:?}");
     assert_eq!(honest.boots.len(), 2);
@@ -136,14 +136,40 @@ async fn decisions_are_signed_chained_and_tampering_is_reported() {
     assert_eq!(cli["problems"], serde_json::json!([]));
     assert_eq!(cli["boots"].as_array().unwrap().len(), 2);
 
-    // An edited entry (one byte of the stored bytes): its signature no longer verifies.
-    flip_last_byte(&stack, 4);
+    // A burst of decisions: the host collects several at once, and the enclave signs only the
+    // last of each collection.
+    for n in 0..20 {
+        client.sign_digest(&key.key_id, [10 + n; 32]).await.unwrap();
+    }
+    let (entries, _) = trail(&client, before_restart + 22).await;
+    assert!(report(&stack, &client).await.intact());
+    let signed =
+        |stored: &pb::StoredAuditEntry| !stored.signed.as_ref().unwrap().signature.is_empty();
+    assert!(signed(entries.last().unwrap()), "a collection ends signed");
+    // An entry in the second boot with a successor: signed, and unsigned.
+    let second_boot = &decoded(&entries).last().unwrap().boot_id.clone();
+    let in_second: Vec<&pb::StoredAuditEntry> = entries
+        .iter()
+        .zip(decoded(&entries))
+        .filter(|(_, e)| &e.boot_id == second_boot)
+        .map(|(stored, _)| stored)
+        .collect();
+    let inner = &in_second[..in_second.len() - 1];
+    let signed_at = inner.iter().find(|s| signed(s)).unwrap().position;
+    let unsigned_at = inner
+        .iter()
+        .find(|s| !signed(s))
+        .expect("twenty decisions in one collection interval leave unsigned entries")
+        .position;
+
+    // An edited signed entry (one byte of the stored bytes): its signature no longer verifies.
+    flip_last_byte(&stack, signed_at);
     let found = report(&stack, &client).await;
     assert!(
         found
             .problems
             .iter()
-            .any(|p| p.contains("position 4") && p.contains("signature")),
+            .any(|p| p.contains(&format!("position {signed_at}:")) && p.contains("signature")),
         "{found:?}"
     );
     let failed = tokio::task::block_in_place(|| stack.cli(&["audit", "verify"])).unwrap_err();
@@ -151,7 +177,93 @@ async fn decisions_are_signed_chained_and_tampering_is_reported() {
         failed["error"].as_str().unwrap().contains("not intact"),
         "{failed}"
     );
-    flip_last_byte(&stack, 4);
+    flip_last_byte(&stack, signed_at);
+    assert!(report(&stack, &client).await.intact());
+
+    // An edited unsigned entry: the entry after it no longer chains to it, and no signature
+    // vouches for it any more.
+    flip_last_byte(&stack, unsigned_at);
+    let found = report(&stack, &client).await;
+    let next = unsigned_at + 1;
+    assert!(
+        found
+            .problems
+            .iter()
+            .any(|p| p.contains(&format!("position {next}:")) && p.contains("does not chain")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .problems
+            .iter()
+            .any(|p| p.contains("no signature vouches")),
+        "{found:?}"
+    );
+    flip_last_byte(&stack, unsigned_at);
+    assert!(report(&stack, &client).await.intact());
+
+    // The store adds an entry of its own after the newest one, chained correctly but unsigned
+    // (it cannot sign): reported, as is the newest entry's signature removed.
+    let newest = entries.last().unwrap();
+    let newest_entry = &decoded(&entries).last().unwrap().clone();
+    let forged = pb::AuditEntry {
+        boot_id: newest_entry.boot_id.clone(),
+        sequence: newest_entry.sequence + 1,
+        previous_hash: signer_proto::canonical::audit_entry_hash(
+            &newest.signed.as_ref().unwrap().entry,
+        )
+        .to_vec(),
+        time_ms: newest_entry.time_ms + 1,
+        action: pb::AuditAction::Sign.into(),
+        outcome: "ok".into(),
+        subject: key.key_id.clone(),
+        ..pb::AuditEntry::default()
+    };
+    let db = rusqlite::Connection::open(stack.database()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO audit_entries (boot_id, sequence, entry, signature) VALUES (?1, ?2, ?3, x'')",
+        rusqlite::params![
+            forged.boot_id,
+            i64::try_from(forged.sequence).unwrap(),
+            forged.encode_to_vec()
+        ],
+    )
+    .unwrap();
+    let found = report(&stack, &client).await;
+    assert!(
+        found
+            .problems
+            .iter()
+            .any(|p| p.contains("no signature vouches")),
+        "{found:?}"
+    );
+    db.execute(
+        "DELETE FROM audit_entries WHERE position > ?1",
+        [i64::try_from(newest.position).unwrap()],
+    )
+    .unwrap();
+    assert!(report(&stack, &client).await.intact());
+    let signature: Vec<u8> = newest.signed.as_ref().unwrap().signature.clone();
+    let position = i64::try_from(newest.position).unwrap();
+    db.execute(
+        "UPDATE audit_entries SET signature = x'' WHERE position = ?1",
+        [position],
+    )
+    .unwrap();
+    let found = report(&stack, &client).await;
+    assert!(
+        found
+            .problems
+            .iter()
+            .any(|p| p.contains("no signature vouches")),
+        "{found:?}"
+    );
+    db.execute(
+        "UPDATE audit_entries SET signature = ?1 WHERE position = ?2",
+        rusqlite::params![signature, position],
+    )
+    .unwrap();
     assert!(report(&stack, &client).await.intact());
 
     // Two entries swapped in the store: reported as out of order.
