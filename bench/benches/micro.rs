@@ -1,5 +1,6 @@
 //! Per-operation costs of both backends, sealing, HD derivation, libsecp256k1's context
-//! re-randomisation, and what the host's relay spends decoding and re-encoding a `Sign`.
+//! re-randomisation, the SDK's check of a signature, and what the host's relay spends decoding
+//! and re-encoding a `Sign`.
 //!
 //! Run: `cargo bench -p bench --bench micro`. Figures and machine in `bench/RESULTS.md`.
 #![expect(
@@ -8,6 +9,7 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use k256::elliptic_curve::sec1::ToSec1Point as _;
 use signer_enclave::backend::{Backend, Digest32, K256, Libsecp256k1};
 use signer_enclave::hd::{HARDENED, HdPath, HdSeed, XpubVersion};
 use signer_enclave::ids::{KeyId, KeyringId};
@@ -52,6 +54,46 @@ fn recovery(c: &mut Criterion) {
     // The crate re-randomises its global context after every signing call; this is that cost alone.
     c.bench_function("secp256k1/context_rerandomize", |b| {
         b.iter(|| secp256k1::rerandomize_global_context(black_box(&[5; 32])))
+    });
+}
+
+/// What a client pays to verify one `Sign` reply: the SDK's ECDSA check (parse, low-S, recovery
+/// with libsecp256k1, compare), against the same recovery with `k256` that it made before.
+fn sdk_verify(c: &mut Criterion) {
+    use k256::ecdsa::{RecoveryId, SigningKey, VerifyingKey};
+    use signer_client::pb;
+    let signing = SigningKey::from_slice(&[0x42; 32]).expect("valid scalar qed");
+    let digest = [7u8; 32];
+    let (signature, recovery_id) = signing.sign_prehash_recoverable(&digest);
+    let public = signing.verifying_key().as_affine();
+    let uncompressed: [u8; 65] = public
+        .to_sec1_point(false)
+        .as_bytes()
+        .try_into()
+        .expect("65 bytes qed");
+    let info = signer_client::KeyInfo::try_from(pb::KeyInfo {
+        key_id: "k-00000000000000000000000000000001".into(),
+        keyring_id: "kr-00000000000000000000000000000001".into(),
+        public_key_compressed: public.to_sec1_point(true).as_bytes().to_vec(),
+        public_key_uncompressed: uncompressed.to_vec(),
+        public_key_xonly: uncompressed[1..33].to_vec(),
+        ethereum_address: signer_client::verify::ethereum_address(&uncompressed),
+        policy_hash: signer_proto::canonical::policy_hash(&[]).to_vec(),
+        ..pb::KeyInfo::default()
+    })
+    .expect("consistent key qed");
+    let reply = pb::SignResponse {
+        key_id: info.key_id.clone(),
+        scheme: pb::SignatureScheme::EcdsaSecp256k1.into(),
+        signature: signature.to_bytes().to_vec(),
+        recovery_id: u32::from(recovery_id.to_byte()),
+    };
+    c.bench_function("sdk/verify_ecdsa (libsecp256k1 recovery)", |b| {
+        b.iter(|| signer_client::verify::verify_ecdsa(&info, black_box(&digest), &reply))
+    });
+    let id = RecoveryId::from_byte(recovery_id.to_byte()).expect("0..3 qed");
+    c.bench_function("sdk/k256 recover_from_prehash (before)", |b| {
+        b.iter(|| VerifyingKey::recover_from_prehash(black_box(&digest), &signature, id))
     });
 }
 
@@ -150,6 +192,7 @@ fn all(c: &mut Criterion) {
     backend::<K256>(c);
     backend::<Libsecp256k1>(c);
     recovery(c);
+    sdk_verify(c);
     sealing(c);
     hd(c);
     relay(c);

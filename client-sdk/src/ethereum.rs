@@ -106,7 +106,7 @@ pub fn verify_signature(
         return Err(bad("v disagrees with the y-parity"));
     }
     check_ecdsa(
-        key.verifying_key(),
+        &key.public_key_compressed,
         digest,
         &signature[..64],
         u8::from(y_parity),

@@ -125,9 +125,14 @@ fn wycheproof(doc: &str, normalize: bool) -> usize {
     let doc: Value = serde_json::from_str(doc).unwrap();
     let mut count = 0;
     for group in doc["testGroups"].as_array().unwrap() {
-        let key = VerifyingKey::from_sec1_bytes(
+        let key: [u8; 33] = VerifyingKey::from_sec1_bytes(
             &hex::decode(group["publicKey"]["uncompressed"].as_str().unwrap()).unwrap(),
         )
+        .unwrap()
+        .as_affine()
+        .to_sec1_point(true)
+        .as_bytes()
+        .try_into()
         .unwrap();
         for t in group["tests"].as_array().unwrap() {
             let digest: [u8; 32] = sha2_256(&hex::decode(t["msg"].as_str().unwrap()).unwrap());
