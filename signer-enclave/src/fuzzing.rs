@@ -85,14 +85,15 @@ pub fn psbt(data: &[u8]) {
 }
 
 /// KMS's `CiphertextForRecipient` (CMS EnvelopedData, BER), opened with a fixed RSA key (the
-/// recorded fixture's, so the recorded samples are valid seeds).
+/// recorded fixture's, so the recorded samples are valid seeds; a recipient opens once, so each
+/// input gets its own recipient around that key).
 pub fn ciphertext_for_recipient(data: &[u8], recipient_pkcs8_der: &[u8]) {
-    static RECIPIENT: OnceLock<Recipient> = OnceLock::new();
-    let recipient = RECIPIENT.get_or_init(|| {
+    static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
         use rsa::pkcs8::DecodePrivateKey as _;
-        let key = rsa::RsaPrivateKey::from_pkcs8_der(recipient_pkcs8_der)
-            .expect("the fuzz target passes a PKCS#8 RSA key qed");
-        Recipient::from_key(key).expect("an RSA key makes a recipient qed")
+        rsa::RsaPrivateKey::from_pkcs8_der(recipient_pkcs8_der)
+            .expect("the fuzz target passes a PKCS#8 RSA key qed")
     });
+    let recipient = Recipient::from_key(key.clone()).expect("an RSA key makes a recipient qed");
     let _ = recipient.open(data);
 }

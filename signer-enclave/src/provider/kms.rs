@@ -183,7 +183,7 @@ impl KmsProvider {
 
     /// Turns a KMS answer into the keyring key, failing closed on anything but the attested form.
     fn keyring_key(
-        recipient: &Recipient,
+        recipient: Recipient,
         plaintext: Option<&Blob>,
         for_recipient: Option<&Blob>,
     ) -> Result<KeyringKey, Error> {
@@ -281,7 +281,7 @@ impl KeyWrapper for KmsProvider {
             .map_err(|e| self.explain("GenerateDataKey", &e))?;
         self.check_key("GenerateDataKey", output.key_id())?;
         let key = Self::keyring_key(
-            &recipient,
+            recipient,
             output.plaintext(),
             output.ciphertext_for_recipient(),
         )?;
@@ -305,7 +305,7 @@ impl KeyWrapper for KmsProvider {
             .map_err(|e| self.explain("Decrypt", &e))?;
         self.check_key("Decrypt", output.key_id())?;
         Self::keyring_key(
-            &recipient,
+            recipient,
             output.plaintext(),
             output.ciphertext_for_recipient(),
         )

@@ -77,12 +77,16 @@ impl Recipient {
         &self.spki_der
     }
 
-    /// Opens a `CiphertextForRecipient` addressed to this key and returns the plaintext.
+    /// Opens a `CiphertextForRecipient` addressed to this key and returns the plaintext. Takes
+    /// the key: it decrypts once. The host relays KMS's answer and could replace it, so every
+    /// decryption is a chosen-ciphertext query it can time; one query per fresh key leaves
+    /// nothing to learn across queries — which is why RSA's decryption timing (RUSTSEC-2023-0071,
+    /// the Marvin attack: many timed queries against one key) is accepted in `deny.toml`.
     ///
     /// # Errors
     /// [`Error::Provider`] naming the first structural check that failed, or that decryption
     /// failed (one message for every cryptographic failure).
-    pub fn open(&self, ber: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    pub fn open(self, ber: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         if ber.len() > MAX_CIPHERTEXT_FOR_RECIPIENT {
             return Err(refused("CiphertextForRecipient too large"));
         }
@@ -192,13 +196,12 @@ mod tests {
 
     #[test]
     fn parses_the_aws_samples_and_refuses_them_as_addressed_elsewhere() {
-        let recipient = enclaver_recipient();
         for n in 1..=4 {
             let sample = fixture(&format!("rustcrypto_kms_ciphertext_for_recipient_{n}.ber"));
             // They parse all the way to the recipient check: KMS's BER, chunked content and all.
             assert!(
                 matches!(
-                    recipient.open(&sample),
+                    enclaver_recipient().open(&sample),
                     Err(Error::Provider(
                         "CiphertextForRecipient is addressed to another key"
                     ))
@@ -210,7 +213,6 @@ mod tests {
 
     #[test]
     fn refuses_a_tampered_key_and_garbage() {
-        let recipient = enclaver_recipient();
         let sample = fixture("enclaver_hello_world.ber");
         let info = ContentInfo::from_ber(&sample).unwrap();
         let enveloped = EnvelopedData::from_ber(&info.content.to_der().unwrap()).unwrap();
@@ -228,7 +230,7 @@ mod tests {
             tampered[i] ^= 0x01;
             assert!(
                 matches!(
-                    recipient.open(&tampered),
+                    enclaver_recipient().open(&tampered),
                     Err(Error::Provider("decryption failed"))
                 ),
                 "byte {i}"
@@ -238,11 +240,11 @@ mod tests {
         for i in 0..sample.len() {
             let mut tampered = sample.clone();
             tampered[i] ^= 0x80;
-            let _ = recipient.open(&tampered);
+            let _ = enclaver_recipient().open(&tampered);
         }
-        assert!(recipient.open(b"").is_err());
+        assert!(enclaver_recipient().open(b"").is_err());
         assert!(
-            recipient
+            enclaver_recipient()
                 .open(&vec![0u8; MAX_CIPHERTEXT_FOR_RECIPIENT + 1])
                 .is_err()
         );
