@@ -89,9 +89,11 @@ pub(super) fn sign_psbt<B: Backend>(
                     policy.version,
                 );
                 let authorized = auth.authorize(&[approvers], &shared.guard, now, note)?;
+                // One token per signature, as for batches: the limit counts signatures.
+                let count = u32::try_from(signed.1.len()).map_err(|_| Error::Internal)?;
                 shared
                     .limiter
-                    .take(&op.key_id, policy.max_per_minute, 1, now)?;
+                    .take(&op.key_id, policy.max_per_minute, count, now)?;
                 // Last: nothing after it refuses, so a total grows only for a signature made.
                 shared.ledger.spend(&op.key_id, &[spend], now)?;
                 Ok((signed, authorized))

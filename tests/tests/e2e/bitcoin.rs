@@ -245,6 +245,50 @@ async fn each_bitcoin_rule_refuses_what_breaks_it_and_passes_its_neighbour() {
     sign(spend(vec![change(1_999_000)])).await.unwrap();
 }
 
+/// The rate limit counts signatures: a PSBT takes one token per input it signs, all or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psbt_takes_a_rate_limit_token_per_input_signed() {
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let subtrees: Vec<_> = [Kind::P2wpkh, Kind::P2shP2wpkh, Kind::P2tr]
+        .into_iter()
+        .map(Kind::account)
+        .collect();
+    let policy = pb::Policy {
+        bitcoin: Some(rules()),
+        max_signatures_per_minute: 4,
+        ..policy::hd_root_for(&stack.admin_stamper(), &subtrees).unwrap()
+    };
+    let id = client
+        .create_hd_root(&stack.keyring(), "limited", policy)
+        .await
+        .unwrap()
+        .key_id;
+    let wallet = Wallet::open(&client, &id).await;
+    let alice = Foreign::new(ALICE).script();
+    let spending = |indices: std::ops::Range<u32>| {
+        let n = u64::from(indices.end - indices.start);
+        let inputs = indices
+            .map(|i| wallet.input(Kind::P2wpkh, i, 100_000))
+            .collect();
+        psbt(
+            inputs,
+            vec![
+                pay(&alice, 1_000),
+                wallet.change(Kind::P2wpkh, 0, n * 100_000 - 1_000 - 2_000),
+            ],
+        )
+    };
+    // Three inputs: three of the four tokens.
+    let signed = client.sign_psbt(&id, &spending(0..3)).await.unwrap();
+    assert_eq!(signed.signed_inputs, [0, 1, 2]);
+    // Two more do not fit in the one left: refused whole, and nothing taken.
+    let (code, _) = refusal(client.sign_psbt(&id, &spending(3..5)).await);
+    assert_eq!(code, Code::ResourceExhausted);
+    let signed = client.sign_psbt(&id, &spending(5..6)).await.unwrap();
+    assert_eq!(signed.signed_inputs, [0]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_host_cannot_edit_the_psbt_or_its_signatures() {
     let stack = Stack::start("k256").await;
