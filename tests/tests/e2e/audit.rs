@@ -9,6 +9,7 @@ use prost::Message as _;
 use sha2::Digest as _;
 use signer_client::audit::{AuditReport, verify_trail};
 use signer_client::{Client, pb};
+use signer_proto::canonical::audit_entry_hash;
 use tests::Stack;
 
 /// Waits until the host serves at least `count` entries (it collects at every poll).
@@ -45,9 +46,24 @@ async fn report(stack: &Stack, client: &Client) -> AuditReport {
 
 /// Runs `edit` on the host's SQLite store.
 fn tamper(stack: &Stack, edit: &str) {
+    tamper_with(stack, |db| db.execute_batch(edit).map(|()| 0));
+}
+
+/// Runs `edit` with a connection to the host's SQLite store.
+fn tamper_with(stack: &Stack, edit: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<usize>) {
     let db = rusqlite::Connection::open(stack.database()).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db.execute_batch(edit).unwrap();
+    edit(&db).unwrap();
+}
+
+/// What the verifier says of unsigned entries no signature reaches.
+const VOUCHES: &str = "no signature vouches";
+
+/// The verifier's report on the stored trail, which must name a problem `matching`.
+async fn reported(stack: &Stack, client: &Client, matching: impl Fn(&str) -> bool) -> AuditReport {
+    let found = report(stack, client).await;
+    assert!(found.problems.iter().any(|p| matching(p)), "{found:?}");
+    found
 }
 
 /// Flips the low bit of the last byte of the stored entry at `position`.
@@ -123,7 +139,7 @@ async fn decisions_are_signed_chained_and_tampering_is_reported() {
     stack.kill_enclave();
     stack.wait_serving().await;
     client.sign_digest(&key.key_id, [3; 32]).await.unwrap();
-    trail(&client, before_restart + 2).await;
+    let (entries, _) = trail(&client, before_restart + 2).await;
     let honest = report(&stack, &client).await;
     assert!(honest.intact(), "{honest:?}");
     assert_eq!(honest.boots.len(), 2);
@@ -135,136 +151,6 @@ async fn decisions_are_signed_chained_and_tampering_is_reported() {
     let cli = tokio::task::block_in_place(|| stack.cli(&["audit", "verify"])).unwrap();
     assert_eq!(cli["problems"], serde_json::json!([]));
     assert_eq!(cli["boots"].as_array().unwrap().len(), 2);
-
-    // A burst of decisions: the host collects several at once, and the enclave signs only the
-    // last of each collection.
-    for n in 0..20 {
-        client.sign_digest(&key.key_id, [10 + n; 32]).await.unwrap();
-    }
-    let (entries, _) = trail(&client, before_restart + 22).await;
-    assert!(report(&stack, &client).await.intact());
-    let signed =
-        |stored: &pb::StoredAuditEntry| !stored.signed.as_ref().unwrap().signature.is_empty();
-    assert!(signed(entries.last().unwrap()), "a collection ends signed");
-    // An entry in the second boot with a successor: signed, and unsigned.
-    let second_boot = &decoded(&entries).last().unwrap().boot_id.clone();
-    let in_second: Vec<&pb::StoredAuditEntry> = entries
-        .iter()
-        .zip(decoded(&entries))
-        .filter(|(_, e)| &e.boot_id == second_boot)
-        .map(|(stored, _)| stored)
-        .collect();
-    let inner = &in_second[..in_second.len() - 1];
-    let signed_at = inner.iter().find(|s| signed(s)).unwrap().position;
-    let unsigned_at = inner
-        .iter()
-        .find(|s| !signed(s))
-        .expect("twenty decisions in one collection interval leave unsigned entries")
-        .position;
-
-    // An edited signed entry (one byte of the stored bytes): its signature no longer verifies.
-    flip_last_byte(&stack, signed_at);
-    let found = report(&stack, &client).await;
-    assert!(
-        found
-            .problems
-            .iter()
-            .any(|p| p.contains(&format!("position {signed_at}:")) && p.contains("signature")),
-        "{found:?}"
-    );
-    let failed = tokio::task::block_in_place(|| stack.cli(&["audit", "verify"])).unwrap_err();
-    assert!(
-        failed["error"].as_str().unwrap().contains("not intact"),
-        "{failed}"
-    );
-    flip_last_byte(&stack, signed_at);
-    assert!(report(&stack, &client).await.intact());
-
-    // An edited unsigned entry: the entry after it no longer chains to it, and no signature
-    // vouches for it any more.
-    flip_last_byte(&stack, unsigned_at);
-    let found = report(&stack, &client).await;
-    let next = unsigned_at + 1;
-    assert!(
-        found
-            .problems
-            .iter()
-            .any(|p| p.contains(&format!("position {next}:")) && p.contains("does not chain")),
-        "{found:?}"
-    );
-    assert!(
-        found
-            .problems
-            .iter()
-            .any(|p| p.contains("no signature vouches")),
-        "{found:?}"
-    );
-    flip_last_byte(&stack, unsigned_at);
-    assert!(report(&stack, &client).await.intact());
-
-    // The store adds an entry of its own after the newest one, chained correctly but unsigned
-    // (it cannot sign): reported, as is the newest entry's signature removed.
-    let newest = entries.last().unwrap();
-    let newest_entry = &decoded(&entries).last().unwrap().clone();
-    let forged = pb::AuditEntry {
-        boot_id: newest_entry.boot_id.clone(),
-        sequence: newest_entry.sequence + 1,
-        previous_hash: signer_proto::canonical::audit_entry_hash(
-            &newest.signed.as_ref().unwrap().entry,
-        )
-        .to_vec(),
-        time_ms: newest_entry.time_ms + 1,
-        action: pb::AuditAction::Sign.into(),
-        outcome: "ok".into(),
-        subject: key.key_id.clone(),
-        ..pb::AuditEntry::default()
-    };
-    let db = rusqlite::Connection::open(stack.database()).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db.execute(
-        "INSERT INTO audit_entries (boot_id, sequence, entry, signature) VALUES (?1, ?2, ?3, x'')",
-        rusqlite::params![
-            forged.boot_id,
-            i64::try_from(forged.sequence).unwrap(),
-            forged.encode_to_vec()
-        ],
-    )
-    .unwrap();
-    let found = report(&stack, &client).await;
-    assert!(
-        found
-            .problems
-            .iter()
-            .any(|p| p.contains("no signature vouches")),
-        "{found:?}"
-    );
-    db.execute(
-        "DELETE FROM audit_entries WHERE position > ?1",
-        [i64::try_from(newest.position).unwrap()],
-    )
-    .unwrap();
-    assert!(report(&stack, &client).await.intact());
-    let signature: Vec<u8> = newest.signed.as_ref().unwrap().signature.clone();
-    let position = i64::try_from(newest.position).unwrap();
-    db.execute(
-        "UPDATE audit_entries SET signature = x'' WHERE position = ?1",
-        [position],
-    )
-    .unwrap();
-    let found = report(&stack, &client).await;
-    assert!(
-        found
-            .problems
-            .iter()
-            .any(|p| p.contains("no signature vouches")),
-        "{found:?}"
-    );
-    db.execute(
-        "UPDATE audit_entries SET signature = ?1 WHERE position = ?2",
-        rusqlite::params![signature, position],
-    )
-    .unwrap();
-    assert!(report(&stack, &client).await.intact());
 
     // Two entries swapped in the store: reported as out of order.
     let swap = "BEGIN;
@@ -312,4 +198,96 @@ async fn decisions_are_signed_chained_and_tampering_is_reported() {
             .any(|p| p.contains("links to an entry the trail does not hold")),
         "{found:?}"
     );
+}
+
+/// The enclave signs the last entry of each collection; the chain carries that signature back to
+/// the others. An edited unsigned entry, an unsigned entry the store appends and a signature the
+/// store strips are each reported, as is an edited signed entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_signature_reached_through_the_chain_vouches_for_an_entry() {
+    let stack = Stack::start("k256").await;
+    let client = stack.client().await;
+    let key = client.create_key(&stack.keyring(), "burst").await.unwrap();
+    // A burst of decisions: the host collects several at once.
+    for n in 0..20 {
+        client.sign_digest(&key.key_id, [10 + n; 32]).await.unwrap();
+    }
+    let (entries, _) = trail(&client, 23).await;
+    assert!(report(&stack, &client).await.intact());
+    let signed =
+        |stored: &pb::StoredAuditEntry| !stored.signed.as_ref().unwrap().signature.is_empty();
+    let newest = entries.last().unwrap();
+    assert!(signed(newest), "a collection ends signed");
+    let inner = &entries[..entries.len() - 1];
+    let signed_at = inner.iter().find(|s| signed(s)).unwrap().position;
+    let unsigned_at = inner
+        .iter()
+        .find(|s| !signed(s))
+        .expect("twenty decisions in one collection interval leave unsigned entries")
+        .position;
+
+    // An edited signed entry (one byte of the stored bytes): its signature no longer verifies.
+    flip_last_byte(&stack, signed_at);
+    reported(&stack, &client, |p| {
+        p.contains(&format!("position {signed_at}:")) && p.contains("signature")
+    })
+    .await;
+    let failed = tokio::task::block_in_place(|| stack.cli(&["audit", "verify"])).unwrap_err();
+    assert!(
+        failed["error"].as_str().unwrap().contains("not intact"),
+        "{failed}"
+    );
+    flip_last_byte(&stack, signed_at);
+    assert!(report(&stack, &client).await.intact());
+
+    // An edited unsigned entry: the entry after it no longer chains to it, and no signature
+    // vouches for it any more.
+    flip_last_byte(&stack, unsigned_at);
+    let next = unsigned_at + 1;
+    let found = reported(&stack, &client, |p| {
+        p.contains(&format!("position {next}:")) && p.contains("does not chain")
+    })
+    .await;
+    assert!(
+        found.problems.iter().any(|p| p.contains(VOUCHES)),
+        "{found:?}"
+    );
+    flip_last_byte(&stack, unsigned_at);
+    assert!(report(&stack, &client).await.intact());
+
+    // The store appends an entry of its own after the newest one, chained correctly but
+    // unsigned (it cannot sign).
+    let newest_entry = decoded(&entries).pop().unwrap();
+    let forged = pb::AuditEntry {
+        sequence: newest_entry.sequence + 1,
+        previous_hash: audit_entry_hash(&newest.signed.as_ref().unwrap().entry).to_vec(),
+        time_ms: newest_entry.time_ms + 1,
+        body_hash: vec![0xee; 32],
+        ..newest_entry
+    };
+    tamper_with(&stack, |db| {
+        db.execute(
+            "INSERT INTO audit_entries (boot_id, sequence, entry, signature) VALUES (?1, ?2, ?3, x'')",
+            rusqlite::params![
+                forged.boot_id,
+                i64::try_from(forged.sequence).unwrap(),
+                forged.encode_to_vec()
+            ],
+        )
+    });
+    reported(&stack, &client, |p| p.contains(VOUCHES)).await;
+    let position = i64::try_from(newest.position).unwrap();
+    tamper_with(&stack, |db| {
+        db.execute("DELETE FROM audit_entries WHERE position > ?1", [position])
+    });
+    assert!(report(&stack, &client).await.intact());
+
+    // The newest entry's signature stripped: nothing vouches for its collection.
+    tamper_with(&stack, |db| {
+        db.execute(
+            "UPDATE audit_entries SET signature = x'' WHERE position = ?1",
+            [position],
+        )
+    });
+    reported(&stack, &client, |p| p.contains(VOUCHES)).await;
 }
