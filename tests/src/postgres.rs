@@ -1,5 +1,6 @@
-//! A throw-away PostgreSQL cluster for one test: `initdb` in a temporary directory, a free
-//! loopback port, trust authentication for one role, stopped (immediately) when dropped.
+//! A throw-away PostgreSQL cluster for one test: `initdb` in a temporary directory (or on a small
+//! volume of its own, to be filled), a free loopback port, trust authentication for one role,
+//! stopped (immediately) when dropped.
 //!
 //! PostgreSQL comes from Debian's packages (`scripts/test` installs them); the binaries are
 //! found under `/usr/lib/postgresql/<version>/bin`, or in `SIGNER_TEST_PG_BIN`. PostgreSQL
@@ -14,7 +15,18 @@ pub struct Postgres {
     bin: PathBuf,
     as_postgres: bool,
     port: u16,
+    /// For a cluster on its own volume: the postmaster's pid (its mount namespace holds the
+    /// volume).
+    postmaster: Option<u32>,
 }
+
+/// Inside the volume's mount namespace, as PostgreSQL's user: `initdb` on the volume (`$0`),
+/// then start the server (binaries in `$1`, server options `$2`, log file `$3`) and print the
+/// postmaster's pid. WAL segments of 1 MiB keep the cluster small.
+const ON_VOLUME: &str = r#""$1/initdb" --no-sync --auth=trust --username=signer --encoding=UTF8 \
+  --wal-segsize=1 -D "$0/data" > /dev/null \
+  && "$1/pg_ctl" -D "$0/data" -o "$2" -l "$3" -w -t 60 start > /dev/null \
+  && head -n 1 "$0/data/postmaster.pid""#;
 
 /// Where the PostgreSQL binaries are.
 fn bin_dir() -> PathBuf {
@@ -40,10 +52,16 @@ fn bin_dir() -> PathBuf {
 }
 
 fn running_as_root() -> bool {
+    id("-u") == "0"
+}
+
+/// `id FLAG`: this process's user or group id.
+fn id(flag: &str) -> String {
     Command::new("id")
-        .arg("-u")
+        .arg(flag)
         .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 impl Postgres {
@@ -65,6 +83,7 @@ impl Postgres {
             bin,
             as_postgres,
             port: 0,
+            postmaster: None,
         };
         cluster.run_pg(&[
             "initdb",
@@ -77,12 +96,8 @@ impl Postgres {
         // A port that was free a moment ago can be taken before the server binds it: retry.
         for _ in 0..5 {
             cluster.port = free_port();
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='{}' -c max_connections=200",
-                cluster.port,
-                cluster.dir.path().display()
-            );
-            let log = cluster.dir.path().join("server.log");
+            let options = cluster.options();
+            let log = cluster.log();
             let started = cluster
                 .pg_command("pg_ctl")
                 .arg("-D")
@@ -99,8 +114,106 @@ impl Postgres {
         }
         panic!(
             "PostgreSQL did not start; log:\n{}",
-            std::fs::read_to_string(cluster.dir.path().join("server.log")).unwrap_or_default()
+            std::fs::read_to_string(cluster.log()).unwrap_or_default()
         );
+    }
+
+    /// Creates and starts a cluster whose data directory is alone on a tmpfs of `bytes`, mounted
+    /// in a mount namespace of its own (`unshare`; without root, inside a user namespace, where
+    /// PostgreSQL runs as a mapped unprivileged user). [`Postgres::volume`] reaches it.
+    ///
+    /// # Panics
+    /// If PostgreSQL is missing or does not start (with its log).
+    pub fn start_on_volume(bytes: u64) -> Postgres {
+        let bin = bin_dir();
+        let dir = tempfile::tempdir().expect("tempdir qed");
+        let as_postgres = running_as_root();
+        let mount = dir.path().join("volume");
+        std::fs::create_dir(&mount).expect("volume mount point qed");
+        if as_postgres {
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path()));
+        }
+        let mut cluster = Postgres {
+            dir,
+            bin,
+            as_postgres,
+            port: 0,
+            postmaster: None,
+        };
+        let mount_it = format!("mount -t tmpfs -o size={bytes} signer-pg \"$0\"");
+        let (mut command, script) = if as_postgres {
+            let mut command = Command::new("unshare");
+            command.args(["--mount", "--propagation", "private"]);
+            let script = format!(
+                "{mount_it} && chown postgres:postgres \"$0\" \
+                 && exec runuser -u postgres -- sh -c \"$4\" \"$0\" \"$1\" \"$2\" \"$3\""
+            );
+            (command, script)
+        } else {
+            // Root in a first user namespace mounts; a second one maps this user back, as
+            // PostgreSQL refuses to run as root.
+            let mut command = Command::new("unshare");
+            command.args(["--user", "--map-root-user", "--mount"]);
+            let script = format!(
+                "{mount_it} && exec unshare --user --map-user={} --map-group={} \
+                 sh -c \"$4\" \"$0\" \"$1\" \"$2\" \"$3\"",
+                id("-u"),
+                id("-g")
+            );
+            (command, script)
+        };
+        command
+            .args(["sh", "-c", &script])
+            .arg(&mount)
+            .arg(&cluster.bin);
+        for _ in 0..5 {
+            cluster.port = free_port();
+            let output = Command::new(command.get_program())
+                .args(command.get_args())
+                .args([cluster.options(), cluster.log().display().to_string()])
+                .arg(ON_VOLUME)
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("unshare runs");
+            let pid = String::from_utf8_lossy(&output.stdout).trim().parse().ok();
+            if output.status.success() && pid.is_some() {
+                cluster.postmaster = pid;
+                return cluster;
+            }
+        }
+        panic!(
+            "PostgreSQL did not start on its volume; log:\n{}",
+            std::fs::read_to_string(cluster.log()).unwrap_or_default()
+        );
+    }
+
+    /// The volume of a cluster made by [`Postgres::start_on_volume`], as this process sees it
+    /// (through the postmaster's mount namespace).
+    ///
+    /// # Panics
+    /// For a cluster without a volume of its own.
+    pub fn volume(&self) -> PathBuf {
+        let pid = self.postmaster.expect("a cluster on its own volume");
+        let mount = self.dir.path().join("volume");
+        PathBuf::from(format!("/proc/{pid}/root")).join(
+            mount
+                .strip_prefix("/")
+                .expect("temporary directories are absolute"),
+        )
+    }
+
+    fn options(&self) -> String {
+        format!(
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='{}' -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        )
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("server.log")
     }
 
     /// A new, empty database of this cluster; its URL.
@@ -188,6 +301,13 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        if let Some(pid) = self.postmaster {
+            // Its data directory exists only in its namespace: an immediate shutdown by signal.
+            let _ = Command::new("kill")
+                .args(["-QUIT", &pid.to_string()])
+                .status();
+            return;
+        }
         let _ = self
             .pg_command("pg_ctl")
             .arg("-D")

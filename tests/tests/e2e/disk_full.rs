@@ -1,7 +1,8 @@
 //! A full disk under the key store: the host runs in its own mount namespace (`unshare`, no
 //! privileges needed) with its SQLite store on a small tmpfs, which the test fills to the last
-//! byte. New keys are refused with UNAVAILABLE and never acknowledged, signing with stored keys
-//! goes on, and once space is freed new keys are stored again; an enclave restarted afterwards
+//! byte; and the same with the store in PostgreSQL, its data directory alone on such a tmpfs.
+//! New keys are refused with UNAVAILABLE and never acknowledged, signing with stored keys goes
+//! on, and once space is freed new keys are stored again; an enclave restarted afterwards
 //! loads every acknowledged key from the store (nothing half-written), and no key the client
 //! was refused turns up.
 
@@ -83,6 +84,19 @@ async fn a_full_disk_refuses_new_keys_cleanly_and_loses_nothing() {
         "the store lives on the volume"
     );
 
+    let (acknowledged, refused, filled) = fill_refuse_recover(&stack, &seen).await;
+    assert!(filled < VOLUME_BYTES, "{filled}");
+    eprintln!(
+        "full SQLite volume: {acknowledged} keys acknowledged (all loaded again), {refused} \
+         refused UNAVAILABLE, {filled} bytes of filler"
+    );
+}
+
+/// With the store on the (nearly empty) volume at `volume`: four keys, the volume filled, new
+/// keys until three are refused UNAVAILABLE, stored keys still signing, space freed and one more
+/// key stored; then a fresh enclave loads exactly the acknowledged keys. The counts of keys
+/// acknowledged and refused, and the filler's bytes.
+async fn fill_refuse_recover(stack: &Stack, volume: &Path) -> (usize, u32, u64) {
     let client = stack.client().await;
     let mut acknowledged = Vec::new();
     for i in 0..4 {
@@ -93,13 +107,13 @@ async fn a_full_disk_refuses_new_keys_cleanly_and_loses_nothing() {
                 .unwrap(),
         );
     }
-    let filler = seen.join("filler");
+    let filler = volume.join("filler");
     let filled = fill(&filler);
-    assert!(filled > 0 && filled < VOLUME_BYTES, "{filled}");
+    assert!(filled > 0, "the volume had room");
 
     // New keys until the store's next write needs space it cannot have (SQLite may first use
     // room left in pages and its write-ahead log).
-    let creator = impatient(&stack).await;
+    let creator = impatient(stack).await;
     let mut refused = 0;
     for i in 0..400 {
         match creator
@@ -147,9 +161,30 @@ async fn a_full_disk_refuses_new_keys_cleanly_and_loses_nothing() {
     listed.sort();
     expected.sort();
     assert_eq!(listed, expected, "exactly the acknowledged keys are stored");
+    (acknowledged.len(), refused, filled)
+}
+
+/// The same with the store in PostgreSQL, whose data directory is alone on a small volume: a
+/// full volume makes PostgreSQL refuse to extend a table (an error, not a crash: its WAL
+/// segments are allocated ahead), which the host answers UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_postgresql_volume_refuses_new_keys_cleanly_and_loses_nothing() {
+    const PG_VOLUME_BYTES: u64 = 64 * 1024 * 1024;
+    let cluster = tests::postgres::Postgres::start_on_volume(PG_VOLUME_BYTES);
+    let options = StackOptions {
+        store_url: Some(cluster.database("full")),
+        ..StackOptions::default()
+    };
+    let stack = Stack::start_with(tempfile::tempdir().unwrap(), &options).await;
+    let volume = cluster.volume();
+    assert!(
+        volume.join("data/PG_VERSION").exists(),
+        "the cluster lives on the volume"
+    );
+    let (acknowledged, refused, filled) = fill_refuse_recover(&stack, &volume).await;
+    assert!(filled < PG_VOLUME_BYTES, "{filled}");
     eprintln!(
-        "full store volume: {} keys acknowledged (all loaded again), {refused} refused \
-         UNAVAILABLE, {filled} bytes of filler",
-        acknowledged.len()
+        "full PostgreSQL volume: {acknowledged} keys acknowledged (all loaded again), {refused} \
+         refused UNAVAILABLE, {filled} bytes of filler"
     );
 }
