@@ -70,21 +70,7 @@ impl Postgres {
     /// # Panics
     /// If PostgreSQL is missing or does not start (with its log).
     pub fn start() -> Postgres {
-        let bin = bin_dir();
-        let dir = tempfile::tempdir().expect("tempdir qed");
-        let as_postgres = running_as_root();
-        if as_postgres {
-            run(Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(dir.path()));
-        }
-        let mut cluster = Postgres {
-            dir,
-            bin,
-            as_postgres,
-            port: 0,
-            postmaster: None,
-        };
+        let cluster = Postgres::unstarted();
         cluster.run_pg(&[
             "initdb",
             "--no-sync",
@@ -93,29 +79,19 @@ impl Postgres {
             "--encoding=UTF8",
             "-D",
         ]);
-        // A port that was free a moment ago can be taken before the server binds it: retry.
-        for _ in 0..5 {
-            cluster.port = free_port();
-            let options = cluster.options();
-            let log = cluster.log();
-            let started = cluster
+        cluster.on_a_free_port(|cluster| {
+            cluster
                 .pg_command("pg_ctl")
                 .arg("-D")
                 .arg(cluster.data())
-                .args(["-o", &options, "-l"])
-                .arg(&log)
+                .args(["-o", &cluster.options(), "-l"])
+                .arg(cluster.log())
                 .args(["-w", "-t", "60", "start"])
                 .stdout(Stdio::null())
                 .status()
-                .expect("pg_ctl runs");
-            if started.success() {
-                return cluster;
-            }
-        }
-        panic!(
-            "PostgreSQL did not start; log:\n{}",
-            std::fs::read_to_string(cluster.log()).unwrap_or_default()
-        );
+                .expect("pg_ctl runs")
+                .success()
+        })
     }
 
     /// Creates and starts a cluster whose data directory is alone on a tmpfs of `bytes`, mounted
@@ -125,67 +101,76 @@ impl Postgres {
     /// # Panics
     /// If PostgreSQL is missing or does not start (with its log).
     pub fn start_on_volume(bytes: u64) -> Postgres {
-        let bin = bin_dir();
-        let dir = tempfile::tempdir().expect("tempdir qed");
-        let as_postgres = running_as_root();
-        let mount = dir.path().join("volume");
+        let cluster = Postgres::unstarted();
+        let mount = cluster.dir.path().join("volume");
         std::fs::create_dir(&mount).expect("volume mount point qed");
-        if as_postgres {
-            run(Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(dir.path()));
-        }
-        let mut cluster = Postgres {
-            dir,
-            bin,
-            as_postgres,
-            port: 0,
-            postmaster: None,
-        };
         let mount_it = format!("mount -t tmpfs -o size={bytes} signer-pg \"$0\"");
-        let (mut command, script) = if as_postgres {
-            let mut command = Command::new("unshare");
-            command.args(["--mount", "--propagation", "private"]);
+        let (unshare, script): (&[&str], String) = if cluster.as_postgres {
             let script = format!(
                 "{mount_it} && chown postgres:postgres \"$0\" \
                  && exec runuser -u postgres -- sh -c \"$4\" \"$0\" \"$1\" \"$2\" \"$3\""
             );
-            (command, script)
+            (&["--mount", "--propagation", "private"], script)
         } else {
             // Root in a first user namespace mounts; a second one maps this user back, as
             // PostgreSQL refuses to run as root.
-            let mut command = Command::new("unshare");
-            command.args(["--user", "--map-root-user", "--mount"]);
             let script = format!(
                 "{mount_it} && exec unshare --user --map-user={} --map-group={} \
                  sh -c \"$4\" \"$0\" \"$1\" \"$2\" \"$3\"",
                 id("-u"),
                 id("-g")
             );
-            (command, script)
+            (&["--user", "--map-root-user", "--mount"], script)
         };
-        command
-            .args(["sh", "-c", &script])
-            .arg(&mount)
-            .arg(&cluster.bin);
-        for _ in 0..5 {
-            cluster.port = free_port();
-            let output = Command::new(command.get_program())
-                .args(command.get_args())
+        cluster.on_a_free_port(|cluster| {
+            let output = Command::new("unshare")
+                .args(unshare)
+                .args(["sh", "-c", &script])
+                .arg(&mount)
+                .arg(&cluster.bin)
                 .args([cluster.options(), cluster.log().display().to_string()])
                 .arg(ON_VOLUME)
                 .stderr(Stdio::inherit())
                 .output()
                 .expect("unshare runs");
-            let pid = String::from_utf8_lossy(&output.stdout).trim().parse().ok();
-            if output.status.success() && pid.is_some() {
-                cluster.postmaster = pid;
-                return cluster;
+            cluster.postmaster = String::from_utf8_lossy(&output.stdout).trim().parse().ok();
+            output.status.success() && cluster.postmaster.is_some()
+        })
+    }
+
+    /// A cluster not yet made: its directory (PostgreSQL's user's, as root) and binaries.
+    fn unstarted() -> Postgres {
+        let dir = tempfile::tempdir().expect("tempdir qed");
+        let as_postgres = running_as_root();
+        if as_postgres {
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path()));
+        }
+        Postgres {
+            dir,
+            bin: bin_dir(),
+            as_postgres,
+            port: 0,
+            postmaster: None,
+        }
+    }
+
+    /// Runs `start` on a free port until it succeeds: a port that was free a moment ago can be
+    /// taken before the server binds it.
+    ///
+    /// # Panics
+    /// After five failures, with the server's log.
+    fn on_a_free_port(mut self, start: impl Fn(&mut Postgres) -> bool) -> Postgres {
+        for _ in 0..5 {
+            self.port = free_port();
+            if start(&mut self) {
+                return self;
             }
         }
         panic!(
-            "PostgreSQL did not start on its volume; log:\n{}",
-            std::fs::read_to_string(cluster.log()).unwrap_or_default()
+            "PostgreSQL did not start; log:\n{}",
+            std::fs::read_to_string(self.log()).unwrap_or_default()
         );
     }
 

@@ -77,7 +77,7 @@ pub(super) fn sign_psbt<B: Backend>(
                 let spend = rules(policy)?.judge(&facts)?;
                 drop(facts);
                 let input_keys = &keys[..kinds.len()];
-                let signed = reading.sign::<B>(input_keys, &kinds)?;
+                let (psbt, signed_inputs) = reading.sign::<B>(input_keys, &kinds)?;
                 let approvers = Requirement {
                     quorum: &policy.approvers,
                     refusal: "approver quorum not met",
@@ -90,13 +90,13 @@ pub(super) fn sign_psbt<B: Backend>(
                 );
                 let authorized = auth.authorize(&[approvers], &shared.guard, now, note)?;
                 // One token per signature, as for batches: the limit counts signatures.
-                let count = u32::try_from(signed.1.len()).map_err(|_| Error::Internal)?;
+                let count = u32::try_from(signed_inputs.len()).map_err(|_| Error::Internal)?;
                 shared
                     .limiter
                     .take(&op.key_id, policy.max_per_minute, count, now)?;
                 // Last: nothing after it refuses, so a total grows only for a signature made.
                 shared.ledger.spend(&op.key_id, &[spend], now)?;
-                Ok((signed, authorized))
+                Ok(((psbt, signed_inputs), authorized))
             })?;
     tracing::info!(key_id = %op.key_id, inputs = signed_inputs.len(), "PSBT signed");
     Ok(pb::SignPsbtResponse {
