@@ -140,6 +140,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         };
         let (keyrings, keys) = vault.counts();
         let boot = self.shared.identity.boot();
+        let stamps = self.shared.stamps.stats();
         Ok(Response::new(pb::StatusResponse {
             phase: phase.into(),
             boot_id: boot.id.to_vec(),
@@ -153,6 +154,8 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             attestor: self.attestor.name().to_owned(),
             clock_ms: replay::now_ms(),
             keys_checked: u64::try_from(vault.checked_keys()).unwrap_or(u64::MAX),
+            stamp_batches: stamps.batches,
+            stamps_batched: stamps.requests,
         }))
     }
 
@@ -160,19 +163,14 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyringResponse>, Status> {
-        calls::create_keyring(&self.shared, self.provider.as_ref(), request.get_ref())
-            .instrument(call_span("CreateKeyring", &request))
-            .await
-            .map(Response::new)
-            .map_err(|e| {
-                refused(
-                    &self.shared,
-                    pb::AuditAction::CreateKeyring,
-                    &request,
-                    "CreateKeyring",
-                    e,
-                )
-            })
+        let run = calls::create_keyring(&self.shared, self.provider.as_ref(), request.get_ref());
+        self.stamped(
+            &request,
+            "CreateKeyring",
+            pb::AuditAction::CreateKeyring,
+            run,
+        )
+        .await
     }
 
     async fn load_keyring(
@@ -271,54 +269,27 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
-        let _span = call_span("CreateKey", &request).entered();
-        calls::create_key(&self.shared, request.get_ref())
-            .map(Response::new)
-            .map_err(|e| {
-                refused(
-                    &self.shared,
-                    pb::AuditAction::CreateKey,
-                    &request,
-                    "CreateKey",
-                    e,
-                )
-            })
+        let run = calls::create_key(&self.shared, request.get_ref());
+        self.stamped(&request, "CreateKey", pb::AuditAction::CreateKey, run)
+            .await
     }
 
     async fn import_key(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
-        let _span = call_span("ImportKey", &request).entered();
-        calls::import_key(&self.shared, request.get_ref())
-            .map(Response::new)
-            .map_err(|e| {
-                refused(
-                    &self.shared,
-                    pb::AuditAction::ImportKey,
-                    &request,
-                    "ImportKey",
-                    e,
-                )
-            })
+        let run = calls::import_key(&self.shared, request.get_ref());
+        self.stamped(&request, "ImportKey", pb::AuditAction::ImportKey, run)
+            .await
     }
 
     async fn update_policy(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::EnclaveCreateKeyResponse>, Status> {
-        let _span = call_span("UpdatePolicy", &request).entered();
-        calls::update_policy(&self.shared, request.get_ref())
-            .map(Response::new)
-            .map_err(|e| {
-                refused(
-                    &self.shared,
-                    pb::AuditAction::UpdatePolicy,
-                    &request,
-                    "UpdatePolicy",
-                    e,
-                )
-            })
+        let run = calls::update_policy(&self.shared, request.get_ref());
+        self.stamped(&request, "UpdatePolicy", pb::AuditAction::UpdatePolicy, run)
+            .await
     }
 
     async fn get_public_key(
@@ -335,73 +306,36 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        let _span = call_span("Sign", &request).entered();
-        calls::sign(&self.shared, request.get_ref())
-            .map(Response::new)
-            .map_err(|e| refused(&self.shared, pb::AuditAction::Sign, &request, "Sign", e))
+        let run = calls::sign(&self.shared, request.get_ref());
+        self.stamped(&request, "Sign", pb::AuditAction::Sign, run)
+            .await
     }
 
-    /// A small batch (a body up to 1 KiB: about 28 digests, ≈ 1 ms of signing) is signed on
-    /// the async worker, as `Sign` is; a larger one (up to 256 signatures, ≈ 10 ms) with the
-    /// runtime told this worker blocks (`block_in_place`). The handoff that costs is measured:
-    /// it made a batch of one ≈ 7 % slower than `Sign` (bench/RESULTS.md).
     async fn sign_batch(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignBatchResponse>, Status> {
-        const INLINE_BODY: usize = 1024;
-        let _span = call_span("SignBatch", &request).entered();
-        let sign = || calls::sign_batch(&self.shared, request.get_ref());
-        let signed = if request.get_ref().body.len() <= INLINE_BODY {
-            sign()
-        } else {
-            tokio::task::block_in_place(sign)
-        };
-        signed.map(Response::new).map_err(|e| {
-            refused(
-                &self.shared,
-                pb::AuditAction::SignBatch,
-                &request,
-                "SignBatch",
-                e,
-            )
-        })
+        let run = calls::sign_batch(&self.shared, request.get_ref());
+        self.stamped(&request, "SignBatch", pb::AuditAction::SignBatch, run)
+            .await
     }
 
     async fn sign_ethereum(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignEthereumResponse>, Status> {
-        let _span = call_span("SignEthereum", &request).entered();
-        ethereum::sign_ethereum(&self.shared, request.get_ref())
-            .map(Response::new)
-            .map_err(|e| {
-                refused(
-                    &self.shared,
-                    pb::AuditAction::SignEthereum,
-                    &request,
-                    "SignEthereum",
-                    e,
-                )
-            })
+        let run = ethereum::sign_ethereum(&self.shared, request.get_ref());
+        self.stamped(&request, "SignEthereum", pb::AuditAction::SignEthereum, run)
+            .await
     }
 
     async fn sign_psbt(
         &self,
         request: Request<pb::SignedRequest>,
     ) -> Result<Response<pb::SignPsbtResponse>, Status> {
-        let _span = call_span("SignPsbt", &request).entered();
-        bitcoin::sign_psbt(&self.shared, request.get_ref())
-            .map(Response::new)
-            .map_err(|e| {
-                refused(
-                    &self.shared,
-                    pb::AuditAction::SignPsbt,
-                    &request,
-                    "SignPsbt",
-                    e,
-                )
-            })
+        let run = bitcoin::sign_psbt(&self.shared, request.get_ref());
+        self.stamped(&request, "SignPsbt", pb::AuditAction::SignPsbt, run)
+            .await
     }
 
     async fn attest(
@@ -459,7 +393,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         // answered as they finish; each answer carries its request's id.
         let tasks = request.into_inner().map(move |item| {
             let shared = Arc::clone(&shared);
-            tokio::spawn(async move { Self::stream_item(&shared, item) })
+            tokio::spawn(async move { Self::stream_item(&shared, item).await })
         });
         let responses = futures_util::StreamExt::buffer_unordered(tasks, STREAM_IN_FLIGHT)
             .map(|joined| joined.unwrap_or_else(|_| Err(Status::internal("internal error"))));
@@ -471,18 +405,35 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
 const STREAM_IN_FLIGHT: usize = 64;
 
 impl<B: Backend> EnclaveApi<B> {
+    /// Runs a stamped call in its request's span; a refusal is answered, logged and audited
+    /// there too.
+    async fn stamped<R>(
+        &self,
+        request: &Request<pb::SignedRequest>,
+        call: &'static str,
+        action: pb::AuditAction,
+        run: impl Future<Output = Result<R, Error>>,
+    ) -> Result<Response<R>, Status> {
+        async {
+            run.await
+                .map(Response::new)
+                .map_err(|e| refused(&self.shared, action, request, call, e))
+        }
+        .instrument(call_span(call, request))
+        .await
+    }
+
     /// Answers one streamed item: a transport error ends the stream, a refused request is
     /// answered with its status and the stream goes on.
-    fn stream_item(
+    async fn stream_item(
         shared: &State<B>,
         item: Result<pb::SignStreamRequest, Status>,
     ) -> Result<pb::SignStreamResponse, Status> {
         let item = item?;
-        let result = item
-            .request
-            .as_ref()
-            .ok_or(Error::InvalidArgument("missing request"))
-            .and_then(|r| calls::sign(shared, r));
+        let result = match item.request.as_ref() {
+            Some(request) => calls::sign(shared, request).await,
+            None => Err(Error::InvalidArgument("missing request")),
+        };
         Ok(match result {
             Ok(response) => pb::SignStreamResponse {
                 id: item.id,

@@ -10,6 +10,10 @@ use signer_proto::pb;
 
 use crate::Error;
 
+pub(crate) mod batch;
+
+pub(crate) use batch::StampBatcher;
+
 /// An API key's public half, normalised (P-256 keys compressed) so that one key has one
 /// identity however it was encoded. Public data: comparing it needs no constant time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -151,48 +155,79 @@ impl ApiKeyId {
     }
 }
 
-/// Verifies the stamps over `message` (the stamp message: domain, deployment id and body) of
-/// every API key for which `relevant` gives a (parsed) verifier; stamps by other keys count for
-/// nothing and are ignored without being verified, so a stranger's stamps cost the enclave
-/// nothing. Every
-/// relevant stamp must verify: a relay that edits or mangles one gets the request refused. The
-/// same key stamping twice counts once.
-///
-/// Every relevant stamp is verified even after one fails, so the time taken does not say which
-/// failed.
+/// The stamps over `message` (the stamp message: domain, deployment id and body) of every API
+/// key for which `relevant` gives a (parsed) verifier, ready to verify; stamps by other keys count
+/// for nothing and are ignored without being verified, so a stranger's stamps cost the enclave
+/// nothing. The same key stamping twice counts once, but both stamps must verify.
 ///
 /// # Errors
-/// [`Error::Unauthenticated`] when there are no stamps or a relevant stamp fails;
-/// [`Error::InvalidArgument`] for a stamp key that is not in canonical form.
-pub fn verify_relevant<'v>(
+/// [`Error::Unauthenticated`] when there are no stamps; [`Error::InvalidArgument`] for a stamp
+/// key that is not in canonical form.
+pub(crate) fn relevant<'v>(
     message: impl FnOnce() -> Vec<u8>,
     stamps: &[pb::Stamp],
     relevant: impl Fn(&ApiKeyId) -> Option<&'v Verifier>,
-) -> Result<Approvals, Error> {
+) -> Result<Relevant, Error> {
     if stamps.is_empty() {
         return Err(Error::Unauthenticated("no stamps"));
     }
-    let mut candidates = Vec::with_capacity(stamps.len());
+    let mut approvals = BTreeSet::new();
+    let mut checks = Vec::new();
     for stamp in stamps {
         let id = ApiKeyId::from_stamp(stamp.scheme, &stamp.public_key)?;
         if let Some(verifier) = relevant(&id) {
-            candidates.push((id, verifier, stamp));
+            approvals.insert(id);
+            checks.push((verifier.clone(), stamp.signature.clone()));
         }
     }
-    let mut approvals = BTreeSet::new();
-    if candidates.is_empty() {
-        return Ok(Approvals(approvals));
-    }
-    let message = message();
-    let mut all_valid = true;
-    for (id, verifier, stamp) in candidates {
-        all_valid &= verifier.verify(&message, &stamp.signature);
-        approvals.insert(id);
-    }
-    if all_valid {
-        Ok(Approvals(approvals))
+    let message = if checks.is_empty() {
+        Vec::new()
     } else {
-        Err(Error::Unauthenticated("a stamp did not verify"))
+        message()
+    };
+    Ok(Relevant {
+        approvals,
+        message,
+        checks,
+    })
+}
+
+/// A request's relevant stamps, not yet verified.
+#[derive(Debug)]
+pub(crate) struct Relevant {
+    approvals: BTreeSet<ApiKeyId>,
+    message: Vec<u8>,
+    checks: Vec<(Verifier, Vec<u8>)>,
+}
+
+impl Relevant {
+    /// Verifies every relevant stamp: P-256 ones here, Ed25519 ones through `batcher`, together
+    /// with the stamps of concurrent requests. Every
+    /// relevant stamp is verified even after one fails, so the time taken does not say which
+    /// failed. A relay that edits or mangles one gets the request refused.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] when a relevant stamp fails.
+    pub(crate) async fn verify(self, batcher: &StampBatcher) -> Result<Approvals, Error> {
+        let mut all_valid = true;
+        let mut ed25519 = Vec::new();
+        for (verifier, signature) in &self.checks {
+            match verifier {
+                Verifier::P256(_) => all_valid &= verifier.verify(&self.message, signature),
+                Verifier::Ed25519(key) => match <[u8; 64]>::try_from(signature.as_slice()) {
+                    Ok(bytes) => ed25519.push((*key, ed25519_dalek::Signature::from_bytes(&bytes))),
+                    Err(_) => all_valid = false,
+                },
+            }
+        }
+        if !ed25519.is_empty() {
+            all_valid &= batcher.verify(self.message, ed25519).await;
+        }
+        if all_valid {
+            Ok(Approvals(self.approvals))
+        } else {
+            Err(Error::Unauthenticated("a stamp did not verify"))
+        }
     }
 }
 

@@ -86,9 +86,9 @@ pub(crate) fn authorized(guard: &ReplayGuard) -> Authorized<'_> {
     let quorum = Quorum::parse(&[api(1)], 1, "test").expect("valid quorum qed");
     let (received, _) =
         crate::intake::stamped::open(&request, guard.rules(), now_ms()).expect("opens qed");
-    let auth = received
-        .authenticate(DEPLOYMENT, &[&quorum])
-        .expect("stamps verify qed");
+    let batcher = crate::stamp::StampBatcher::default();
+    let auth =
+        ready(received.authenticate(DEPLOYMENT, &[&quorum], &batcher)).expect("stamps verify qed");
     let requirement = Requirement {
         quorum: &quorum,
         refusal: "test",
@@ -125,4 +125,17 @@ pub(crate) fn stored(created: &NewKeyring) -> StoredKeyring {
         admins: created.admins.clone(),
         admins_seal: created.admins_seal.clone(),
     }
+}
+
+/// Runs a future that waits on nothing but its own yields (stamp verification: the batcher's
+/// one yield, then an answer it gave itself) to its output, without a runtime.
+pub(crate) fn ready<F: Future>(future: F) -> F::Output {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut future = std::pin::pin!(future);
+    for _ in 0..1_000 {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+    }
+    panic!("the future waits on something else");
 }

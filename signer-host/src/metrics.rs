@@ -62,6 +62,8 @@ pub struct Metrics {
     keys_checked: IntGauge,
     keyrings: IntGauge,
     provider_calls: IntGauge,
+    stamp_batches: IntGauge,
+    stamps_batched: IntGauge,
     boots: IntCounter,
     loads: IntCounterVec,
     load_seconds: HistogramVec,
@@ -171,6 +173,22 @@ impl Metrics {
                     "Key-wrapping provider (KMS) calls the enclave made since it booted.",
                 ),
             )?,
+            stamp_batches: registered(
+                r,
+                IntGauge::new(
+                    "signer_enclave_stamp_batches",
+                    "Batch verifications of Ed25519 stamps (two or more requests' at once) the \
+                     enclave made since it booted, as of the last status poll.",
+                ),
+            )?,
+            stamps_batched: registered(
+                r,
+                IntGauge::new(
+                    "signer_enclave_stamps_batched",
+                    "Requests whose stamps the enclave verified in those batches, as of the \
+                     last status poll.",
+                ),
+            )?,
             boots: registered(
                 r,
                 IntCounter::new(
@@ -269,6 +287,8 @@ impl Metrics {
             self.keys_checked.set(gauge(status.keys_checked));
             self.keyrings.set(i64::from(status.keyrings));
             self.provider_calls.set(gauge(status.provider_calls));
+            self.stamp_batches.set(gauge(status.stamp_batches));
+            self.stamps_batched.set(gauge(status.stamps_batched));
         }
     }
 
@@ -411,6 +431,8 @@ mod tests {
                 keys_checked: 5,
                 keyrings: 2,
                 provider_calls: 3,
+                stamp_batches: 4,
+                stamps_batched: 40,
                 ..pb::StatusResponse::default()
             }),
         );
@@ -424,6 +446,8 @@ mod tests {
             "signer_enclave_keys_checked 5",
             "signer_enclave_keyrings 2",
             "signer_enclave_provider_calls 3",
+            "signer_enclave_stamp_batches 4",
+            "signer_enclave_stamps_batched 40",
             r#"signer_request_seconds_count{method="Sign"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

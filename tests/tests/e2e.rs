@@ -30,5 +30,6 @@ mod e2e {
     mod signing;
     mod slow_clients;
     mod socket_cut;
+    mod stamp_batches;
     mod tls;
 }

@@ -14,6 +14,8 @@ use bench::{closed_loop, cpu_seconds, spawn_announcing, wait_serving};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use signer_client::{Client, ClientConfig, RetryPolicy};
+use signer_proto::pb::{self, enclave_service_client::EnclaveServiceClient};
+use signer_proto::transport::{Address, DialOptions};
 
 /// End-to-end signing benchmark.
 #[derive(Debug, Parser)]
@@ -169,11 +171,7 @@ async fn measure(
 
 /// A client stamping with `stamper` (both systems get stamped requests, so client-side costs
 /// match; the baseline does not check them).
-async fn client(
-    address: &signer_client::Address,
-    deployment_id: &str,
-    stamper: signer_client::Stamper,
-) -> Client {
+async fn client(address: &Address, deployment_id: &str, stamper: signer_client::Stamper) -> Client {
     let mut config = ClientConfig::new(address.clone(), deployment_id);
     config.retry = RetryPolicy {
         max_attempts: 1,
@@ -213,6 +211,15 @@ async fn main() {
         back: host.enclave_pid().expect("host runs an enclave"),
     };
 
+    // The enclave's own status, over its socket, for how many requests' stamps it batched.
+    let enclave = EnclaveServiceClient::new(
+        signer_proto::transport::dial(
+            &Address::Unix(host.dir.path().join("enclave.sock")),
+            DialOptions::default(),
+        )
+        .expect("enclave socket"),
+    );
+
     let socket = host.dir.path().join("baseline.sock");
     let mut server_cmd = Command::new(bins.join("baseline"));
     server_cmd
@@ -229,7 +236,7 @@ async fn main() {
     let baseline_client = client(&relay.address, &host.deployment_id, host.admin_stamper()).await;
     let baseline_key = baseline_client
         .raw()
-        .get_public_key(signer_client::pb::GetPublicKeyRequest {
+        .get_public_key(pb::GetPublicKeyRequest {
             key_id: "k-0000000000000000000000000000000b".to_owned(),
             challenge: vec![],
             path: vec![],
@@ -263,10 +270,12 @@ async fn main() {
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut results: HashMap<(&str, Mode, usize), Run> = HashMap::new();
+    let mut batching = Vec::new();
     for &c in &cli.concurrency {
         for mode in [Mode::Unary, Mode::Stream] {
             // Baseline and signer back to back, so both see the same machine load.
             let mut rounds: HashMap<&str, Vec<Run>> = HashMap::new();
+            let before = stamp_batches(&enclave).await;
             for _ in 0..cli.rounds.max(1) {
                 for (name, target) in [("baseline", &baseline), ("signer", &signer)] {
                     rounds
@@ -275,6 +284,9 @@ async fn main() {
                         .push(measure(target, mode, c, cli.warmup, cli.requests).await);
                 }
             }
+            let after = stamp_batches(&enclave).await;
+            let sent = cli.rounds.max(1) * (cli.warmup + cli.requests);
+            batching.push((mode, c, sent, after.0 - before.0, after.1 - before.1));
             for name in ["baseline", "signer"] {
                 let mut runs = rounds.remove(name).unwrap_or_default();
                 runs.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
@@ -321,7 +333,39 @@ async fn main() {
             );
         }
     }
+    println!();
+    println!(
+        "| call | conc. | requests whose stamps were verified in a batch | requests per batch |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (mode, c, sent, batches, batched) in batching {
+        println!(
+            "| {} | {c} | {:.0} % | {:.1} |",
+            if mode == Mode::Unary {
+                "Sign"
+            } else {
+                "SignStream"
+            },
+            100.0 * as_f64(batched) / as_f64(u64::try_from(sent).unwrap_or(u64::MAX)),
+            as_f64(batched) / as_f64(batches.max(1)),
+        );
+    }
     targets(&results);
+}
+
+/// The enclave's stamp batches and the requests in them, since it started.
+async fn stamp_batches(enclave: &EnclaveServiceClient<tonic::transport::Channel>) -> (u64, u64) {
+    let status = enclave
+        .clone()
+        .status(pb::StatusRequest {})
+        .await
+        .expect("enclave status")
+        .into_inner();
+    (status.stamp_batches, status.stamps_batched)
+}
+
+fn as_f64(count: u64) -> f64 {
+    f64::from(u32::try_from(count).unwrap_or(u32::MAX))
 }
 
 fn targets(results: &HashMap<(&str, Mode, usize), Run>) {

@@ -22,7 +22,7 @@ use crate::hd::HdPath;
 use crate::ids::{KeyId, KeyringId};
 use crate::policy::{KeyPolicy, KeyringAdmins, Quorum};
 use crate::replay::TimeRules;
-use crate::stamp;
+use crate::stamp::{self, StampBatcher};
 
 /// Largest BIP-340 message accepted (bodies are bounded anyway).
 pub(crate) const MAX_SCHNORR_MESSAGE: usize = 16 * 1024;
@@ -40,22 +40,25 @@ pub(crate) struct Received<'r> {
 
 impl Received<'_> {
     /// Verifies the stamps of every API key that is a member of one of `relevant` (strangers'
-    /// stamps are ignored unverified), over the stamp message for `deployment_id`.
+    /// stamps are ignored unverified), over the stamp message for `deployment_id`; Ed25519
+    /// stamps through `batcher`, together with concurrent requests' stamps.
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] if a relevant stamp fails; [`Error::InvalidArgument`] for a
     /// stamp key in a non-canonical form.
-    pub(crate) fn authenticate(
+    pub(crate) async fn authenticate(
         self,
         deployment_id: &str,
         relevant: &[&Quorum],
+        batcher: &StampBatcher,
     ) -> Result<Authenticated, Error> {
         let body = self.body;
-        let approvals = stamp::verify_relevant(
+        let stamps = stamp::relevant(
             || signer_proto::canonical::stamp_message(deployment_id, body),
             self.stamps,
             |id| relevant.iter().find_map(|q| q.verifier(id)),
         )?;
+        let approvals = stamps.verify(batcher).await?;
         Ok(Authenticated::new(
             approvals,
             self.timestamp_ms,

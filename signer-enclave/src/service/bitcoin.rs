@@ -41,7 +41,7 @@ fn schemes(policy: &KeyPolicy, kinds: &[Script]) -> Result<(), Error> {
 }
 
 /// Signs one stamped `SignPsbt` request.
-pub(super) fn sign_psbt<B: Backend>(
+pub(super) async fn sign_psbt<B: Backend>(
     shared: &State<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::SignPsbtResponse, Error> {
@@ -50,7 +50,13 @@ pub(super) fn sign_psbt<B: Backend>(
     let op = psbt::sign_psbt_op(operation)?;
     let summary = shared.vault.identity(&op.key_id)?;
     // Stamps first: nothing about the PSBT is judged for anyone but the root's approvers.
-    let auth = received.authenticate(shared.deployment(), &[&summary.policy.policy.approvers])?;
+    let auth = received
+        .authenticate(
+            shared.deployment(),
+            &[&summary.policy.policy.approvers],
+            &shared.stamps,
+        )
+        .await?;
     if !summary
         .policy
         .policy

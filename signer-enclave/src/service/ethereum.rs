@@ -32,7 +32,7 @@ fn judge<'p>(policy: &'p KeyPolicy, payload: &EthPayload) -> Result<Verdict<'p>,
 }
 
 /// Signs one stamped `SignEthereum` request.
-pub(super) fn sign_ethereum<B: Backend>(
+pub(super) async fn sign_ethereum<B: Backend>(
     shared: &State<B>,
     request: &pb::SignedRequest,
 ) -> Result<pb::SignEthereumResponse, Error> {
@@ -42,7 +42,13 @@ pub(super) fn sign_ethereum<B: Backend>(
     let snapshot = shared.vault.policy(&op.key_id)?;
     // Stamps first: the rules are judged only for a quorum of the key's own approvers, so
     // nobody else can probe them.
-    let auth = received.authenticate(shared.deployment(), &[&snapshot.policy.approvers])?;
+    let auth = received
+        .authenticate(
+            shared.deployment(),
+            &[&snapshot.policy.approvers],
+            &shared.stamps,
+        )
+        .await?;
     if !snapshot.policy.approvers.satisfied_by(auth.approvals()) {
         return Err(Error::Denied("approver quorum not met"));
     }

@@ -2,6 +2,7 @@
 //! `testdata/vectors/PROVENANCE.md`) and against our own negative cases.
 
 use super::*;
+use crate::testing::ready;
 
 const PYTHON: &str = include_str!("../../../testdata/vectors/stamps_python_cryptography.json");
 
@@ -87,11 +88,12 @@ fn verifier(id: &ApiKeyId) -> Verifier {
 
 fn verify(body: &[u8], stamps: &[pb::Stamp], members: &[ApiKeyId]) -> Result<Approvals, Error> {
     let parsed: Vec<(ApiKeyId, Verifier)> = members.iter().map(|m| (*m, verifier(m))).collect();
-    verify_relevant(
+    relevant(
         || message(body),
         stamps,
         |k| parsed.iter().find(|(id, _)| id == k).map(|(_, v)| v),
     )
+    .and_then(|stamps| ready(stamps.verify(&StampBatcher::default())))
 }
 
 #[test]
@@ -141,7 +143,7 @@ fn strangers_stamps_are_ignored_without_being_verified() {
     garbage.signature = vec![0; 64];
     let member_key = verifier(&id(&member));
     let mut verified = false;
-    let approvals = verify_relevant(
+    let approvals = relevant(
         || {
             verified = true;
             message(body)
@@ -149,6 +151,7 @@ fn strangers_stamps_are_ignored_without_being_verified() {
         &[garbage.clone(), garbage.clone()],
         |k| (*k == id(&member)).then_some(&member_key),
     )
+    .and_then(|stamps| ready(stamps.verify(&StampBatcher::default())))
     .unwrap();
     assert_eq!(approvals.keys().count(), 0);
     assert!(!verified, "no stamp was relevant: nothing was verified");

@@ -1,7 +1,7 @@
 //! The stamped intake: envelope limits, canonical bodies, time rules, field validation.
 
 use super::*;
-use crate::testing::{DEPLOYMENT, api, stamp};
+use crate::testing::{DEPLOYMENT, api, ready, stamp};
 
 const NOW: u64 = 1_800_000_000_000;
 
@@ -55,13 +55,14 @@ fn accepts_a_good_body_and_verifies_the_members_stamp() {
     assert_eq!(op.scheme(), pb::SignatureScheme::EcdsaSecp256k1);
     let request = stamped(body(Operation::Sign(good_sign())).encode_to_vec());
     let (received, _) = open(&request, &rules(), NOW).unwrap();
-    let auth = received.authenticate(DEPLOYMENT, &[&quorum(5)]).unwrap();
+    let batcher = StampBatcher::default();
+    let auth = ready(received.authenticate(DEPLOYMENT, &[&quorum(5)], &batcher)).unwrap();
     assert_eq!(auth.approvals().keys().count(), 1);
     assert_eq!(auth.nonce(), &[7; 16]);
     // For another deployment the same stamp does not verify.
     let (received, _) = open(&request, &rules(), NOW).unwrap();
     assert!(matches!(
-        received.authenticate("production", &[&quorum(5)]),
+        ready(received.authenticate("production", &[&quorum(5)], &batcher)),
         Err(Error::Unauthenticated(_))
     ));
 }
