@@ -1,6 +1,6 @@
 //! Per-operation costs of both backends, sealing, HD derivation, libsecp256k1's context
-//! re-randomisation, the SDK's check of a signature, and what the host's relay spends decoding
-//! and re-encoding a `Sign`.
+//! re-randomisation, the SDK's check of a signature, what the host's relay spends decoding and
+//! re-encoding a `Sign`, and Ed25519 stamps verified alone and in batches.
 //!
 //! Run: `cargo bench -p bench --bench micro`. Figures and machine in `bench/RESULTS.md`.
 #![expect(
@@ -188,6 +188,46 @@ fn relay(c: &mut Criterion) {
     });
 }
 
+/// Ed25519 stamps: one strict verification (what a lone request costs the enclave) against
+/// batch verification of 8 and 64 stamps by different keys over different messages (what the
+/// enclave's stamp batcher does under load); criterion's throughput is per stamp.
+fn stamps(c: &mut Criterion) {
+    use ed25519_dalek::Signer as _;
+    let stamps: Vec<_> = (0..64u8)
+        .map(|i| {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[i.wrapping_add(1); 32]);
+            // A stamp message's size for a `Sign` body: domain, deployment id, ≈ 130 bytes.
+            let message = [b"signer.v1 stamp\0".as_slice(), &[i; 150]].concat();
+            let signature = key.sign(&message);
+            (key.verifying_key(), message, signature)
+        })
+        .collect();
+    let mut group = c.benchmark_group("stamps");
+    group.throughput(criterion::Throughput::Elements(1));
+    group.bench_function("ed25519 verify_strict", |b| {
+        let (key, message, signature) = &stamps[0];
+        b.iter(|| {
+            key.verify_strict(black_box(message), signature)
+                .expect("verifies qed")
+        });
+    });
+    for n in [8, 64] {
+        let keys: Vec<_> = stamps[..n].iter().map(|(key, _, _)| *key).collect();
+        let messages: Vec<&[u8]> = stamps[..n].iter().map(|(_, m, _)| m.as_slice()).collect();
+        let signatures: Vec<_> = stamps[..n].iter().map(|(_, _, s)| *s).collect();
+        group.throughput(criterion::Throughput::Elements(
+            u64::try_from(n).expect("small qed"),
+        ));
+        group.bench_function(format!("ed25519 verify_batch of {n}"), |b| {
+            b.iter(|| {
+                ed25519_dalek::verify_batch(black_box(&messages), &signatures, &keys)
+                    .expect("verifies qed");
+            });
+        });
+    }
+    group.finish();
+}
+
 fn all(c: &mut Criterion) {
     backend::<K256>(c);
     backend::<Libsecp256k1>(c);
@@ -196,6 +236,7 @@ fn all(c: &mut Criterion) {
     sealing(c);
     hd(c);
     relay(c);
+    stamps(c);
 }
 
 criterion_group!(benches, all);

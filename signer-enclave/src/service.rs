@@ -393,7 +393,12 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
         // answered as they finish; each answer carries its request's id.
         let tasks = request.into_inner().map(move |item| {
             let shared = Arc::clone(&shared);
-            tokio::spawn(async move { Self::stream_item(&shared, item).await })
+            let arrival = shared.stamps.arrival();
+            tokio::spawn(async move {
+                let answer = Self::stream_item(&shared, item).await;
+                drop(arrival);
+                answer
+            })
         });
         let responses = futures_util::StreamExt::buffer_unordered(tasks, STREAM_IN_FLIGHT)
             .map(|joined| joined.unwrap_or_else(|_| Err(Status::internal("internal error"))));
@@ -414,6 +419,7 @@ impl<B: Backend> EnclaveApi<B> {
         action: pb::AuditAction,
         run: impl Future<Output = Result<R, Error>>,
     ) -> Result<Response<R>, Status> {
+        let _arrival = self.shared.stamps.arrival();
         async {
             run.await
                 .map(Response::new)

@@ -36,6 +36,10 @@ struct Cli {
     /// reported (this machine is shared and noisy).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Also measure, in the same rounds, a second signer stack running this enclave binary (an
+    /// older build, say): the row "compare" shows what a change to the enclave did.
+    #[arg(long)]
+    compare_enclave: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -169,6 +173,25 @@ async fn measure(
     }
 }
 
+/// A stack's measured client and key: the harness's client creates the keyring and verifies the
+/// key against the attested enclave; the measured client stamps with the same admin key.
+async fn signer_target(host: &tests::Stack) -> Target {
+    wait_serving(&host.address).await;
+    let admin = host.client().await;
+    let key = admin
+        .create_key(&host.keyring(), "bench")
+        .await
+        .expect("create key");
+    let client = client(&host.address, &host.deployment_id, host.admin_stamper()).await;
+    client.trust_key(key.clone());
+    Target {
+        client,
+        key_id: key.key_id,
+        front: host.host_pid(),
+        back: host.enclave_pid().expect("host runs an enclave"),
+    }
+}
+
 /// A client stamping with `stamper` (both systems get stamped requests, so client-side costs
 /// match; the baseline does not check them).
 async fn client(address: &Address, deployment_id: &str, stamper: signer_client::Stamper) -> Client {
@@ -194,21 +217,21 @@ async fn main() {
         &cli.backend,
         &options,
     );
-    wait_serving(&host.address).await;
-    // The harness's client creates the keyring and verifies the key against the attested
-    // enclave; the measured client stamps with the same admin key.
-    let admin = host.client().await;
-    let key = admin
-        .create_key(&host.keyring(), "bench")
-        .await
-        .expect("create key");
-    let signer_client = client(&host.address, &host.deployment_id, host.admin_stamper()).await;
-    signer_client.trust_key(key.clone());
-    let signer = Target {
-        client: signer_client,
-        key_id: key.key_id,
-        front: host.host_pid(),
-        back: host.enclave_pid().expect("host runs an enclave"),
+    let signer = signer_target(&host).await;
+    let compare_host = cli.compare_enclave.as_ref().map(|binary| {
+        let options = tests::StackOptions {
+            enclave_binary: Some(binary.clone()),
+            ..options.clone()
+        };
+        tests::Stack::spawn(
+            tempfile::tempdir().expect("tempdir"),
+            &cli.backend,
+            &options,
+        )
+    });
+    let compare = match &compare_host {
+        Some(host) => Some(signer_target(host).await),
+        None => None,
     };
 
     // The enclave's own status, over its socket, for how many requests' stamps it batched.
@@ -277,7 +300,10 @@ async fn main() {
             let mut rounds: HashMap<&str, Vec<Run>> = HashMap::new();
             let before = stamp_batches(&enclave).await;
             for _ in 0..cli.rounds.max(1) {
-                for (name, target) in [("baseline", &baseline), ("signer", &signer)] {
+                let systems = [("baseline", &baseline), ("signer", &signer)]
+                    .into_iter()
+                    .chain(compare.as_ref().map(|target| ("compare", target)));
+                for (name, target) in systems {
                     rounds
                         .entry(name)
                         .or_default()
@@ -287,8 +313,10 @@ async fn main() {
             let after = stamp_batches(&enclave).await;
             let sent = cli.rounds.max(1) * (cli.warmup + cli.requests);
             batching.push((mode, c, sent, after.0 - before.0, after.1 - before.1));
-            for name in ["baseline", "signer"] {
-                let mut runs = rounds.remove(name).unwrap_or_default();
+            for name in ["baseline", "signer", "compare"] {
+                let Some(mut runs) = rounds.remove(name) else {
+                    continue;
+                };
                 runs.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
                 let run = runs.swap_remove(runs.len() / 2);
                 println!(
@@ -316,21 +344,24 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|");
     for &c in &cli.concurrency {
         for mode in [Mode::Unary, Mode::Stream] {
-            let (b, s) = (
-                &results[&("baseline", mode, c)],
-                &results[&("signer", mode, c)],
-            );
-            println!(
-                "| {} | {c} | {:.2} | {:.2} | {:.2} |",
-                if mode == Mode::Unary {
-                    "Sign"
-                } else {
-                    "SignStream"
-                },
-                s.p(0.5) / b.p(0.5),
-                s.p(0.99) / b.p(0.99),
-                s.throughput() / b.throughput()
-            );
+            let b = &results[&("baseline", mode, c)];
+            for name in ["signer", "compare"] {
+                let Some(s) = results.get(&(name, mode, c)) else {
+                    continue;
+                };
+                println!(
+                    "| {}{} | {c} | {:.2} | {:.2} | {:.2} |",
+                    if mode == Mode::Unary {
+                        "Sign"
+                    } else {
+                        "SignStream"
+                    },
+                    if name == "compare" { " (compare)" } else { "" },
+                    s.p(0.5) / b.p(0.5),
+                    s.p(0.99) / b.p(0.99),
+                    s.throughput() / b.throughput()
+                );
+            }
         }
     }
     println!();

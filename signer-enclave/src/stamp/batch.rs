@@ -1,12 +1,15 @@
 //! Ed25519 stamps of concurrent requests verified together.
 //!
 //! One Ed25519 verification costs ≈ 41 µs on the benchmark machine; `ed25519-dalek`'s batch
-//! verification checks 8 or more signatures for ≈ 0.43× that each (bench/RESULTS.md). A request
-//! queues its stamps and yields once: the runtime defers it until the worker has run the tasks
-//! that are ready (or every 61 tasks), so every request already received queues its stamps too.
-//! The first request to resume takes the queue, verifies it at once and answers each request;
-//! the others find their answer waiting. A lone request takes only its own stamps, verified
-//! alone as before, after the yield (a few µs).
+//! verification checks 8 or more signatures for ≈ 0.43× that each (bench/RESULTS.md). The
+//! enclave counts the requests it is serving ([`StampBatcher::arrival`]) and calls itself busy
+//! while two or more overlap, and for [`BUSY`] after. An idle enclave verifies a request's stamps
+//! inline, as it always did: a lone caller pays nothing for batching. A busy one queues them and
+//! yields once: the runtime defers the request until the worker has run the tasks that are ready
+//! (or every 61 tasks), so the requests already received queue their stamps too. The first
+//! request to resume takes the queue, verifies it at once and answers each request; the others
+//! find their answer waiting. (Busy lasts beyond the overlap because a worker that runs ready
+//! requests one after the other sees one at a time: without the memory, each would verify alone.)
 //!
 //! Outcomes: a batch that verifies accepts every stamp in it; one that does not is verified again
 //! stamp by stamp, strictly, so a bad stamp refuses only its own request. The batch equation is
@@ -18,14 +21,19 @@
 //! A client whose stamps fail makes its batch be checked twice (batch, then one by one): at most
 //! ≈ 1.4× the cost of verifying each stamp alone.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use tokio::sync::oneshot;
 
 /// Requests verified in one batch at most; a longer queue is verified in several.
 const MAX_REQUESTS: usize = 64;
+
+/// How long the enclave stays busy after requests last overlapped: ≈ 30 requests' time at the
+/// throughput of two cores, and 8 of a lone caller's (which never overlap).
+pub(crate) const BUSY: Duration = Duration::from_millis(5);
 
 /// One request's Ed25519 stamps: every one is over the same message.
 struct Job {
@@ -35,11 +43,15 @@ struct Job {
 }
 
 /// The enclave's Ed25519 stamp verifier, shared by every request.
-#[derive(Default)]
 pub(crate) struct StampBatcher {
     /// Requests waiting. A request whose client goes away leaves its job here; the next
-    /// request to resume verifies it with the rest, and the answer goes nowhere.
+    /// request verifies it with the rest, and the answer goes nowhere.
     queue: Mutex<Vec<Job>>,
+    /// Requests the enclave is serving (see [`Arrival`]).
+    in_flight: Arc<AtomicUsize>,
+    /// Until when the enclave counts as busy, µs after `start`.
+    busy_until: AtomicU64,
+    start: Instant,
     batches: AtomicU64,
     batched: AtomicU64,
 }
@@ -53,14 +65,52 @@ pub(crate) struct BatchStats {
     pub requests: u64,
 }
 
+/// One request being served, counted from its arrival until it is answered (dropped).
+#[derive(Debug)]
+pub(crate) struct Arrival(Arc<AtomicUsize>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Default for StampBatcher {
+    fn default() -> Self {
+        Self {
+            queue: Mutex::default(),
+            in_flight: Arc::default(),
+            busy_until: AtomicU64::new(0),
+            start: Instant::now(),
+            batches: AtomicU64::new(0),
+            batched: AtomicU64::new(0),
+        }
+    }
+}
+
 impl StampBatcher {
-    /// Whether every stamp in `stamps` is a valid Ed25519 signature over `message` by its key,
-    /// verified together with the stamps of the requests that are ready at the same time.
+    /// Counts a request as being served until the returned guard drops: taken when a stamped
+    /// call starts, and for a streamed item when it is received, before its task first runs.
+    pub(crate) fn arrival(&self) -> Arrival {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Arrival(Arc::clone(&self.in_flight))
+    }
+
+    /// Whether every stamp in `stamps` is a valid Ed25519 signature over `message` by its key:
+    /// verified inline when the enclave is idle, else together with the stamps of the requests
+    /// that are ready at the same time.
     pub(crate) async fn verify(
         &self,
         message: Vec<u8>,
         stamps: Vec<(VerifyingKey, Signature)>,
     ) -> bool {
+        if !self.busy() {
+            // Idle: any job still queued is a dropped request's (a live one would make the
+            // enclave busy); answer it now rather than keep its message until the next burst.
+            let stale = std::mem::take(&mut *self.jobs());
+            self.flush(stale);
+            return verify_each(&message, &stamps);
+        }
         let (answer, answered) = oneshot::channel();
         self.jobs().push(Job {
             message,
@@ -74,6 +124,18 @@ impl StampBatcher {
         self.flush(jobs);
         // A sender dropped unanswered would mean a panic in the flush: refused.
         answered.await.unwrap_or(false)
+    }
+
+    /// Whether requests overlap now or did within [`BUSY`].
+    fn busy(&self) -> bool {
+        let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if self.in_flight.load(Ordering::Acquire) > 1 {
+            let until = u64::try_from(BUSY.as_micros()).unwrap_or(u64::MAX);
+            self.busy_until
+                .store(now.saturating_add(until), Ordering::Release);
+            return true;
+        }
+        now < self.busy_until.load(Ordering::Acquire)
     }
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {

@@ -24,21 +24,44 @@ fn request(n: u8) -> Request {
 
 /// Verifies `requests` as if they arrived together: each queues and yields before any resumes.
 fn together(batcher: &StampBatcher, requests: Vec<Request>) -> Vec<bool> {
-    ready(join_all(
+    let arrivals: Vec<Arrival> = requests.iter().map(|_| batcher.arrival()).collect();
+    let verdicts = ready(join_all(
         requests
             .into_iter()
             .map(|(message, stamps)| batcher.verify(message, stamps)),
-    ))
+    ));
+    drop(arrivals);
+    assert_eq!(batcher.in_flight.load(Ordering::Acquire), 0);
+    verdicts
 }
 
 #[test]
 fn a_lone_request_is_verified_alone() {
     let batcher = StampBatcher::default();
+    let _arrival = batcher.arrival();
     let (message, stamps) = request(1);
     assert!(ready(batcher.verify(message.clone(), stamps.clone())));
     let (_, others) = request(2);
     assert!(!ready(batcher.verify(message, others)));
     assert_eq!(batcher.stats(), BatchStats::default());
+    assert!(!batcher.busy());
+}
+
+#[test]
+fn overlapping_requests_make_the_enclave_busy_for_a_while() {
+    let batcher = StampBatcher::default();
+    let first = batcher.arrival();
+    assert!(!batcher.busy());
+    let second = batcher.arrival();
+    assert!(batcher.busy());
+    drop((first, second));
+    // Still busy after the overlap: the next request queues (its verdict is the same).
+    assert!(batcher.busy());
+    let (message, stamps) = request(1);
+    assert!(ready(batcher.verify(message, stamps)));
+    // Until the window passes.
+    batcher.busy_until.store(0, Ordering::Release);
+    assert!(!batcher.busy());
 }
 
 #[test]
@@ -110,4 +133,22 @@ fn add_group_order(s: &mut [u8; 32]) {
         carry = sum >> 8;
     }
     assert_eq!(carry, 0, "S < ℓ < 2²⁵³, so S + ℓ fits in 32 bytes");
+}
+
+#[test]
+fn a_dropped_requests_stamps_leave_the_queue_with_the_next_request() {
+    let batcher = StampBatcher::default();
+    let arrivals = (batcher.arrival(), batcher.arrival());
+    let (message, stamps) = request(1);
+    let mut dropped = Box::pin(batcher.verify(message, stamps));
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    // Queued, yielded, then its client went away.
+    assert!(dropped.as_mut().poll(&mut context).is_pending());
+    drop(dropped);
+    drop(arrivals);
+    assert_eq!(batcher.jobs().len(), 1);
+    batcher.busy_until.store(0, Ordering::Release);
+    let (message, stamps) = request(2);
+    assert!(ready(batcher.verify(message, stamps)));
+    assert!(batcher.jobs().is_empty());
 }
