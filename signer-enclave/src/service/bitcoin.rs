@@ -50,12 +50,8 @@ pub(super) async fn sign_psbt<B: Backend>(
     let op = psbt::sign_psbt_op(operation)?;
     let summary = shared.vault.identity(&op.key_id)?;
     // Stamps first: nothing about the PSBT is judged for anyone but the root's approvers.
-    let auth = received
-        .authenticate(
-            shared.deployment(),
-            &[&summary.policy.policy.approvers],
-            &shared.stamps,
-        )
+    let auth = shared
+        .authenticate(received, &[&summary.policy.policy.approvers])
         .await?;
     if !summary
         .policy

@@ -10,7 +10,7 @@ use signer_proto::pb;
 
 use crate::Error;
 use crate::audit::{self, AuditLog, Note};
-use crate::auth::Requirement;
+use crate::auth::{Authenticated, Requirement};
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::hd::HdPath;
@@ -19,6 +19,7 @@ use crate::ids::KeyId;
 use crate::intake::import::{self, Imported};
 use crate::intake::stamped::{self, Received, SignKind};
 use crate::keyinfo::{HdFacts, key_info};
+use crate::policy::Quorum;
 use crate::provider::KeyWrapper;
 use crate::ratelimit::RateLimiter;
 use crate::replay::{self, ReplayGuard};
@@ -51,6 +52,18 @@ pub(super) struct State<B: Backend> {
 impl<B: Backend> State<B> {
     pub(super) fn deployment(&self) -> &str {
         &self.settings.deployment_id
+    }
+
+    /// Verifies the stamps of `received` by members of `relevant`, for this deployment, through
+    /// the enclave's stamp batcher.
+    pub(super) async fn authenticate(
+        &self,
+        received: Received<'_>,
+        relevant: &[&Quorum],
+    ) -> Result<Authenticated, Error> {
+        received
+            .authenticate(self.deployment(), relevant, &self.stamps)
+            .await
     }
 }
 
@@ -184,12 +197,8 @@ impl Signer<'_> {
         // vault's lookup.
         let snapshot = shared.vault.policy(self.key_id)?;
         snapshot.policy.check_blind(self.scheme)?;
-        let auth = received
-            .authenticate(
-                shared.deployment(),
-                &[&snapshot.policy.approvers],
-                &shared.stamps,
-            )
+        let auth = shared
+            .authenticate(received, &[&snapshot.policy.approvers])
             .await?;
         drop(snapshot);
         // Drawn before anything is spent: an RNG failure leaves the request retryable.
@@ -267,9 +276,7 @@ pub(super) async fn create_key<B: Backend>(
     let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
     let op = stamped::create_key_op(operation)?;
     let admins = shared.vault.keyring_admins(&op.keyring_id)?;
-    let auth = received
-        .authenticate(shared.deployment(), &[&admins.quorum], &shared.stamps)
-        .await?;
+    let auth = shared.authenticate(received, &[&admins.quorum]).await?;
     let requirement = Requirement {
         quorum: &admins.quorum,
         refusal: KEYRING_ADMINS,
@@ -308,9 +315,7 @@ pub(super) async fn import_key<B: Backend>(
         ));
     }
     let admins = shared.vault.keyring_admins(&op.create.keyring_id)?;
-    let auth = received
-        .authenticate(shared.deployment(), &[&admins.quorum], &shared.stamps)
-        .await?;
+    let auth = shared.authenticate(received, &[&admins.quorum]).await?;
     let requirement = Requirement {
         quorum: &admins.quorum,
         refusal: KEYRING_ADMINS,
@@ -355,12 +360,8 @@ pub(super) async fn update_policy<B: Backend>(
     let (received, operation) = stamped::open(request, shared.guard.rules(), now)?;
     let op = stamped::update_policy_op(operation)?;
     let snapshot = shared.vault.policy(&op.key_id)?;
-    let auth = received
-        .authenticate(
-            shared.deployment(),
-            &[&snapshot.policy.admins],
-            &shared.stamps,
-        )
+    let auth = shared
+        .authenticate(received, &[&snapshot.policy.admins])
         .await?;
     drop(snapshot);
     let changed =
@@ -402,12 +403,8 @@ pub(super) async fn create_keyring<B: Backend>(
     }
     shared.vault.ready()?;
     let everyone = admins.quorum.everyone();
-    let auth = received
-        .authenticate(
-            shared.deployment(),
-            &[creators, &admins.quorum],
-            &shared.stamps,
-        )
+    let auth = shared
+        .authenticate(received, &[creators, &admins.quorum])
         .await?;
     let requirements = [
         Requirement {

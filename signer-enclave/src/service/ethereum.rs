@@ -42,12 +42,8 @@ pub(super) async fn sign_ethereum<B: Backend>(
     let snapshot = shared.vault.policy(&op.key_id)?;
     // Stamps first: the rules are judged only for a quorum of the key's own approvers, so
     // nobody else can probe them.
-    let auth = received
-        .authenticate(
-            shared.deployment(),
-            &[&snapshot.policy.approvers],
-            &shared.stamps,
-        )
+    let auth = shared
+        .authenticate(received, &[&snapshot.policy.approvers])
         .await?;
     if !snapshot.policy.approvers.satisfied_by(auth.approvals()) {
         return Err(Error::Denied("approver quorum not met"));
