@@ -115,9 +115,18 @@ fn a_bad_stamp_in_a_batch_refuses_only_its_own_request() {
     // Two stamps, one by a key that did not sign this message.
     let (_, stranger) = request(99);
     requests[10].1.push(stranger[0]);
-    let verdicts = together(&StampBatcher::default(), requests);
+    let batcher = StampBatcher::default();
+    let verdicts = together(&batcher, requests);
     let refused: Vec<usize> = (0..verdicts.len()).filter(|&i| !verdicts[i]).collect();
     assert_eq!(refused, [3, 6, 8, 10]);
+    // Through a batch that failed and was checked again one by one, not twelve lone checks.
+    assert_eq!(
+        batcher.stats(),
+        BatchStats {
+            batches: 1,
+            requests: 12
+        }
+    );
 }
 
 /// `s += ℓ` (little-endian), the group order of Ed25519's base point.
