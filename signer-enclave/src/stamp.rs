@@ -100,9 +100,12 @@ impl Verifier {
         match self {
             Verifier::P256(key) => p256::ecdsa::Signature::from_slice(signature)
                 .is_ok_and(|sig| key.verify(message, &sig).is_ok()),
+            // The same strict check the batcher makes of a lone request and of a failed batch.
             Verifier::Ed25519(key) => <[u8; 64]>::try_from(signature).is_ok_and(|bytes| {
-                key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&bytes))
-                    .is_ok()
+                batch::verify_each(
+                    message,
+                    &[(*key, ed25519_dalek::Signature::from_bytes(&bytes))],
+                )
             }),
         }
     }

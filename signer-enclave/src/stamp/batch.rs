@@ -193,7 +193,7 @@ impl StampBatcher {
 
 /// Strict verification of every stamp (canonical `S`, no small-order `R` or key), each one even
 /// after one fails, so the time taken does not say which failed.
-fn verify_each(message: &[u8], stamps: &[(VerifyingKey, Signature)]) -> bool {
+pub(super) fn verify_each(message: &[u8], stamps: &[(VerifyingKey, Signature)]) -> bool {
     stamps.iter().fold(true, |valid, (key, signature)| {
         key.verify_strict(message, signature).is_ok() & valid
     })
