@@ -40,7 +40,11 @@ macro_rules! id_type {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{}", $prefix, hex::encode(self.0))
+                // Into a buffer on the stack: ids are formatted on every signing path.
+                let mut digits = [0u8; 32];
+                hex::encode_to_slice(self.0, &mut digits).map_err(|_| fmt::Error)?;
+                f.write_str($prefix)?;
+                f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
             }
         }
 
@@ -83,6 +87,8 @@ mod tests {
         ] {
             assert!(KeyId::parse(bad).is_err(), "{bad}");
         }
-        assert!(KeyringId::parse("kr-0123456789abcdef0123456789abcdef").is_ok());
+        let text = "kr-0123456789abcdef0123456789abcdef";
+        assert_eq!(KeyringId::parse(text).unwrap().to_string(), text);
+        assert_eq!(format!("{:?}", KeyringId::parse(text).unwrap()), text);
     }
 }

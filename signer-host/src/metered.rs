@@ -69,20 +69,29 @@ fn tagged<T>(mut request: Request<T>) -> (Request<T>, MetadataValue<Ascii>) {
         .and_then(|value| value.to_str().ok())
         .filter(|id| valid_request_id(id))
         .and_then(|id| MetadataValue::try_from(id).ok());
-    let id = given.unwrap_or_else(|| {
-        let mut bytes = [0u8; 16];
-        // Without the OS RNG the id is still unique enough to read a log by: the time.
-        if getrandom::fill(&mut bytes).is_err() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            bytes = now.to_be_bytes();
-        }
-        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        MetadataValue::try_from(text.as_str()).unwrap_or(MetadataValue::from_static("unset"))
-    });
+    let mut id = given.unwrap_or_else(fresh_id);
+    // Every id is new, so HTTP/2 header compression gains nothing from indexing it, and each
+    // one would push the connection's repeated headers out of its table: sent never-indexed.
+    id.set_sensitive(true);
     request.metadata_mut().insert(REQUEST_ID_HEADER, id.clone());
     (request, id)
+}
+
+/// A fresh request id: 16 random bytes in hex.
+fn fresh_id() -> MetadataValue<Ascii> {
+    let mut bytes = [0u8; 16];
+    // Without the OS RNG the id is still unique enough to read a log by: the time.
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = now.to_be_bytes();
+    }
+    let mut text = [0u8; 32];
+    hex::encode_to_slice(bytes, &mut text)
+        .ok()
+        .and_then(|()| MetadataValue::try_from(&text[..]).ok())
+        .unwrap_or(MetadataValue::from_static("unset"))
 }
 
 #[tonic::async_trait]
@@ -205,5 +214,42 @@ impl SignerService for Metered {
         let (request, id) = tagged(request);
         let call = self.relay.attest(request);
         self.serve("Attest", id, call).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_id_is_32_hex_digits_valid_on_the_wire_and_new_each_time() {
+        let first = fresh_id();
+        let text = first.to_str().expect("ascii");
+        assert_eq!(text.len(), 32);
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert!(valid_request_id(text));
+        assert_ne!(fresh_id(), first);
+    }
+
+    #[test]
+    fn a_clients_acceptable_id_is_kept_and_any_other_replaced() {
+        let mut request = Request::new(());
+        request.metadata_mut().insert(
+            REQUEST_ID_HEADER,
+            MetadataValue::from_static("order-42.a_b"),
+        );
+        let (request, id) = tagged(request);
+        assert_eq!(id, "order-42.a_b");
+        assert_eq!(request.metadata().get(REQUEST_ID_HEADER), Some(&id));
+
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert(REQUEST_ID_HEADER, MetadataValue::from_static("no spaces"));
+        let (_, id) = tagged(request);
+        assert_eq!(id.to_str().expect("ascii").len(), 32);
     }
 }

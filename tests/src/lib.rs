@@ -534,6 +534,19 @@ impl Stack {
         Stamper::new(vec![self.admin_key()])
     }
 
+    /// A client of the enclave's own API, over the socket its host relays to (as a host, or a
+    /// benchmark reading the enclave's status, talks to it).
+    pub fn enclave_client(
+        &self,
+    ) -> signer_proto::pb::enclave_service_client::EnclaveServiceClient<tonic::transport::Channel>
+    {
+        let socket = Address::Unix(self.dir.path().join("enclave.sock"));
+        signer_proto::pb::enclave_service_client::EnclaveServiceClient::new(
+            signer_proto::transport::dial(&socket, signer_proto::transport::DialOptions::default())
+                .expect("enclave socket address qed"),
+        )
+    }
+
     /// The host's (and its child enclave's) log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()

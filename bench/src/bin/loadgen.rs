@@ -15,7 +15,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use signer_client::{Client, ClientConfig, RetryPolicy};
 use signer_proto::pb::{self, enclave_service_client::EnclaveServiceClient};
-use signer_proto::transport::{Address, DialOptions};
+use signer_proto::transport::Address;
 
 /// End-to-end signing benchmark.
 #[derive(Debug, Parser)]
@@ -40,6 +40,11 @@ struct Cli {
     /// older build, say): the row "compare" shows what a change to the enclave did.
     #[arg(long)]
     compare_enclave: Option<std::path::PathBuf>,
+    /// Also measure, in the same rounds, a second signer stack running the `signer-host` and
+    /// `signer-enclave` in this directory (another build of both); with `--compare-enclave`,
+    /// that enclave instead of this directory's.
+    #[arg(long)]
+    compare_bins: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -218,9 +223,11 @@ async fn main() {
         &options,
     );
     let signer = signer_target(&host).await;
-    let compare_host = cli.compare_enclave.as_ref().map(|binary| {
+    let comparing = cli.compare_enclave.is_some() || cli.compare_bins.is_some();
+    let compare_host = comparing.then(|| {
         let options = tests::StackOptions {
-            enclave_binary: Some(binary.clone()),
+            bin_dir: Some(cli.compare_bins.clone().unwrap_or_else(|| bins.clone())),
+            enclave_binary: cli.compare_enclave.clone(),
             ..options.clone()
         };
         tests::Stack::spawn(
@@ -235,13 +242,7 @@ async fn main() {
     };
 
     // The enclave's own status, over its socket, for how many requests' stamps it batched.
-    let enclave = EnclaveServiceClient::new(
-        signer_proto::transport::dial(
-            &Address::Unix(host.dir.path().join("enclave.sock")),
-            DialOptions::default(),
-        )
-        .expect("enclave socket"),
-    );
+    let enclave = host.enclave_client();
 
     let socket = host.dir.path().join("baseline.sock");
     let mut server_cmd = Command::new(bins.join("baseline"));
@@ -299,10 +300,14 @@ async fn main() {
             // Baseline and signer back to back, so both see the same machine load.
             let mut rounds: HashMap<&str, Vec<Run>> = HashMap::new();
             let before = stamp_batches(&enclave).await;
-            for _ in 0..cli.rounds.max(1) {
-                let systems = [("baseline", &baseline), ("signer", &signer)]
+            for round in 0..cli.rounds.max(1) {
+                let mut systems: Vec<_> = [("baseline", &baseline), ("signer", &signer)]
                     .into_iter()
-                    .chain(compare.as_ref().map(|target| ("compare", target)));
+                    .chain(compare.as_ref().map(|target| ("compare", target)))
+                    .collect();
+                // Each round starts with the next system, so none always runs first or last.
+                let first = round % systems.len();
+                systems.rotate_left(first);
                 for (name, target) in systems {
                     rounds
                         .entry(name)

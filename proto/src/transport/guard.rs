@@ -99,16 +99,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
+                // The timer is re-armed lazily: a read only moves the deadline later, so the
+                // timer stays where it is until it fires (or the deadline moves earlier, which
+                // happens once, when the first request swaps the handshake deadline for the
+                // idle one), and is then set to the real deadline if that is still ahead. A
+                // busy connection re-arms once an idle period instead of once a read.
                 let deadline = self.deadline();
-                if self.timer.deadline() != deadline {
+                if deadline < self.timer.deadline() {
                     self.timer.as_mut().reset(deadline);
                 }
-                match self.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "client missed the handshake or idle deadline",
-                    ))),
-                    Poll::Pending => Poll::Pending,
+                loop {
+                    match self.timer.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) => {
+                            let deadline = self.deadline();
+                            if Instant::now() >= deadline {
+                                return Poll::Ready(Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "client missed the handshake or idle deadline",
+                                )));
+                            }
+                            self.timer.as_mut().reset(deadline);
+                        }
+                    }
                 }
             }
             other => other,
@@ -156,3 +169,6 @@ impl<S: Connected> Connected for Guarded<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,6 @@
 
 use signer_client::pb;
 use signer_client::pb::enclave_service_client::EnclaveServiceClient;
-use signer_proto::transport::{Address, DialOptions, dial};
 use tests::Stack;
 use tonic::Code;
 
@@ -26,13 +25,7 @@ async fn edited_requests_in_a_batched_wave_are_refused_alone() {
     let key = admin.create_key(&stack.keyring(), "waves").await.unwrap();
     let approver = stack.admin_key();
     // The enclave's own status, over its socket (as its host reads it).
-    let enclave = EnclaveServiceClient::new(
-        dial(
-            &Address::Unix(stack.dir.path().join("enclave.sock")),
-            DialOptions::default(),
-        )
-        .unwrap(),
-    );
+    let enclave = stack.enclave_client();
     for wave in 1u8.. {
         let before = batched(&enclave).await;
         let requests: Vec<([u8; 32], Code, pb::SignedRequest)> = (0..WAVE)
