@@ -156,6 +156,7 @@ impl<B: Backend> EnclaveService for EnclaveApi<B> {
             keys_checked: u64::try_from(vault.checked_keys()).unwrap_or(u64::MAX),
             stamp_batches: stamps.batches,
             stamps_batched: stamps.requests,
+            stamp_batches_failed: stamps.failed,
         }))
     }
 

@@ -64,6 +64,7 @@ pub struct Metrics {
     provider_calls: IntGauge,
     stamp_batches: IntGauge,
     stamps_batched: IntGauge,
+    stamp_batches_failed: IntGauge,
     boots: IntCounter,
     loads: IntCounterVec,
     load_seconds: HistogramVec,
@@ -189,6 +190,14 @@ impl Metrics {
                      last status poll.",
                 ),
             )?,
+            stamp_batches_failed: registered(
+                r,
+                IntGauge::new(
+                    "signer_enclave_stamp_batches_failed",
+                    "Batches of stamps that did not verify (a bad stamp in them) and were \
+                     verified again one by one, as of the last status poll.",
+                ),
+            )?,
             boots: registered(
                 r,
                 IntCounter::new(
@@ -289,6 +298,8 @@ impl Metrics {
             self.provider_calls.set(gauge(status.provider_calls));
             self.stamp_batches.set(gauge(status.stamp_batches));
             self.stamps_batched.set(gauge(status.stamps_batched));
+            self.stamp_batches_failed
+                .set(gauge(status.stamp_batches_failed));
         }
     }
 
@@ -433,6 +444,7 @@ mod tests {
                 provider_calls: 3,
                 stamp_batches: 4,
                 stamps_batched: 40,
+                stamp_batches_failed: 1,
                 ..pb::StatusResponse::default()
             }),
         );
@@ -448,6 +460,7 @@ mod tests {
             "signer_enclave_provider_calls 3",
             "signer_enclave_stamp_batches 4",
             "signer_enclave_stamps_batched 40",
+            "signer_enclave_stamp_batches_failed 1",
             r#"signer_request_seconds_count{method="Sign"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

@@ -73,7 +73,8 @@ fn requests_ready_together_are_verified_in_one_batch() {
         batcher.stats(),
         BatchStats {
             batches: 1,
-            requests: 20
+            requests: 20,
+            failed: 0,
         }
     );
 }
@@ -87,7 +88,8 @@ fn a_long_queue_is_verified_in_batches_of_at_most_64() {
         batcher.stats(),
         BatchStats {
             batches: 2,
-            requests: 70
+            requests: 70,
+            failed: 0,
         }
     );
 }
@@ -124,7 +126,8 @@ fn a_bad_stamp_in_a_batch_refuses_only_its_own_request() {
         batcher.stats(),
         BatchStats {
             batches: 1,
-            requests: 12
+            requests: 12,
+            failed: 1,
         }
     );
 }
