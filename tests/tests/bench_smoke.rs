@@ -41,6 +41,24 @@ fn loadgen_against_the_bare_relay() {
 }
 
 #[test]
+fn loadgen_with_a_second_build_in_rotating_rounds() {
+    let bins = tests::bin_dir();
+    let args = [
+        "--requests",
+        "60",
+        "--warmup",
+        "10",
+        "--concurrency",
+        "2",
+        "--rounds",
+        "3",
+        "--compare-bins",
+        bins.to_str().unwrap(),
+    ];
+    run("loadgen", &args, "| Sign (compare) | 2 |");
+}
+
+#[test]
 fn ethereum() {
     let args = [
         "--requests",
