@@ -4,6 +4,16 @@
 use super::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, duplex};
 
+/// A guarded connection with these deadlines (in seconds), its peer, and when it started.
+fn connection(handshake: u64, idle: u64) -> (DuplexStream, Guarded<DuplexStream>, Instant) {
+    let (peer, ours) = duplex(64);
+    let deadlines = Deadlines {
+        handshake: Duration::from_secs(handshake),
+        idle: Duration::from_secs(idle),
+    };
+    (peer, Guarded::new(ours, deadlines), Instant::now())
+}
+
 /// Reads one byte, or the guard's error.
 async fn read_byte(guarded: &mut Guarded<DuplexStream>) -> io::Result<u8> {
     let mut byte = [0u8; 1];
@@ -33,30 +43,14 @@ fn timed_out(result: io::Result<u8>) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn silent_connection_is_closed_at_the_handshake_deadline() {
-    let (_peer, ours) = duplex(64);
-    let start = Instant::now();
-    let mut guarded = Guarded::new(
-        ours,
-        Deadlines {
-            handshake: Duration::from_secs(10),
-            idle: Duration::from_secs(30),
-        },
-    );
+    let (_peer, mut guarded, start) = connection(10, 30);
     assert!(timed_out(read_byte(&mut guarded).await));
     assert_at(start.elapsed(), Duration::from_secs(10));
 }
 
 #[tokio::test(start_paused = true)]
 async fn each_byte_extends_the_idle_deadline_and_silence_then_closes() {
-    let (mut peer, ours) = duplex(64);
-    let start = Instant::now();
-    let mut guarded = Guarded::new(
-        ours,
-        Deadlines {
-            handshake: Duration::from_secs(10),
-            idle: Duration::from_secs(30),
-        },
-    );
+    let (mut peer, mut guarded, start) = connection(10, 30);
     let writer = tokio::spawn(async move {
         for i in 0..6u8 {
             peer.write_all(&[i]).await.expect("write");
@@ -78,15 +72,7 @@ async fn each_byte_extends_the_idle_deadline_and_silence_then_closes() {
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_timeout_shorter_than_the_handshake_applies_from_the_first_request() {
-    let (mut peer, ours) = duplex(64);
-    let start = Instant::now();
-    let mut guarded = Guarded::new(
-        ours,
-        Deadlines {
-            handshake: Duration::from_secs(30),
-            idle: Duration::from_secs(5),
-        },
-    );
+    let (mut peer, mut guarded, start) = connection(30, 5);
     peer.write_all(&[7]).await.expect("write");
     assert_eq!(read_byte(&mut guarded).await.expect("byte"), 7);
     info(&guarded).request_arrived();
