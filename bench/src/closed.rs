@@ -76,9 +76,10 @@ where
     (all, start.elapsed(), per_task * concurrency)
 }
 
-/// Measures every row in `rounds` interleaved rounds (each: `load(row, warmup)` unmeasured,
-/// then `load(row, measured)` with the enclave's CPU read around it) and returns each row's
-/// median-throughput round, in the rows' order.
+/// Measures every row in `rounds` interleaved rounds, each starting with the next row
+/// ([`crate::rotation`]; each: `load(row, warmup)` unmeasured, then `load(row, measured)` with
+/// the enclave's CPU read around it) and returns each row's median-throughput round, in the
+/// rows' order.
 pub async fn interleaved<R, F, Fut>(
     rows: &[R],
     rounds: usize,
@@ -91,8 +92,9 @@ where
     Fut: Future<Output = (Histogram<u64>, Duration, usize)>,
 {
     let mut all: Vec<Vec<Run>> = rows.iter().map(|_| Vec::new()).collect();
-    for _ in 0..rounds.max(1) {
-        for (slot, row) in rows.iter().enumerate() {
+    for round in 0..rounds.max(1) {
+        for slot in crate::rotation(rows.len(), round) {
+            let row = &rows[slot];
             load(row, warmup).await;
             let cpu = crate::cpu_seconds(enclave);
             let (latency, elapsed, requests) = load(row, measured).await;

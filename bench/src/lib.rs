@@ -29,6 +29,13 @@ impl Drop for Process {
     }
 }
 
+/// The order in which round `round` measures `systems` rows: each round starts with the next
+/// one, so none always runs first or last (on this shared machine a fixed order measured the
+/// same build 5.6 % faster in the last position; bench/RESULTS.md).
+pub fn rotation(systems: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..systems).map(move |i| (i + round) % systems)
+}
+
 /// The directory of the binary running now (`target/release` when run through cargo).
 pub fn bin_dir() -> PathBuf {
     std::env::current_exe()

@@ -234,8 +234,9 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rounds: Vec<Vec<Run>> = rows.iter().map(|_| Vec::new()).collect();
     let mut cold_base = 1_000_000;
-    for _ in 0..cli.rounds.max(1) {
-        for (slot, &row) in rows.iter().enumerate() {
+    for round in 0..cli.rounds.max(1) {
+        for slot in bench::rotation(rows.len(), round) {
+            let row = rows[slot];
             let requests = (cli.requests / row.inputs()).max(30);
             rounds[slot].push(measure(&fixture, row, requests, cold_base).await);
             if matches!(row, Row::DerivedCold) {

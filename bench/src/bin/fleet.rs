@@ -144,11 +144,10 @@ async fn main() {
 
     let (single_fleet, pair) = (fleet(&[&single]).await, fleet(&[&a, &b]).await);
     let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..cli.rounds {
-        for (i, (f, key)) in [(&single_fleet, &single_key), (&pair, &fleet_key)]
-            .into_iter()
-            .enumerate()
-        {
+    let systems = [(&single_fleet, &single_key), (&pair, &fleet_key)];
+    for round in 0..cli.rounds {
+        for i in bench::rotation(systems.len(), round) {
+            let (f, key) = systems[i];
             load(f, key, cli.concurrency, cli.warmup).await;
             runs[i].push(load(f, key, cli.concurrency, cli.requests).await);
         }

@@ -301,14 +301,11 @@ async fn main() {
             let mut rounds: HashMap<&str, Vec<Run>> = HashMap::new();
             let before = stamp_batches(&enclave).await;
             for round in 0..cli.rounds.max(1) {
-                let mut systems: Vec<_> = [("baseline", &baseline), ("signer", &signer)]
+                let systems: Vec<_> = [("baseline", &baseline), ("signer", &signer)]
                     .into_iter()
                     .chain(compare.as_ref().map(|target| ("compare", target)))
                     .collect();
-                // Each round starts with the next system, so none always runs first or last.
-                let first = round % systems.len();
-                systems.rotate_left(first);
-                for (name, target) in systems {
+                for (name, target) in bench::rotation(systems.len(), round).map(|i| systems[i]) {
                     rounds
                         .entry(name)
                         .or_default()
