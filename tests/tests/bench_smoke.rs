@@ -58,6 +58,33 @@ fn loadgen_with_a_second_build_in_rotating_rounds() {
     run("loadgen", &args, "| Sign (compare) | 2 |");
 }
 
+/// `bench/run-prior` with this build standing for both builds (an earlier one would take minutes
+/// to compile): its rounds, the rows it reads from both load generators and the medians.
+#[test]
+fn run_prior_reads_both_load_generators() {
+    let bins = tests::bin_dir();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/run-prior");
+    let output = Command::new(script)
+        .args(["HEAD", "2", "100", "10"])
+        .env("PRIOR_BINS", &bins)
+        .env("NOW_BINS", &bins)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "run-prior failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for round in ["| 0 | now |", "| 1 | prior |"] {
+        assert!(stdout.contains(round), "no round {round:?} in\n{stdout}");
+    }
+    assert!(
+        stdout.contains("- signer now / signer before, median of 2 paired rounds: "),
+        "no median in\n{stdout}"
+    );
+}
+
 #[test]
 fn ethereum() {
     let args = [
