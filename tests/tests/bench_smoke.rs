@@ -9,20 +9,25 @@
 use std::process::Command;
 
 fn run(binary: &str, args: &[&str], expect: &str) {
-    let output = Command::new(tests::bin_dir().join(binary))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{binary} {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = Command::new(tests::bin_dir().join(binary));
+    command.args(args);
+    let stdout = succeed(&mut command);
     assert!(
         stdout.contains(expect),
         "{binary}: no {expect:?} in\n{stdout}"
     );
+}
+
+/// Runs `command` to its end and returns its stdout; fails the test if it fails.
+fn succeed(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 #[test]
@@ -64,17 +69,11 @@ fn loadgen_with_a_second_build_in_rotating_rounds() {
 fn run_prior_reads_both_load_generators() {
     let bins = tests::bin_dir();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/run-prior");
-    let output = Command::new(script)
-        .args(["HEAD", "2", "100", "10"])
-        .env("PRIOR_BINS", &bins)
-        .env("NOW_BINS", &bins)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "run-prior failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = succeed(
+        Command::new(script)
+            .args(["HEAD", "2", "100", "10"])
+            .env("PRIOR_BINS", &bins)
+            .env("NOW_BINS", &bins),
     );
     for round in ["| 0 | now |", "| 1 | prior |"] {
         assert!(stdout.contains(round), "no round {round:?} in\n{stdout}");
