@@ -9,6 +9,7 @@ use prost::Message as _;
 use signer_proto::pb;
 use signer_proto::pb::request_body::Operation;
 
+use crate::identity::{Boot, BootIdentity};
 use crate::intake;
 use crate::provider::recipient::Recipient;
 use crate::replay::TimeRules;
@@ -76,6 +77,35 @@ pub fn ethereum_transaction(data: &[u8]) {
 pub fn typed_data(data: &[u8]) {
     if let Ok(json) = std::str::from_utf8(data) {
         let _ = intake::ethereum::typed_data(json);
+    }
+}
+
+/// An import from a client: the first byte picks the material, the rest is read as the opened
+/// HPKE plaintext of that material (a client chooses it freely), then split into an
+/// encapsulated key and a ciphertext and opened under a fixed enclave identity (a host or
+/// client chooses those freely too; only a sealed ciphertext opens).
+pub fn import(data: &[u8]) {
+    static IDENTITY: OnceLock<BootIdentity> = OnceLock::new();
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let material = match selector % 3 {
+        0 => pb::ImportMaterial::Secret,
+        1 => pb::ImportMaterial::Seed,
+        _ => pb::ImportMaterial::Mnemonic,
+    };
+    let _ = intake::import::read(material, rest);
+    let identity = IDENTITY.get_or_init(|| {
+        BootIdentity::generate(Boot {
+            id: [0; 16],
+            time_ms: 0,
+            deployment_id: "fuzz".into(),
+            config_hash: [0; 32],
+        })
+        .expect("the system RNG works qed")
+    });
+    if let Some((encapsulated_key, ciphertext)) = rest.split_at_checked(32) {
+        let _ = identity.open_import(encapsulated_key, ciphertext, &[selector]);
     }
 }
 

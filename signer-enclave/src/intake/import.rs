@@ -54,33 +54,41 @@ impl ImportOp {
     /// # Errors
     /// [`Error::InvalidArgument`] for a plaintext that is not a valid instance of it.
     pub(crate) fn read(&self, plaintext: &[u8]) -> Result<Imported, Error> {
-        match self.material {
-            pb::ImportMaterial::Secret => {
-                let bytes: &[u8; SECRET_LEN] = plaintext
-                    .try_into()
-                    .map_err(|_| Error::InvalidArgument("imported secret is not 32 bytes"))?;
-                Ok(Imported::Key(WalletSecret::from_bytes(bytes)))
-            }
-            pb::ImportMaterial::Seed => Ok(Imported::Root(HdSeed::from_bytes(plaintext)?.root()?)),
-            pb::ImportMaterial::Mnemonic => {
-                const MALFORMED: Error = Error::InvalidArgument("imported mnemonic is malformed");
-                let (length, rest) = plaintext.split_at_checked(2).ok_or(MALFORMED)?;
-                let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
-                let (phrase, passphrase) = rest.split_at_checked(length).ok_or(MALFORMED)?;
-                let phrase = Zeroizing::new(
-                    std::str::from_utf8(phrase)
-                        .map_err(|_| MALFORMED)?
-                        .to_owned(),
-                );
-                let passphrase = Zeroizing::new(
-                    std::str::from_utf8(passphrase)
-                        .map_err(|_| MALFORMED)?
-                        .to_owned(),
-                );
-                Ok(Imported::Root(
-                    HdSeed::from_mnemonic(&phrase, &passphrase)?.root()?,
-                ))
-            }
+        read(self.material, plaintext)
+    }
+}
+
+/// Reads an opened plaintext as `material`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a plaintext that is not a valid instance of it.
+pub(crate) fn read(material: pb::ImportMaterial, plaintext: &[u8]) -> Result<Imported, Error> {
+    match material {
+        pb::ImportMaterial::Secret => {
+            let bytes: &[u8; SECRET_LEN] = plaintext
+                .try_into()
+                .map_err(|_| Error::InvalidArgument("imported secret is not 32 bytes"))?;
+            Ok(Imported::Key(WalletSecret::from_bytes(bytes)))
+        }
+        pb::ImportMaterial::Seed => Ok(Imported::Root(HdSeed::from_bytes(plaintext)?.root()?)),
+        pb::ImportMaterial::Mnemonic => {
+            const MALFORMED: Error = Error::InvalidArgument("imported mnemonic is malformed");
+            let (length, rest) = plaintext.split_at_checked(2).ok_or(MALFORMED)?;
+            let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
+            let (phrase, passphrase) = rest.split_at_checked(length).ok_or(MALFORMED)?;
+            let phrase = Zeroizing::new(
+                std::str::from_utf8(phrase)
+                    .map_err(|_| MALFORMED)?
+                    .to_owned(),
+            );
+            let passphrase = Zeroizing::new(
+                std::str::from_utf8(passphrase)
+                    .map_err(|_| MALFORMED)?
+                    .to_owned(),
+            );
+            Ok(Imported::Root(
+                HdSeed::from_mnemonic(&phrase, &passphrase)?.root()?,
+            ))
         }
     }
 }
