@@ -1,9 +1,9 @@
 //! Faults under load: while workers sign continuously (each signature checked again here,
 //! independently of the SDK, against the key's public key), the enclave and then the host are
-//! killed with SIGKILL, KMS becomes unreachable (and the enclave restarts meanwhile), and the
-//! enclave is frozen (SIGSTOP) and thawed. Reported (stderr, `--nocapture`): signatures, errors
-//! by code, wrong signatures (must be 0), acknowledged keys lost (must be 0) and the time until
-//! signing resumed.
+//! killed with SIGKILL (a writer creating keys all the while, so writes are in flight), KMS
+//! becomes unreachable (and the enclave restarts meanwhile), and the enclave is frozen (SIGSTOP)
+//! and thawed. Reported (stderr, `--nocapture`): signatures, errors by code, wrong signatures
+//! (must be 0), acknowledged keys lost (must be 0) and the time until signing resumed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,6 +171,85 @@ fn first_after(tally: &Tally, from: Instant) -> Option<Duration> {
         .map(|t| t.duration_since(from))
 }
 
+/// Creates keys one after another until stopped, keeping every key acknowledged and counting
+/// refusals by code: the writes in flight when a process dies.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    created: Arc<Mutex<Vec<KeyInfo>>>,
+    refused: Arc<Mutex<BTreeMap<String, u64>>>,
+    progress: Arc<watch::Sender<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn start(stack: &Stack) -> Self {
+        let client = stack.client().await;
+        let keyring = stack.keyring();
+        let stop = Arc::new(AtomicBool::new(false));
+        let created = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(BTreeMap::new()));
+        let progress = Arc::new(watch::Sender::new(0));
+        let task = tokio::spawn({
+            let (stop, created, refused, progress) = (
+                Arc::clone(&stop),
+                Arc::clone(&created),
+                Arc::clone(&refused),
+                Arc::clone(&progress),
+            );
+            async move {
+                for n in 0u64.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match client.create_key(&keyring, &format!("written {n}")).await {
+                        Ok(key) => {
+                            let mut created = created.lock().unwrap();
+                            created.push(key);
+                            progress.send_replace(created.len());
+                        }
+                        Err(error) => {
+                            let class = error.code().map_or("client".into(), |c| format!("{c:?}"));
+                            *refused.lock().unwrap().entry(class).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            created,
+            refused,
+            progress,
+            task,
+        }
+    }
+
+    /// Waits until `more` keys beyond those acknowledged so far.
+    async fn until_created(&self, more: usize) {
+        let mut seen = self.progress.subscribe();
+        let target = *seen.borrow() + more;
+        tokio::time::timeout(Duration::from_secs(60), seen.wait_for(|n| *n >= target))
+            .await
+            .expect("writes resume")
+            .unwrap();
+    }
+
+    /// Stops it (`abort`: drops the call in flight, for a host that is gone) and returns the
+    /// keys acknowledged and the refusals by code.
+    async fn finish(self, abort: bool) -> (Vec<KeyInfo>, BTreeMap<String, u64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if abort {
+            self.task.abort();
+            let _ = self.task.await;
+        } else {
+            self.task.await.unwrap();
+        }
+        let created = std::mem::take(&mut *self.created.lock().unwrap());
+        let refused = std::mem::take(&mut *self.refused.lock().unwrap());
+        (created, refused)
+    }
+}
+
 /// Eight keys in the stack's keyring.
 pub(super) async fn keys(stack: &Stack) -> Arc<Vec<KeyInfo>> {
     let admin = stack.client().await;
@@ -199,22 +278,33 @@ async fn enclave_killed_under_load_loses_nothing_and_resumes() {
     let stack = Stack::start("k256").await;
     let keys = keys(&stack).await;
     let run = start_load(&stack, &keys).await;
+    let writer = Writer::start(&stack).await;
     run.until_signed(200).await;
+    writer.until_created(3).await;
     let fault = Instant::now();
     stack.kill_enclave();
     run.until_signed(200).await;
+    writer.until_created(3).await;
     let tally = run.finish(false).await;
+    let (created, refused) = writer.finish(false).await;
     let resumed = recovery(&tally, fault).expect("signing resumed");
     eprintln!(
-        "enclave SIGKILL under load ({WORKERS} workers): {} signatures, wrong {}, errors {:?}, \
-         longest gap between signatures {} ms",
+        "enclave SIGKILL under load ({WORKERS} workers and a writer): {} signatures, wrong {}, \
+         errors {:?}, longest gap between signatures {} ms; {} keys acknowledged (all present), \
+         refused {refused:?}",
         tally.signed,
         tally.wrong,
         tally.errors,
-        resumed.as_millis()
+        resumed.as_millis(),
+        created.len(),
     );
     assert_eq!(tally.wrong, 0, "no wrong signature, ever");
+    assert!(
+        refused.keys().all(|code| code == "Unavailable"),
+        "a write the enclave's death cut is refused as UNAVAILABLE: {refused:?}"
+    );
     all_present(&stack, &keys).await;
+    all_present(&stack, &created).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,16 +312,24 @@ async fn host_killed_under_load_loses_nothing_and_resumes() {
     let stack = Stack::start("k256").await;
     let keys = keys(&stack).await;
     let run = start_load(&stack, &keys).await;
+    let writer = Writer::start(&stack).await;
     run.until_signed(200).await;
+    writer.until_created(3).await;
     // SIGKILL the host (its enclave follows it), then start it again over the same store, as
     // its service manager would: the clients of the old address fail, new ones sign.
     let fault = Instant::now();
     let dir = stack.stop();
     let before = run.finish(true).await;
+    let (mut created, _) = writer.finish(true).await;
     let stack = Stack::start_in(dir, "k256").await;
     let run = start_load(&stack, &keys).await;
+    let writer = Writer::start(&stack).await;
     run.until_signed(200).await;
+    writer.until_created(3).await;
     let after = run.finish(false).await;
+    let (created_after, refused) = writer.finish(false).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    created.extend(created_after);
     let last_before = before.successes.iter().max().copied().unwrap_or(fault);
     let first_after = after
         .successes
@@ -242,15 +340,18 @@ async fn host_killed_under_load_loses_nothing_and_resumes() {
     let resumed = first_after.duration_since(last_before);
     eprintln!(
         "host SIGKILL under load ({WORKERS} workers): {} + {} signatures, wrong {}, errors {:?}, \
-         no signature for {} ms (the host's restart by the test included)",
+         no signature for {} ms (the host's restart by the test included); {} keys \
+         acknowledged (all present)",
         before.signed,
         after.signed,
         before.wrong + after.wrong,
         before.errors,
-        resumed.as_millis()
+        resumed.as_millis(),
+        created.len(),
     );
     assert_eq!(before.wrong + after.wrong, 0, "no wrong signature, ever");
     all_present(&stack, &keys).await;
+    all_present(&stack, &created).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
