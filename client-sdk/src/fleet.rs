@@ -2,7 +2,7 @@
 //! [`Client`] per endpoint — so each enclave it meets is attested on its own, with its own
 //! identity, and every answer is verified against the enclave that gave it — spreads signing
 //! calls over them in turn, marks an endpoint down when it answers `UNAVAILABLE` (or cannot be
-//! reached) or its health is not SERVING ([`Fleet::check_health`]) and tries the next, and says
+//! reached, or its connection is lost during a call) or its health is not SERVING ([`Fleet::check_health`]) and tries the next, and says
 //! which endpoint answered.
 //!
 //! Only signing fails over: a signature asked of a second enclave is the same signature (RFC 6979)
@@ -71,10 +71,18 @@ pub struct Fleet {
     backoff: Duration,
 }
 
-/// Whether an error says the endpoint, not the request, is the problem.
+/// Whether an error says the endpoint, not the request, is the problem: `UNAVAILABLE`, no
+/// connection, or a connection lost during the call. tonic reports the last as `UNKNOWN` with
+/// the transport's error as its source; a status a server sends carries no source, so a host
+/// that answers `UNKNOWN` is not taken for a dead one (and could gain nothing by it: a signing
+/// call repeated elsewhere duplicates nothing a caller relies on, see the module's text).
 fn endpoint_failed(error: &Error) -> bool {
     match error {
-        Error::Status(status) => status.code() == tonic::Code::Unavailable,
+        Error::Status(status) => match status.code() {
+            tonic::Code::Unavailable => true,
+            tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+            _ => false,
+        },
         Error::Transport(_) => true,
         _ => false,
     }
@@ -214,6 +222,16 @@ mod tests {
         ] {
             assert!(!endpoint_failed(&Error::Status(Box::new(refusal))));
         }
+        // A connection lost during the call (tonic's own status, the transport's error as its
+        // source) fails over; the same code sent by a server does not.
+        let lost = tonic::Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(lost.code(), tonic::Code::Unknown);
+        assert!(endpoint_failed(&Error::Status(Box::new(lost))));
+        assert!(!endpoint_failed(&Error::Status(Box::new(
+            tonic::Status::unknown("sent by the host")
+        ))));
         // A wrong answer is reported, not retried elsewhere.
         assert!(!endpoint_failed(&Error::Verification("bad signature")));
     }

@@ -159,3 +159,92 @@ async fn a_host_that_is_not_serving_is_passed_over() {
         assert_eq!(answered.endpoint, a.address, "signature {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_call_in_flight_when_its_host_dies_is_answered_by_another() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let first = Stack::start("k256").await;
+    let client = first.client().await;
+    let key = client.create_key(&first.keyring(), "fleet").await.unwrap();
+    drop(client);
+    let dir_a = first.stop();
+    let dir_b = tempfile::tempdir().unwrap();
+    tests::copy_data_files(dir_a.path(), dir_b.path());
+    let a = Stack::start_in(dir_a, "k256").await;
+    let b = Stack::start_in(dir_b, "k256").await;
+    let mut config = ClientConfig::new(a.address.clone(), a.deployment_id.clone());
+    config.stamper = Some(Arc::new(a.admin_stamper()));
+    config.enclave = Some(a.attestation_policy());
+    let fleet = Arc::new(
+        Fleet::connect(config, vec![a.address.clone(), b.address.clone()])
+            .await
+            .unwrap(),
+    );
+
+    // Eight callers keep calls in flight on both hosts; B's host is SIGKILLed under them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let signed = Arc::new(tokio::sync::watch::Sender::new(0u64));
+    let by_b = Arc::new(AtomicU64::new(0));
+    let mut callers = Vec::new();
+    for worker in 0..8u8 {
+        let (fleet, stop, signed, by_b) = (
+            Arc::clone(&fleet),
+            Arc::clone(&stop),
+            Arc::clone(&signed),
+            Arc::clone(&by_b),
+        );
+        let (id, b_address) = (key.key_id.clone(), b.address.clone());
+        callers.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            for n in 0u32.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let mut digest = [worker; 32];
+                digest[..4].copy_from_slice(&n.to_be_bytes());
+                let id = id.clone();
+                match fleet
+                    .sign(move |client| {
+                        let id = id.clone();
+                        async move { client.sign_digest(&id, digest).await }
+                    })
+                    .await
+                {
+                    Ok(answered) => {
+                        if answered.endpoint == b_address {
+                            by_b.fetch_add(1, Ordering::Relaxed);
+                        }
+                        signed.send_modify(|n| *n += 1);
+                    }
+                    Err(error) => errors.push(error.to_string()),
+                }
+            }
+            errors
+        }));
+    }
+    let until = |more: u64| {
+        let mut seen = signed.subscribe();
+        let target = *seen.borrow() + more;
+        async move {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                seen.wait_for(|n| *n >= target),
+            )
+            .await
+            .expect("signing goes on")
+            .unwrap();
+        }
+    };
+    until(200).await;
+    assert!(by_b.load(Ordering::Relaxed) > 0, "B was answering");
+    tokio::task::block_in_place(|| drop(b.stop()));
+    until(200).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for caller in callers {
+        errors.extend(caller.await.unwrap());
+    }
+    assert!(errors.is_empty(), "errors reached the callers: {errors:?}");
+}
