@@ -11,7 +11,8 @@
 //! - *hamming*: secrets with 4 bits set against uniformly random secrets;
 //! - *magnitude*: small scalars (below 2^28) against large ones (n minus a small value);
 //! - *equality*: keyring keys compared with themselves against keys differing in the first byte;
-//! - *control*: uniformly random secrets in both classes (two pools drawn alike). An A/A test:
+//! - *control*: uniformly random secrets in both classes (two pools drawn alike; for the
+//!   comparison, unequal keys in both). An A/A test:
 //!   whatever |t| it reaches is the harness's own floor (pool placement, frequency drift), and a
 //!   class test is read against it, not against 4.5 alone.
 //!
@@ -163,15 +164,15 @@ fn bip340_libsecp256k1_control(runner: &mut CtRunner, _: &mut BenchRng) {
     bip340::<Libsecp256k1>(runner, uniform, uniform);
 }
 
-/// Keyring keys (the secret the enclave compares: a keyring loaded twice must carry the same
-/// key): equal against differing in the first byte, where an early-exit comparison stops.
-fn keyring_key_equality(runner: &mut CtRunner, _: &mut BenchRng) {
+/// Keyring keys compared, `a` against a copy of it changed in the first byte where `differs`
+/// says so for the measurement's class.
+fn keyring_keys(runner: &mut CtRunner, differs: fn(Class) -> bool) {
     let inputs: Vec<(Class, KeyringKey, KeyringKey)> = (0..samples())
         .map(|_| {
             let a = random::<32>();
             let class = coin();
             let mut b = a;
-            if matches!(class, Class::Right) {
+            if differs(class) {
                 b[0] ^= 0x80;
             }
             (
@@ -184,6 +185,17 @@ fn keyring_key_equality(runner: &mut CtRunner, _: &mut BenchRng) {
     for (class, a, b) in &inputs {
         runner.run_one(*class, || a.ct_eq(b));
     }
+}
+
+/// Keyring keys (the secret the enclave compares: a keyring loaded twice must carry the same
+/// key): equal against differing in the first byte, where an early-exit comparison stops.
+fn keyring_key_equality(runner: &mut CtRunner, _: &mut BenchRng) {
+    keyring_keys(runner, |class| matches!(class, Class::Right));
+}
+
+/// The comparison's A/A control: both classes compare keys differing in the first byte.
+fn keyring_key_control(runner: &mut CtRunner, _: &mut BenchRng) {
+    keyring_keys(runner, |_| true);
 }
 
 ctbench_main!(
@@ -199,5 +211,6 @@ ctbench_main!(
     ecdsa_libsecp256k1_control,
     bip340_k256_control,
     bip340_libsecp256k1_control,
-    keyring_key_equality
+    keyring_key_equality,
+    keyring_key_control
 );
