@@ -2,8 +2,8 @@
 //! [`Client`] per endpoint — so each enclave it meets is attested on its own, with its own
 //! identity, and every answer is verified against the enclave that gave it — spreads signing
 //! calls over them in turn, marks an endpoint down when it answers `UNAVAILABLE` (or cannot be
-//! reached, or its connection is lost during a call) or its health is not SERVING ([`Fleet::check_health`]) and tries the next, and says
-//! which endpoint answered.
+//! reached, or its connection breaks during a call) or its health is not SERVING
+//! ([`Fleet::check_health`]) and tries the next, and says which endpoint answered.
 //!
 //! Only signing fails over: a signature asked of a second enclave is the same signature (RFC 6979)
 //! or an equally valid one (BIP-340), so repeating it duplicates nothing a caller relies on —
@@ -72,17 +72,16 @@ pub struct Fleet {
 }
 
 /// Whether an error says the endpoint, not the request, is the problem: `UNAVAILABLE`, no
-/// connection, or a connection lost during the call. tonic reports the last as `UNKNOWN` with
-/// the transport's error as its source; a status a server sends carries no source, so a host
-/// that answers `UNKNOWN` is not taken for a dead one (and could gain nothing by it: a signing
-/// call repeated elsewhere duplicates nothing a caller relies on, see the module's text).
+/// connection, or a status tonic made itself from a transport failure during the call (a lost
+/// connection comes as `UNKNOWN`, `CANCELLED` or `INTERNAL` by where it broke, always with the
+/// transport's error as its source). A status a server sends carries no source, so a host
+/// answering one of those codes is not taken for a dead one; and it could gain nothing by it:
+/// a signing call repeated elsewhere duplicates nothing a caller relies on (the module's text).
 fn endpoint_failed(error: &Error) -> bool {
     match error {
-        Error::Status(status) => match status.code() {
-            tonic::Code::Unavailable => true,
-            tonic::Code::Unknown => std::error::Error::source(status).is_some(),
-            _ => false,
-        },
+        Error::Status(status) => {
+            status.code() == tonic::Code::Unavailable || std::error::Error::source(status).is_some()
+        }
         Error::Transport(_) => true,
         _ => false,
     }
@@ -161,8 +160,13 @@ impl Fleet {
     }
 
     /// Runs a signing call (`op` given a member's client) on the next member in turn; when an
-    /// endpoint fails (`UNAVAILABLE`, unreachable) marks it down and runs it on the next, for
-    /// up to the configured rounds over all members. Any other error is the answer.
+    /// endpoint fails (`UNAVAILABLE`, unreachable, its connection broken during the call) marks
+    /// it down and runs it on the next, for up to the configured rounds over all members. Any
+    /// other error is the answer.
+    ///
+    /// `op` may run on several members, so it must be a signing call: never a key creation,
+    /// import or policy change, which may already have run where the connection broke (those
+    /// go to [`Fleet::member`]).
     ///
     /// # Errors
     /// `op`'s error; the last endpoint failure when every member failed every round.
@@ -223,15 +227,19 @@ mod tests {
             assert!(!endpoint_failed(&Error::Status(Box::new(refusal))));
         }
         // A connection lost during the call (tonic's own status, the transport's error as its
-        // source) fails over; the same code sent by a server does not.
+        // source) fails over; the same codes sent by a server do not.
         let lost = tonic::Status::from_error(Box::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset,
         )));
         assert_eq!(lost.code(), tonic::Code::Unknown);
         assert!(endpoint_failed(&Error::Status(Box::new(lost))));
-        assert!(!endpoint_failed(&Error::Status(Box::new(
-            tonic::Status::unknown("sent by the host")
-        ))));
+        for sent in [
+            tonic::Status::unknown("sent by the host"),
+            tonic::Status::cancelled("sent by the host"),
+            tonic::Status::internal("sent by the host"),
+        ] {
+            assert!(!endpoint_failed(&Error::Status(Box::new(sent))));
+        }
         // A wrong answer is reported, not retried elsewhere.
         assert!(!endpoint_failed(&Error::Verification("bad signature")));
     }
