@@ -38,6 +38,23 @@ impl Tally {
     }
 }
 
+/// An error's class for the tally: its gRPC code; a status other than UNAVAILABLE that tonic
+/// made itself from a broken connection (it carries the transport's error as its source, which
+/// a server's status never does) is marked "(transport)"; "client" for the SDK's own errors.
+fn class(error: &signer_client::Error) -> String {
+    match error {
+        signer_client::Error::Status(status) => {
+            let code = status.code();
+            if code != tonic::Code::Unavailable && std::error::Error::source(status).is_some() {
+                format!("{code:?} (transport)")
+            } else {
+                format!("{code:?}")
+            }
+        }
+        _ => "client".into(),
+    }
+}
+
 /// Signs with random keys and digests until `stop`, counting verified signatures in
 /// `progress`.
 async fn load(
@@ -64,7 +81,7 @@ async fn load(
             }
             Ok(_) => tally.wrong += 1,
             Err(error) => {
-                let class = error.code().map_or("client".into(), |c| format!("{c:?}"));
+                let class = class(&error);
                 *tally.errors.entry(class).or_default() += 1;
                 failed.send_modify(|n| *n += 1);
             }
@@ -208,7 +225,7 @@ impl Writer {
                             progress.send_replace(created.len());
                         }
                         Err(error) => {
-                            let class = error.code().map_or("client".into(), |c| format!("{c:?}"));
+                            let class = class(&error);
                             *refused.lock().unwrap().entry(class).or_default() += 1;
                         }
                     }
@@ -350,13 +367,13 @@ async fn host_killed_under_load_loses_nothing_and_resumes() {
         created.len(),
     );
     assert_eq!(before.wrong + after.wrong, 0, "no wrong signature, ever");
-    // A call the host's death cut ends as tonic reports a lost connection (UNKNOWN: it may
-    // have run) or as UNAVAILABLE; no other class, for a signature or a write.
+    // A call the host's death cut ends as tonic reports a broken connection (UNKNOWN or
+    // CANCELLED by where it broke: it may have run) or as UNAVAILABLE; nothing a server said.
     for errors in [&before.errors, &cut] {
         assert!(
             errors
                 .keys()
-                .all(|code| code == "Unknown" || code == "Unavailable"),
+                .all(|class| class == "Unavailable" || class.ends_with("(transport)")),
             "{errors:?}"
         );
     }
