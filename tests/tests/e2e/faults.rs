@@ -89,6 +89,29 @@ async fn load(
     }
 }
 
+/// Waits until the count in `progress` has grown by `more`, for at most `seconds`.
+pub(super) async fn until_more(progress: &watch::Sender<u64>, more: u64, seconds: u64, what: &str) {
+    let mut seen = progress.subscribe();
+    let target = *seen.borrow() + more;
+    tokio::time::timeout(
+        Duration::from_secs(seconds),
+        seen.wait_for(|n| *n >= target),
+    )
+    .await
+    .expect(what)
+    .unwrap();
+}
+
+/// Ends a task: lets it finish, or (`abort`) drops it, for a client of a host that is gone.
+async fn end(task: tokio::task::JoinHandle<()>, abort: bool) {
+    if abort {
+        task.abort();
+        let _ = task.await;
+    } else {
+        task.await.unwrap();
+    }
+}
+
 /// The outage: the longest gap between consecutive completed signatures that ends after
 /// `fault` (calls in flight at the fault may still complete just after it).
 pub(super) fn recovery(tally: &Tally, fault: Instant) -> Option<Duration> {
@@ -138,22 +161,12 @@ pub(super) async fn start_load(stack: &Stack, keys: &Arc<Vec<KeyInfo>>) -> Run {
 impl Run {
     /// Waits until `more` signatures beyond those completed so far (the load is flowing).
     pub(super) async fn until_signed(&self, more: u64) {
-        let mut seen = self.progress.subscribe();
-        let target = *seen.borrow() + more;
-        tokio::time::timeout(Duration::from_secs(60), seen.wait_for(|n| *n >= target))
-            .await
-            .expect("signing resumes")
-            .unwrap();
+        until_more(&self.progress, more, 60, "signing resumes").await;
     }
 
     /// Waits until `more` calls beyond those failed so far have failed.
     async fn until_failed(&self, more: u64) {
-        let mut seen = self.failed.subscribe();
-        let target = *seen.borrow() + more;
-        tokio::time::timeout(Duration::from_secs(120), seen.wait_for(|n| *n >= target))
-            .await
-            .expect("calls fail")
-            .unwrap();
+        until_more(&self.failed, more, 120, "calls fail").await;
     }
 
     /// A snapshot of the tally so far.
@@ -167,12 +180,7 @@ impl Run {
     pub(super) async fn finish(self, abort: bool) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         for worker in self.workers {
-            if abort {
-                worker.abort();
-                let _ = worker.await;
-            } else {
-                worker.await.unwrap();
-            }
+            end(worker, abort).await;
         }
         std::mem::take(&mut *self.tally.lock().unwrap())
     }
@@ -194,7 +202,7 @@ struct Writer {
     stop: Arc<AtomicBool>,
     created: Arc<Mutex<Vec<KeyInfo>>>,
     refused: Arc<Mutex<BTreeMap<String, u64>>>,
-    progress: Arc<watch::Sender<usize>>,
+    progress: Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -205,7 +213,7 @@ impl Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let created = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(Mutex::new(BTreeMap::new()));
-        let progress = Arc::new(watch::Sender::new(0));
+        let progress = Arc::new(watch::Sender::new(0u64));
         let task = tokio::spawn({
             let (stop, created, refused, progress) = (
                 Arc::clone(&stop),
@@ -220,9 +228,8 @@ impl Writer {
                     }
                     match client.create_key(&keyring, &format!("written {n}")).await {
                         Ok(key) => {
-                            let mut created = created.lock().unwrap();
-                            created.push(key);
-                            progress.send_replace(created.len());
+                            created.lock().unwrap().push(key);
+                            progress.send_modify(|n| *n += 1);
                         }
                         Err(error) => {
                             let class = class(&error);
@@ -242,25 +249,15 @@ impl Writer {
     }
 
     /// Waits until `more` keys beyond those acknowledged so far.
-    async fn until_created(&self, more: usize) {
-        let mut seen = self.progress.subscribe();
-        let target = *seen.borrow() + more;
-        tokio::time::timeout(Duration::from_secs(60), seen.wait_for(|n| *n >= target))
-            .await
-            .expect("writes resume")
-            .unwrap();
+    async fn until_created(&self, more: u64) {
+        until_more(&self.progress, more, 60, "writes resume").await;
     }
 
     /// Stops it (`abort`: drops the call in flight, for a host that is gone) and returns the
     /// keys acknowledged and the refusals by code.
     async fn finish(self, abort: bool) -> (Vec<KeyInfo>, BTreeMap<String, u64>) {
         self.stop.store(true, Ordering::Relaxed);
-        if abort {
-            self.task.abort();
-            let _ = self.task.await;
-        } else {
-            self.task.await.unwrap();
-        }
+        end(self.task, abort).await;
         let created = std::mem::take(&mut *self.created.lock().unwrap());
         let refused = std::mem::take(&mut *self.refused.lock().unwrap());
         (created, refused)

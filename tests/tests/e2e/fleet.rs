@@ -8,17 +8,20 @@
 
 use std::collections::BTreeSet;
 
-use signer_client::{ClientConfig, Fleet};
+use signer_client::{ClientConfig, Fleet, KeyInfo};
+use tempfile::TempDir;
 use tests::Stack;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_fails_over_when_a_stack_dies_mid_load() {
-    // One stack makes the keys, then stops; its directory seeds two more.
+use super::faults::until_more;
+
+/// One stack makes `keys` keys, then stops; its data directory and `copies` copies of it,
+/// each ready to seed a stack that serves the same sealed keys.
+async fn seeded(keys: usize, copies: usize) -> (Vec<KeyInfo>, TempDir, Vec<TempDir>) {
     let first = Stack::start("k256").await;
     let client = first.client().await;
-    let mut keys = Vec::new();
-    for i in 0..3 {
-        keys.push(
+    let mut made = Vec::new();
+    for i in 0..keys {
+        made.push(
             client
                 .create_key(&first.keyring(), &format!("fleet {i}"))
                 .await
@@ -26,20 +29,36 @@ async fn signing_fails_over_when_a_stack_dies_mid_load() {
         );
     }
     drop(client);
-    let dir_a = first.stop();
-    let (dir_b, dir_c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    for dir in [&dir_b, &dir_c] {
-        tests::copy_data_files(dir_a.path(), dir.path());
-    }
+    let dir = first.stop();
+    let copies = (0..copies)
+        .map(|_| {
+            let copy = tempfile::tempdir().unwrap();
+            tests::copy_data_files(dir.path(), copy.path());
+            copy
+        })
+        .collect();
+    (made, dir, copies)
+}
+
+/// A client configuration for `stack`'s deployment: its admin stamper and attestation policy.
+fn config(stack: &Stack) -> ClientConfig {
+    let mut config = ClientConfig::new(stack.address.clone(), stack.deployment_id.clone());
+    config.stamper = Some(std::sync::Arc::new(stack.admin_stamper()));
+    config.enclave = Some(stack.attestation_policy());
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_fails_over_when_a_stack_dies_mid_load() {
+    // One stack makes the keys, then stops; its directory seeds two more.
+    let (keys, dir_a, copies) = seeded(3, 2).await;
+    let [dir_b, dir_c] = <[TempDir; 2]>::try_from(copies).unwrap();
     let a = Stack::start_in(dir_a, "k256").await;
     let b = Stack::start_in(dir_b, "k256").await;
     let c = Stack::start_in(dir_c, "secp256k1").await;
 
-    let mut config = ClientConfig::new(a.address.clone(), a.deployment_id.clone());
-    config.stamper = Some(std::sync::Arc::new(a.admin_stamper()));
-    config.enclave = Some(a.attestation_policy());
     let endpoints = vec![a.address.clone(), b.address.clone(), c.address.clone()];
-    let fleet = Fleet::connect(config, endpoints).await.unwrap();
+    let fleet = Fleet::connect(config(&a), endpoints).await.unwrap();
 
     // Before the kill: calls are spread over all three.
     let mut before = BTreeSet::new();
@@ -122,13 +141,9 @@ async fn signing_fails_over_when_a_stack_dies_mid_load() {
 async fn a_host_that_is_not_serving_is_passed_over() {
     use tests::StackOptions;
 
-    let first = Stack::start("k256").await;
-    let client = first.client().await;
-    let key = client.create_key(&first.keyring(), "fleet").await.unwrap();
-    drop(client);
-    let dir_a = first.stop();
-    let dir_b = tempfile::tempdir().unwrap();
-    tests::copy_data_files(dir_a.path(), dir_b.path());
+    let (keys, dir_a, copies) = seeded(1, 1).await;
+    let [dir_b] = <[TempDir; 1]>::try_from(copies).unwrap();
+    let key = &keys[0];
     let a = Stack::start_in(dir_a, "k256").await;
     // B's host expects another enclave image: its health never says SERVING.
     let options = StackOptions {
@@ -137,10 +152,7 @@ async fn a_host_that_is_not_serving_is_passed_over() {
     };
     let b = tokio::task::block_in_place(|| Stack::spawn(dir_b, "k256", &options));
 
-    let mut config = ClientConfig::new(a.address.clone(), a.deployment_id.clone());
-    config.stamper = Some(std::sync::Arc::new(a.admin_stamper()));
-    config.enclave = Some(a.attestation_policy());
-    let fleet = Fleet::connect(config, vec![b.address.clone(), a.address.clone()])
+    let fleet = Fleet::connect(config(&a), vec![b.address.clone(), a.address.clone()])
         .await
         .unwrap();
     let report = fleet.check_health().await;
@@ -165,20 +177,13 @@ async fn a_signing_call_in_flight_when_its_host_dies_is_answered_by_another() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    let first = Stack::start("k256").await;
-    let client = first.client().await;
-    let key = client.create_key(&first.keyring(), "fleet").await.unwrap();
-    drop(client);
-    let dir_a = first.stop();
-    let dir_b = tempfile::tempdir().unwrap();
-    tests::copy_data_files(dir_a.path(), dir_b.path());
+    let (keys, dir_a, copies) = seeded(1, 1).await;
+    let [dir_b] = <[TempDir; 1]>::try_from(copies).unwrap();
+    let key = &keys[0];
     let a = Stack::start_in(dir_a, "k256").await;
     let b = Stack::start_in(dir_b, "k256").await;
-    let mut config = ClientConfig::new(a.address.clone(), a.deployment_id.clone());
-    config.stamper = Some(Arc::new(a.admin_stamper()));
-    config.enclave = Some(a.attestation_policy());
     let fleet = Arc::new(
-        Fleet::connect(config, vec![a.address.clone(), b.address.clone()])
+        Fleet::connect(config(&a), vec![a.address.clone(), b.address.clone()])
             .await
             .unwrap(),
     );
@@ -224,23 +229,10 @@ async fn a_signing_call_in_flight_when_its_host_dies_is_answered_by_another() {
             errors
         }));
     }
-    let until = |more: u64| {
-        let mut seen = signed.subscribe();
-        let target = *seen.borrow() + more;
-        async move {
-            tokio::time::timeout(
-                std::time::Duration::from_secs(60),
-                seen.wait_for(|n| *n >= target),
-            )
-            .await
-            .expect("signing goes on")
-            .unwrap();
-        }
-    };
-    until(200).await;
+    until_more(&signed, 200, 60, "signing goes on").await;
     assert!(by_b.load(Ordering::Relaxed) > 0, "B was answering");
     tokio::task::block_in_place(|| drop(b.stop()));
-    until(200).await;
+    until_more(&signed, 200, 60, "signing goes on").await;
     stop.store(true, Ordering::Relaxed);
     let mut errors = Vec::new();
     for caller in callers {
